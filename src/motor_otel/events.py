@@ -1,0 +1,77 @@
+"""Transaction lifecycle facts, handed from the tracing core to metrics and logs.
+
+The session and listener modules decide *what happened*; observers (``metrics.py``,
+``logs.py``) decide how to say it. Keeping this contract in one place lets each signal
+say the same thing as the spans without reaching into span objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from opentelemetry.util.types import AttributeValue
+
+Outcome = Literal["committed", "aborted", "failed"]
+"""How a transaction ended, as ``db.mongodb.transaction.outcome`` says it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    """One attempt of a transaction: started, retried, or ended."""
+
+    attempt: int
+    """1-based attempt number within its transaction (or ``withTransaction`` call)."""
+    lsid: str | None
+    """The session id's UUID as a string."""
+    txn_number: int | None
+    error_labels: Sequence[str] = ()
+    """Labels of the error that caused a retry, if any."""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """The same attributes as the span this attempt produced."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSummary:
+    """A finished transaction: one ``withTransaction`` call, or one
+    ``start_transaction`` → ``commit_transaction``/``abort_transaction``."""
+
+    outcome: Outcome
+    duration_s: float
+    attempts: int
+    commit_attempts: int
+    lsid: str | None
+    txn_number: int | None
+    error_labels: Sequence[str] = ()
+    """Every distinct error label seen during the transaction, in order of appearance."""
+    error_type: str | None = None
+    """Exception class name when ``outcome == "failed"``."""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSummary:
+    """A finished driver operation (``insert db.coll``, ``commitTransaction admin``...)."""
+
+    duration_s: float
+    attributes: Mapping[str, AttributeValue]
+    """Semantic-convention attributes: ``db.system.name``, ``db.namespace``,
+    ``db.collection.name``, ``db.operation.name``, ``server.address``, ``server.port``,
+    ``error.type`` and ``db.response.status_code`` on failure."""
+
+
+class TransactionObserver(Protocol):
+    """Receives lifecycle facts. Called synchronously: keep it cheap, never raise."""
+
+    def transaction_started(self, info: AttemptInfo) -> None: ...
+
+    def transaction_retry(self, info: AttemptInfo) -> None:
+        """The callback (or the whole attempt) is about to run again."""
+
+    def commit_retry(self, info: AttemptInfo) -> None:
+        """``commitTransaction`` is about to be sent again for the same attempt."""
+
+    def transaction_ended(self, summary: TransactionSummary) -> None: ...
+
+    def operation_ended(self, summary: OperationSummary) -> None: ...
