@@ -1,0 +1,72 @@
+"""Server errors as the simulator reports them: ``{ok: 0, code, codeName, errmsg, errorLabels}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CODE_NAMES: dict[int, str] = {
+    2: "BadValue",
+    11: "UserNotFound",
+    24: "LockTimeout",
+    26: "NamespaceNotFound",
+    27: "IndexNotFound",
+    43: "CursorNotFound",
+    48: "NamespaceExists",
+    50: "MaxTimeMSExpired",
+    59: "CommandNotFound",
+    64: "WriteConcernFailed",
+    79: "UnknownReplWriteConcern",
+    91: "ShutdownInProgress",
+    100: "UnsatisfiableWriteConcern",
+    112: "WriteConflict",
+    189: "PrimarySteppedDown",
+    225: "TransactionTooOld",
+    244: "TransactionAborted",
+    246: "SnapshotUnavailable",
+    251: "NoSuchTransaction",
+    256: "TransactionCommitted",
+    263: "OperationNotSupportedInTransaction",
+    267: "PreparedTransactionInProgress",
+    10107: "NotWritablePrimary",
+    11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown",
+    11602: "InterruptedDueToReplStateChange",
+    13435: "NotPrimaryNoSecondaryOk",
+    13436: "NotPrimaryOrSecondary",
+}
+
+# Codes after which mongod labels a retryable write (or commit/abort) ``RetryableWriteError``.
+RETRYABLE_WRITE_CODES = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 134}
+)
+# Codes after which mongod labels an error inside a transaction ``TransientTransactionError``.
+TRANSIENT_TRANSACTION_CODES = frozenset({24, 112, 244, 246, 251, 267})
+
+
+class CommandError(Exception):
+    """A command failed the way mongod would fail it."""
+
+    def __init__(self, code: int, errmsg: str, labels: list[str] | None = None) -> None:
+        super().__init__(errmsg)
+        self.code = code
+        self.errmsg = errmsg
+        self.labels = list(labels or [])
+
+    def to_reply(self) -> dict[str, Any]:
+        reply: dict[str, Any] = {
+            "ok": 0,
+            "errmsg": self.errmsg,
+            "code": self.code,
+            "codeName": CODE_NAMES.get(self.code, "UnknownError"),
+        }
+        if self.labels:
+            reply["errorLabels"] = self.labels
+        return reply
+
+
+def no_such_transaction(txn_number: int) -> CommandError:
+    return CommandError(
+        251,
+        f"Transaction with txnNumber {txn_number} has been aborted or does not exist",
+        ["TransientTransactionError"],
+    )

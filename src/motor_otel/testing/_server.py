@@ -1,0 +1,383 @@
+"""The wire side of the simulator: mockupdb speaks the protocol, one handler answers everything.
+
+mockupdb serialises request handling under one lock and lets a connection thread die on bad
+input; we replace its per-connection loop so connections run concurrently (a blocked fail point
+blocks only its own connection) and malformed messages get an error reply or a closed socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from bson.binary import Binary
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+from mockupdb import OPCODES, MockupDB, OpMsg, mock_server_receive
+
+from motor_otel.testing._engine import Doc, Engine, TransactionView, View
+from motor_otel.testing._errors import (
+    RETRYABLE_WRITE_CODES,
+    TRANSIENT_TRANSACTION_CODES,
+    CommandError,
+    no_such_transaction,
+)
+from motor_otel.testing._failpoints import FailPoints
+
+_MAX_MESSAGE = 48_000_000
+_RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+_TXN_ENDING = frozenset({"commitTransaction", "abortTransaction"})
+_HELLO = frozenset({"hello", "ismaster", "isMaster"})
+
+
+class _ClusterClock:
+    """Hands out strictly increasing BSON timestamps, as a primary's oplog would."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secs = 0
+        self._inc = 0
+
+    def tick(self) -> Timestamp:
+        with self._lock:
+            now = int(time.time())
+            if now > self._secs:
+                self._secs, self._inc = now, 1
+            else:
+                self._inc += 1
+            return Timestamp(self._secs, self._inc)
+
+
+@dataclass(slots=True)
+class _Txn:
+    number: int
+    state: str  # "in_progress" | "committed" | "aborted"
+    view: TransactionView | None
+
+
+@dataclass(slots=True)
+class _Connection:
+    id: int
+    app_name: str | None = None
+
+
+@dataclass(slots=True)
+class TransactionCounters:
+    """Server-side transaction counts, as mongod's ``serverStatus.transactions`` reports them."""
+
+    total_started: int = 0
+    total_committed: int = 0
+    total_aborted: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class _Protocol(MockupDB):  # type: ignore[misc]
+    """mockupdb with a concurrent, crash-proof per-connection loop."""
+
+    def __init__(self, simulator: SimulatedReplicaSet, host: str, port: int) -> None:
+        super().__init__(port=port or None, auto_ismaster=False)
+        self._address = (host, port or None)
+        self._simulator = simulator
+
+    def _server_loop(self, client: socket.socket, client_addr: Any) -> None:
+        conn = self._simulator._new_connection()
+        try:
+            while not self._stopped:
+                try:
+                    header = mock_server_receive(client, 16)
+                except OSError:
+                    return
+                length, request_id, _, opcode = struct.unpack("<iiii", header)
+                if length < 16 or length > _MAX_MESSAGE:
+                    return  # not a MongoDB message: hang up rather than wait for 2 GB
+                try:
+                    body = mock_server_receive(client, length - 16)
+                except OSError:
+                    return
+                try:
+                    if opcode not in OPCODES:
+                        raise ValueError(f"unsupported opcode {opcode}")
+                    request = OPCODES[opcode].unpack(body, client, self, request_id)
+                except Exception as exc:  # malformed body: answer like mongod, keep serving
+                    bad = OpMsg({}, _client=client, request_id=request_id, _server=self)
+                    bad.reply(CommandError(2, f"invalid message: {exc}").to_reply())
+                    continue
+                try:
+                    self._simulator._handle(request, conn)
+                except OSError:
+                    return
+        finally:
+            client.close()
+
+
+class SimulatedReplicaSet:
+    """A single-node MongoDB replica set (``rs0``) in this process, over the real wire protocol.
+
+    Motor, PyMongo's ``AsyncMongoClient`` and ``MongoClient`` connect to :attr:`uri` unchanged and
+    run transactions against it. ``configureFailPoint: "failCommand"`` behaves as on mongod, so
+    retry code tested here runs unchanged against a real replica set.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        set_name: str = "rs0",
+        server_version: str = "7.0.0",
+    ) -> None:
+        self.set_name = set_name
+        self.server_version = server_version
+        self._host = host
+        self._port = port
+        self._engine = Engine()
+        self._clock = _ClusterClock()
+        self._failpoints = FailPoints()
+        self._sessions: dict[bytes, _Txn] = {}
+        self._connection_ids = itertools.count(1)
+        self.transactions = TransactionCounters()
+        self._server: _Protocol | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> SimulatedReplicaSet:
+        if self._server is None:
+            self._server = _Protocol(self, self._host, self._port)
+            self._server.run()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> SimulatedReplicaSet:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> SimulatedReplicaSet:
+        return self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("SimulatedReplicaSet is not started; use 'with' or start()")
+        return (self._host, int(self._server.port))
+
+    @property
+    def uri(self) -> str:
+        host, port = self.address
+        return f"mongodb://{host}:{port}/?replicaSet={self.set_name}"
+
+    # -- request handling ----------------------------------------------------------------------
+    def _new_connection(self) -> _Connection:
+        return _Connection(next(self._connection_ids))
+
+    def _handle(self, request: Any, conn: _Connection) -> None:
+        try:
+            command = dict(request.doc)
+        except Exception:
+            command = {}
+        if not command:
+            request.reply(self._stamp(CommandError(2, "empty command").to_reply()))
+            return
+        name = next(iter(command))
+        if name in _HELLO:
+            request.reply(self._hello(command, conn))
+            return
+        action = self._failpoints.match(name, conn.app_name)
+        if action is not None:
+            if action.block_ms:
+                time.sleep(action.block_ms / 1000)
+            if action.close_connection:
+                request.hangup()
+                return
+            if action.error_code is not None:
+                labels = action.error_labels
+                if labels is None:
+                    labels = self._labels_for(name, command, int(action.error_code))
+                err = CommandError(int(action.error_code), f"Failing command {name} via failCommand")
+                err.labels = list(labels)
+                request.reply(self._stamp(err.to_reply()))
+                return
+        reply = self._run(name, command)
+        if action is not None and action.write_concern_error is not None:
+            reply["writeConcernError"] = dict(action.write_concern_error)
+            labels = action.error_labels
+            if labels is None:
+                code = int(action.write_concern_error.get("code", 0))
+                labels = self._labels_for(name, command, code) if code != 64 else []
+            if labels:
+                reply["errorLabels"] = list(labels)
+        request.reply(self._stamp(reply))
+
+    def _labels_for(self, name: str, command: Doc, code: int) -> list[str]:
+        """The labels mongod itself attaches when a fail point gives none."""
+        in_txn = command.get("autocommit") is False
+        if name in _TXN_ENDING:
+            if code in RETRYABLE_WRITE_CODES:
+                return ["RetryableWriteError"]
+            return ["TransientTransactionError"] if code in TRANSIENT_TRANSACTION_CODES else []
+        if in_txn:
+            transient = TRANSIENT_TRANSACTION_CODES | RETRYABLE_WRITE_CODES
+            return ["TransientTransactionError"] if code in transient else []
+        if name in _RETRYABLE_WRITES and "txnNumber" in command and code in RETRYABLE_WRITE_CODES:
+            return ["RetryableWriteError"]
+        return []
+
+    def _stamp(self, reply: Doc) -> Doc:
+        ts = self._clock.tick()
+        reply["$clusterTime"] = {
+            "clusterTime": ts,
+            "signature": {"hash": Binary(b"\x00" * 20, 0), "keyId": Int64(0)},
+        }
+        reply["operationTime"] = ts
+        return reply
+
+    def _hello(self, command: Doc, conn: _Connection) -> Doc:
+        app = ((command.get("client") or {}).get("application") or {}).get("name")
+        if app is not None:
+            conn.app_name = app
+        me = "{}:{}".format(*self.address)
+        reply: Doc = {
+            "helloOk": True,
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "secondary": False,
+            "setName": self.set_name,
+            "setVersion": 1,
+            "hosts": [me],
+            "primary": me,
+            "me": me,
+            "maxBsonObjectSize": 16 * 1024 * 1024,
+            "maxMessageSizeBytes": _MAX_MESSAGE,
+            "maxWriteBatchSize": 100_000,
+            "localTime": time.time(),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": conn.id,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": False,
+            "ok": 1,
+        }
+        return self._stamp(reply)
+
+    def _run(self, name: str, command: Doc) -> Doc:
+        try:
+            return self._dispatch(name, command)
+        except CommandError as err:
+            return err.to_reply()
+        except Exception as exc:  # an engine bug must not kill the connection
+            return CommandError(1, f"simulator internal error in {name}: {exc!r}").to_reply()
+
+    def _dispatch(self, name: str, command: Doc) -> Doc:
+        db = str(command.get("$db", "admin"))
+        if name == "configureFailPoint":
+            self._failpoints.configure(command)
+            return {"ok": 1}
+        if name in ("ping", "getParameter", "setParameter", "getCmdLineOpts"):
+            return {"ok": 1}
+        if name == "buildInfo" or name == "buildinfo":
+            parts = [int(p) for p in self.server_version.split(".")]
+            return {"version": self.server_version, "versionArray": [*parts, 0], "ok": 1}
+        if name == "serverStatus":
+            c = self.transactions
+            return {
+                "host": "{}:{}".format(*self.address),
+                "transactions": {
+                    "totalStarted": Int64(c.total_started),
+                    "totalCommitted": Int64(c.total_committed),
+                    "totalAborted": Int64(c.total_aborted),
+                },
+                "ok": 1,
+            }
+        if name in ("endSessions", "killAllSessions", "killSessions"):
+            return {"ok": 1}
+        if name in _TXN_ENDING:
+            return self._end_transaction(name, command)
+        handler = self._engine.handlers.get(name)
+        if handler is None:
+            raise CommandError(59, f"no such command: '{name}'")
+        with self._engine.lock:
+            view = self._view_for(command)
+            return handler(view, db, command)
+
+    # -- transactions ---------------------------------------------------------------------------
+    def _view_for(self, command: Doc) -> View:
+        lsid = command.get("lsid")
+        txn_number = command.get("txnNumber")
+        if lsid is None or txn_number is None:
+            return View(self._engine.main)
+        key = bytes(lsid["id"])
+        number = int(txn_number)
+        txn = self._sessions.get(key)
+        if command.get("autocommit") is not False:  # a retryable write
+            if txn is not None and number < txn.number:
+                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
+            if txn is not None and txn.state == "in_progress" and number > txn.number:
+                self._abort(txn)
+            return View(self._engine.main)
+        if command.get("startTransaction"):
+            if txn is not None and number < txn.number:
+                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
+            if txn is not None and number == txn.number:
+                raise CommandError(225, f"transaction {number} has already been started")
+            if txn is not None and txn.state == "in_progress":
+                self._abort(txn)
+            txn = _Txn(number, "in_progress", TransactionView(self._engine.main))
+            self._sessions[key] = txn
+            with self.transactions.lock:
+                self.transactions.total_started += 1
+            return txn.view  # type: ignore[return-value]
+        if txn is None or txn.number != number or txn.state != "in_progress" or txn.view is None:
+            raise no_such_transaction(number)
+        return txn.view
+
+    def _abort(self, txn: _Txn) -> None:
+        txn.state, txn.view = "aborted", None
+        with self.transactions.lock:
+            self.transactions.total_aborted += 1
+
+    def _end_transaction(self, name: str, command: Doc) -> Doc:
+        lsid, txn_number = command.get("lsid"), command.get("txnNumber")
+        if lsid is None or txn_number is None:
+            raise CommandError(2, f"{name} requires lsid and txnNumber")
+        number = int(txn_number)
+        with self._engine.lock:
+            txn = self._sessions.get(bytes(lsid["id"]))
+            if txn is None or txn.number != number:
+                raise no_such_transaction(number)
+            if name == "abortTransaction":
+                if txn.state == "committed":
+                    raise CommandError(256, "Transaction has been committed")
+                if txn.state == "aborted":
+                    raise no_such_transaction(number)
+                self._abort(txn)
+                return {"ok": 1}
+            if txn.state == "committed":
+                return {"ok": 1}  # a retried commit of a committed transaction succeeds
+            if txn.state == "aborted" or txn.view is None:
+                raise no_such_transaction(number)
+            try:
+                txn.view.commit_into(self._engine.main)
+            except CommandError:
+                self._abort(txn)
+                raise
+            txn.state, txn.view = "committed", None
+            with self.transactions.lock:
+                self.transactions.total_committed += 1
+            return {"ok": 1}
