@@ -1,10 +1,38 @@
-"""OpenTelemetry traces, metrics and structured logs for MongoDB transactions.
+"""OpenTelemetry traces for MongoDB transactions in Motor.
 
-See README.md for the user guide.
+Every transaction attempt becomes a ``transaction`` span, every ``with_transaction`` call a
+``withTransaction`` span above its attempts, and every command the driver sends a span nested
+under the operation and attempt that sent it, matched by ``lsid`` + ``txnNumber``::
+
+    from motor_otel import MotorInstrumentor
+
+    MotorInstrumentor().instrument(tracer_provider=provider)
+    client = AsyncIOMotorClient(uri)          # created after instrument(): traced
+    async with await client.start_session() as session:
+        await session.with_transaction(callback)
+
+For a client that already exists, ``instrument_client(client, tracer_provider=provider)``.
+See README.md for the span model, attributes and configuration.
 """
 
 from __future__ import annotations
 
+from motor_otel.config import Settings, WithTransactionMode
+from motor_otel.instrumentor import MotorInstrumentor, instrument_client, uninstrument_client
+from motor_otel.session import InstrumentedAsyncIOMotorClientSession
+from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 from motor_otel.version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "FailedHook",
+    "InstrumentedAsyncIOMotorClientSession",
+    "MotorInstrumentor",
+    "RequestHook",
+    "ResponseHook",
+    "Settings",
+    "TransactionHook",
+    "WithTransactionMode",
+    "__version__",
+    "instrument_client",
+    "uninstrument_client",
+]

@@ -16,6 +16,7 @@ from typing import Any
 
 import bson
 import mongomock
+from pymongo import ReturnDocument
 from bson.int64 import Int64
 
 from motor_otel.testing._errors import CommandError
@@ -119,7 +120,7 @@ class Engine:
     """Runs CRUD and catalogue commands against a :class:`View`. Callers hold :attr:`lock`."""
 
     def __init__(self) -> None:
-        self.main = mongomock.MongoClient()
+        self.main: Any = mongomock.MongoClient()
         self.lock = threading.RLock()
         self._cursor_ids = itertools.count(1000)
         self._cursors: dict[int, tuple[str, list[Doc]]] = {}
@@ -146,7 +147,7 @@ class Engine:
 
     # -- cursors -------------------------------------------------------------------------
     def _cursor_reply(self, ns: str, docs: list[Doc], batch_size: int | None, single: bool) -> Doc:
-        size = len(docs) if batch_size in (None, 0) else int(batch_size)  # type: ignore[arg-type]
+        size = len(docs) if batch_size in (None, 0) else int(batch_size)
         first, rest = docs[:size], docs[size:]
         cursor_id = 0
         if rest and not single:
@@ -263,14 +264,16 @@ class Engine:
         if cmd.get("remove"):
             if existing is not None:
                 coll.delete_one({"_id": existing["_id"]})
-            value = existing if fields is None or existing is None else _project(coll, existing, fields)
+            value = (
+                existing if fields is None or existing is None else _project(coll, existing, fields)
+            )
             return {"lastErrorObject": {"n": int(existing is not None)}, "value": value, "ok": 1}
         update = cmd.get("update")
         upsert = bool(cmd.get("upsert", False))
         return_new = bool(cmd.get("new", False))
         kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
         kwargs["return_document"] = (
-            mongomock.ReturnDocument.AFTER if return_new else mongomock.ReturnDocument.BEFORE
+            ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
         )
         try:
             if _is_replacement(update):
@@ -380,7 +383,7 @@ class Engine:
         if name not in view.collection_names(db):
             raise CommandError(26, "ns not found")
         coll = view.collection(db, name)
-        index = cmd.get("index")
+        index: Any = cmd.get("index")
         before = len(list(coll.list_indexes()))
         try:
             if index == "*":

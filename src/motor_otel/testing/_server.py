@@ -210,7 +210,9 @@ class SimulatedReplicaSet:
                 labels = action.error_labels
                 if labels is None:
                     labels = self._labels_for(name, command, int(action.error_code))
-                err = CommandError(int(action.error_code), f"Failing command {name} via failCommand")
+                err = CommandError(
+                    int(action.error_code), f"Failing command {name} via failCommand"
+                )
                 err.labels = list(labels)
                 request.reply(self._stamp(err.to_reply()))
                 return

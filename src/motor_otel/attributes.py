@@ -1,0 +1,156 @@
+"""Attribute names (MongoDB's tracing spec, OTel semconv, and ours) and how to build them.
+
+Builders read driver documents and never mutate them: PyMongo hands listeners the very
+documents it sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from bson import json_util
+from bson.binary import Binary
+from bson.json_util import RELAXED_JSON_OPTIONS
+from bson.timestamp import Timestamp
+from opentelemetry.util.types import AttributeValue
+
+# MongoDB drivers' OpenTelemetry spec / OTel database semantic conventions.
+DB_SYSTEM_NAME = "db.system.name"
+DB_NAMESPACE = "db.namespace"
+DB_COLLECTION_NAME = "db.collection.name"
+DB_OPERATION_NAME = "db.operation.name"
+DB_OPERATION_SUMMARY = "db.operation.summary"
+DB_COMMAND_NAME = "db.command.name"
+DB_QUERY_SUMMARY = "db.query.summary"
+DB_QUERY_TEXT = "db.query.text"
+DB_RESPONSE_STATUS_CODE = "db.response.status_code"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+NETWORK_TRANSPORT = "network.transport"
+ERROR_TYPE = "error.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_TYPE = "exception.type"
+MONGODB_LSID = "db.mongodb.lsid"
+MONGODB_TXN_NUMBER = "db.mongodb.txn_number"
+MONGODB_CURSOR_ID = "db.mongodb.cursor_id"
+MONGODB_SERVER_CONNECTION_ID = "db.mongodb.server_connection_id"
+MONGODB_DRIVER_CONNECTION_ID = "db.mongodb.driver_connection_id"
+
+# Ours (documented in the README).
+ERROR_LABELS = "db.mongodb.error_labels"
+CLUSTER_TIME = "db.mongodb.cluster_time"
+OPERATION_TIME = "db.mongodb.operation_time"
+TXN_ATTEMPT = "db.mongodb.transaction.attempt"
+TXN_ATTEMPTS = "db.mongodb.transaction.attempts"
+TXN_COMMIT_ATTEMPTS = "db.mongodb.transaction.commit_attempts"
+TXN_OUTCOME = "db.mongodb.transaction.outcome"
+TXN_MODE = "db.mongodb.transaction.mode"
+TXN_READ_CONCERN = "db.mongodb.transaction.read_concern"
+TXN_WRITE_CONCERN = "db.mongodb.transaction.write_concern"
+TXN_READ_PREFERENCE = "db.mongodb.transaction.read_preference"
+TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
+
+MONGODB = "mongodb"
+
+# Command-logging-and-monitoring spec: these never carry text, and get no span at all.
+SENSITIVE_COMMANDS = frozenset(
+    {
+        "authenticate",
+        "saslstart",
+        "saslcontinue",
+        "getnonce",
+        "createuser",
+        "updateuser",
+        "copydbgetnonce",
+        "copydbsaslstart",
+        "copydb",
+    }
+)
+_HELLO = frozenset({"hello", "ismaster"})
+# Commands whose first value is a string that is not a collection.
+_NOT_COLLECTION = frozenset({"configureFailPoint", "explain", "mapreduce"})
+_STRIPPED = frozenset({"lsid", "$db", "$clusterTime", "signature"})
+_REDACTED = "?"
+
+
+def is_sensitive(command_name: str, command: Mapping[str, Any]) -> bool:
+    lowered = command_name.lower()
+    if lowered in SENSITIVE_COMMANDS:
+        return True
+    return lowered in _HELLO and "speculativeAuthenticate" in command
+
+
+def lsid_to_str(lsid: Any) -> str | None:
+    """The session id's UUID as a string, as PyMongo's own tracing formats it."""
+    if not isinstance(lsid, Mapping):
+        return None
+    raw = lsid.get("id")
+    if isinstance(raw, uuid.UUID):
+        return str(raw)
+    if isinstance(raw, (Binary, bytes)) and len(raw) == 16:
+        return str(uuid.UUID(bytes=bytes(raw)))
+    return None
+
+
+def timestamp_to_int(ts: Any) -> int | None:
+    """A BSON timestamp as one int64: ``seconds << 32 | increment`` (sorts like the original)."""
+    if isinstance(ts, Timestamp):
+        return (ts.time << 32) | ts.inc
+    return None
+
+
+def cluster_time_of(reply: Mapping[str, Any]) -> int | None:
+    ct = reply.get("$clusterTime")
+    return timestamp_to_int(ct.get("clusterTime")) if isinstance(ct, Mapping) else None
+
+
+def collection_of(command_name: str, command: Mapping[str, Any], database: str) -> str | None:
+    """The collection a command targets, omitted on ``admin`` as the spec says."""
+    if database == "admin" or command_name in _NOT_COLLECTION:
+        return None
+    if command_name == "getMore":
+        coll = command.get("collection")
+        return coll if isinstance(coll, str) else None
+    value = command.get(command_name)
+    return value if isinstance(value, str) and value else None
+
+
+def summary(name: str, database: str, collection: str | None) -> str:
+    return f"{name} {database}.{collection}" if collection else f"{name} {database}"
+
+
+def server_attributes(address: Any) -> dict[str, AttributeValue]:
+    """``server.address``/``server.port``/``network.transport`` from a (host, port) address."""
+    if isinstance(address, tuple) and len(address) == 2:
+        host, port = address
+        if isinstance(port, int) and port:
+            return {SERVER_ADDRESS: str(host), SERVER_PORT: port, NETWORK_TRANSPORT: "tcp"}
+        return {SERVER_ADDRESS: str(host), NETWORK_TRANSPORT: "unix"}
+    return {}
+
+
+def error_labels_of(failure: Mapping[str, Any]) -> list[str]:
+    labels = failure.get("errorLabels")
+    return [str(label) for label in labels] if isinstance(labels, list) else []
+
+
+def query_text(command: Mapping[str, Any], max_length: int, raw_values: bool) -> str | None:
+    """Relaxed Extended JSON of the command, values redacted unless opted in, truncated."""
+    if max_length <= 0:
+        return None
+    body = {k: v for k, v in command.items() if k not in _STRIPPED}
+    if not raw_values:
+        body = {k: (v if k == next(iter(command)) else _redact(v)) for k, v in body.items()}
+    text = json_util.dumps(body, json_options=RELAXED_JSON_OPTIONS)
+    return text[:max_length]
+
+
+def _redact(value: Any) -> Any:
+    """Keep keys, operators and shape; replace every scalar value."""
+    if isinstance(value, Mapping):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    return _REDACTED

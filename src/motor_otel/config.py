@@ -1,0 +1,78 @@
+"""One frozen settings object, resolved from ``instrument()`` keywords over ``OTEL_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
+
+WithTransactionMode = Literal["driver", "spec"]
+
+ENV_PREFIX = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_HOOKS = ("request_hook", "response_hook", "failed_hook", "transaction_hook")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the instrumentation does; see the configuration table in the README."""
+
+    enabled: bool = True
+    query_text_max_length: int = 0
+    query_text_raw_values: bool = False
+    with_transaction: WithTransactionMode = "driver"
+    log_lifecycle: bool = False
+    request_hook: RequestHook | None = None
+    response_hook: ResponseHook | None = None
+    failed_hook: FailedHook | None = None
+    transaction_hook: TransactionHook | None = None
+
+    @classmethod
+    def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
+        """Keywords win over the environment; an invalid value raises a clear error."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown motor_otel setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name in known - set(_HOOKS):
+            if kwargs.get(name) is not None:
+                values[name] = kwargs[name]
+            elif (raw := env.get(ENV_PREFIX + name.upper())) is not None:
+                values[name] = raw
+        for name in _HOOKS:
+            hook = kwargs.get(name)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+            values[name] = hook
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _HOOKS:
+        return value
+    if name == "query_text_max_length":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
+        if number < 0 or isinstance(value, bool):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        return number
+    if name == "with_transaction":
+        if value not in ("driver", "spec"):
+            raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")
+        return value
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be a boolean (true/false/1/0/yes/no), got {value!r}")

@@ -1,0 +1,92 @@
+"""Which span a command belongs to: by ``lsid`` + ``txnNumber``, not by luck of context.
+
+PyMongo delivers command events on whatever thread sent the command (Motor's executor, a
+task that never saw the transaction start, a thread with no context). The session side
+registers each open transaction attempt here; the listener looks it up by the identifiers the
+command itself carries. Both maps are bounded and guarded by one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Span, Tracer
+
+from motor_otel.config import Settings
+from motor_otel.events import TransactionObserver
+
+MAX_ATTEMPTS = 100_000
+MAX_COMMANDS = 100_000
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """One open transaction attempt and what its commands reported back."""
+
+    span: Span
+    lsid: str
+    txn_number: int
+    number: int
+    error_labels: list[str] = field(default_factory=list)
+    cluster_time: int | None = None
+    operation_time: int | None = None
+
+
+class Correlator:
+    """Open attempts by (lsid, txnNumber) and in-flight command spans by request."""
+
+    def __init__(self, max_attempts: int = MAX_ATTEMPTS, max_commands: int = MAX_COMMANDS) -> None:
+        self._lock = threading.Lock()
+        self._attempts: OrderedDict[tuple[str, int], Attempt] = OrderedDict()
+        self._commands: OrderedDict[Hashable, Span] = OrderedDict()
+        self._max_attempts = max_attempts
+        self._max_commands = max_commands
+
+    def open_attempt(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._attempts[(attempt.lsid, attempt.txn_number)] = attempt
+            while len(self._attempts) > self._max_attempts:
+                self._attempts.popitem(last=False)
+
+    def find_attempt(self, lsid: str, txn_number: int) -> Attempt | None:
+        with self._lock:
+            return self._attempts.get((lsid, txn_number))
+
+    def close_attempt(self, lsid: str, txn_number: int) -> Attempt | None:
+        with self._lock:
+            return self._attempts.pop((lsid, txn_number), None)
+
+    def forget_session(self, lsid: str) -> None:
+        with self._lock:
+            for key in [k for k in self._attempts if k[0] == lsid]:
+                del self._attempts[key]
+
+    def start_command(self, key: Hashable, span: Span) -> None:
+        with self._lock:
+            self._commands[key] = span
+            while len(self._commands) > self._max_commands:
+                self._commands.popitem(last=False)
+
+    def pop_command(self, key: Hashable) -> Span | None:
+        with self._lock:
+            return self._commands.pop(key, None)
+
+    def sizes(self) -> tuple[int, int]:
+        """(open attempts, in-flight commands): for leak checks and benchmarks."""
+        with self._lock:
+            return len(self._attempts), len(self._commands)
+
+
+@dataclass(slots=True, eq=False)
+class Telemetry:
+    """Everything one instrumentation scope (the global instrumentor or one
+    ``instrument_client`` call) shares between sessions, operations and the listener."""
+
+    tracer: Tracer
+    settings: Settings
+    correlator: Correlator = field(default_factory=Correlator)
+    observers: list[TransactionObserver] = field(default_factory=list)
+    enabled: bool = True

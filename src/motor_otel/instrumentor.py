@@ -1,0 +1,230 @@
+"""Lifecycle only: patch and unpatch Motor, register the command listener, pick the scope.
+
+Two scopes share one set of class patches: the global one (``MotorInstrumentor().instrument()``)
+and per-client ones (``instrument_client(client)``), found from the client object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from pymongo import monitoring
+
+from motor_otel.config import Settings, WithTransactionMode
+from motor_otel.correlation import Telemetry
+from motor_otel.listener import TracingCommandListener
+from motor_otel.operations import Patcher, patch_motor
+from motor_otel.package import _instruments
+from motor_otel.session import InstrumentedAsyncIOMotorClientSession
+from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
+from motor_otel.version import __version__
+
+_ATTR = "_motor_otel_telemetry"
+_LISTENER_ATTR = "_motor_otel_listener"
+
+_lock = threading.Lock()
+_global: Telemetry | None = None
+_global_listener: TracingCommandListener | None = None
+_patcher: Patcher | None = None
+_users = 0  # global instrumentor + instrumented clients that need the class patches
+
+
+def _build(
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+    settings: dict[str, Any],
+) -> Telemetry:
+    resolved = Settings.resolve(**settings)
+    tracer = trace.get_tracer(
+        "motor_otel",
+        __version__,
+        tracer_provider,
+        schema_url="https://opentelemetry.io/schemas/1.26.0",
+    )
+    return Telemetry(tracer=tracer, settings=resolved)
+
+
+def _client_of(obj: Any) -> Any:
+    """The Motor client behind a client, database or collection."""
+    for _ in range(3):
+        if _ATTR in vars(obj) or not hasattr(obj, "delegate"):
+            return obj
+        if type(obj).__name__.endswith("MotorCollection"):
+            obj = obj.database
+        elif type(obj).__name__.endswith("MotorDatabase"):
+            obj = obj.client
+        else:
+            return obj
+    return obj
+
+
+def telemetry_of(obj: Any) -> Telemetry | None:
+    """The scope that traces this Motor object, if any."""
+    client = _client_of(obj)
+    own = vars(client).get(_ATTR)
+    if own is not None:
+        return own if own.enabled else None
+    return _global
+
+
+def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
+    """Add a command listener to a client that already exists (PyMongo has no API for it)."""
+    delegate = getattr(client, "delegate", client)
+    listeners = getattr(delegate, "_event_listeners", None)
+    if listeners is None:
+        raise TypeError(
+            f"cannot add a command listener to {type(client).__name__}: this PyMongo version "
+            "does not expose _event_listeners; create the client after MotorInstrumentor()"
+            ".instrument() instead"
+        )
+    commands = listeners._EventListeners__command_listeners
+    if listener not in commands:
+        commands.append(listener)
+        listeners._EventListeners__enabled_for_commands = True
+
+
+def _retain_patches() -> None:
+    global _patcher, _users
+    with _lock:
+        _users += 1
+        if _patcher is None:
+            _patcher = patch_motor(telemetry_of)
+            _patch_start_session(_patcher)
+
+
+def _release_patches() -> None:
+    global _patcher, _users
+    with _lock:
+        _users = max(0, _users - 1)
+        if _users == 0 and _patcher is not None:
+            _patcher.restore()
+            _patcher = None
+
+
+def _patch_start_session(patcher: Patcher) -> None:
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    original = AsyncIOMotorClient.__dict__["start_session"]
+
+    async def start_session(self: Any, *args: Any, **kwargs: Any) -> Any:
+        session = await original(self, *args, **kwargs)
+        telemetry = telemetry_of(self)
+        if telemetry is None:
+            return session
+        if telemetry is _global and _global_listener is not None:
+            _attach_listener(self, _global_listener)  # a client created before instrument()
+        return InstrumentedAsyncIOMotorClientSession(session.delegate, self, telemetry)
+
+    start_session.__doc__ = original.__doc__
+    patcher.replace(AsyncIOMotorClient, "start_session", start_session)
+
+
+def instrument_client(
+    client: Any,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    **settings: Any,
+) -> None:
+    """Trace one Motor client that already exists (``instrument()`` only reaches new ones).
+
+    Takes the same settings as :meth:`MotorInstrumentor.instrument`. Calling it again replaces the
+    client's settings.
+    """
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    if not isinstance(client, AsyncIOMotorClient):
+        raise TypeError(
+            f"instrument_client expects a motor AsyncIOMotorClient, got {type(client).__name__}"
+        )
+    telemetry = _build(tracer_provider, meter_provider, settings)
+    previous: Telemetry | None = vars(client).get(_ATTR)
+    listener = TracingCommandListener(telemetry)
+    _attach_listener(client, listener)
+    if previous is not None:
+        previous.enabled = False
+    else:
+        _retain_patches()
+    vars(client)[_ATTR] = telemetry
+    vars(client)[_LISTENER_ATTR] = listener
+
+
+def uninstrument_client(client: Any) -> None:
+    """Stop tracing a client given to :func:`instrument_client`."""
+    telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
+    vars(client).pop(_LISTENER_ATTR, None)
+    if telemetry is not None:
+        telemetry.enabled = False
+        _release_patches()
+
+
+class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """OpenTelemetry instrumentor for Motor: transactions, operations and commands as spans.
+
+    A singleton, like every ``BaseInstrumentor``; a second ``instrument()`` warns and does nothing.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def instrument(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        enabled: bool | None = None,
+        with_transaction: WithTransactionMode | None = None,
+        query_text_max_length: int | None = None,
+        query_text_raw_values: bool | None = None,
+        log_lifecycle: bool | None = None,
+        request_hook: RequestHook | None = None,
+        response_hook: ResponseHook | None = None,
+        failed_hook: FailedHook | None = None,
+        transaction_hook: TransactionHook | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Trace every Motor client created from now on (and sessions of older ones).
+
+        Keywords override the ``OTEL_PYTHON_INSTRUMENTATION_MONGODB_*`` variables.
+        """
+        super().instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            enabled=enabled,
+            with_transaction=with_transaction,
+            query_text_max_length=query_text_max_length,
+            query_text_raw_values=query_text_raw_values,
+            log_lifecycle=log_lifecycle,
+            request_hook=request_hook,
+            response_hook=response_hook,
+            failed_hook=failed_hook,
+            transaction_hook=transaction_hook,
+            **kwargs,
+        )
+
+    def _instrument(self, **kwargs: Any) -> None:
+        global _global, _global_listener
+        tracer_provider = kwargs.pop("tracer_provider", None)
+        meter_provider = kwargs.pop("meter_provider", None)
+        settings = {k: v for k, v in kwargs.items() if k in Settings.__dataclass_fields__}
+        telemetry = _build(tracer_provider, meter_provider, settings)
+        if _global_listener is None:
+            _global_listener = TracingCommandListener(telemetry)
+            monitoring.register(_global_listener)
+        else:  # PyMongo cannot unregister: the old listener takes the new scope
+            _global_listener.telemetry = telemetry
+        _global = telemetry
+        _retain_patches()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        global _global
+        if _global is not None:
+            _global.enabled = False
+            _global = None
+            _release_patches()

@@ -1,0 +1,203 @@
+"""Command spans from PyMongo's command monitoring, parented by correlation.
+
+Events arrive synchronously on the thread that sent the command, so the per-event path is kept
+short: nothing is built for a span that does not record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from pymongo import monitoring
+
+from motor_otel import attributes as A
+from motor_otel._guard import call_hook, guard
+from motor_otel.correlation import Attempt, Telemetry
+from motor_otel.operations import CURRENT_OPERATION
+
+
+class TracingCommandListener(monitoring.CommandListener):
+    """One span per command sent (retries included), under the operation or attempt it serves.
+
+    PyMongo cannot unregister a listener, so :attr:`enabled` switches it off instead.
+    """
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    @property
+    def enabled(self) -> bool:
+        return self.telemetry.enabled
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        t = self.telemetry
+        if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
+            return
+        with guard("listener.started"):
+            self._started(event)
+
+    def _started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        name = event.command_name
+        if A.is_sensitive(name, command):
+            return
+        lsid = A.lsid_to_str(command.get("lsid"))
+        txn = command.get("txnNumber")
+        parent, link = self._parent(lsid, txn)
+        ctx = trace.set_span_in_context(parent) if parent is not None else None
+        links = [Link(link.get_span_context())] if link is not None else None
+        span = self.telemetry.tracer.start_span(
+            name, context=ctx, kind=SpanKind.CLIENT, links=links
+        )
+        if span.is_recording():
+            span.set_attributes(self._start_attributes(event, name, command, lsid, txn))
+            call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
+        self.telemetry.correlator.start_command((event.connection_id, event.request_id), span)
+
+    def _parent(self, lsid: str | None, txn: Any) -> tuple[Span | None, Span | None]:
+        """(parent, span to link) per the correlation rules in docs/architecture.md."""
+        scope = CURRENT_OPERATION.get()
+        if lsid is not None and txn is not None:
+            attempt = self.telemetry.correlator.find_attempt(lsid, int(txn))
+            if attempt is not None:
+                if scope is not None and scope.attempt is attempt:
+                    return scope.span, None
+                current = trace.get_current_span()
+                linked = current if current.get_span_context().is_valid else None
+                return attempt.span, linked
+        if scope is not None:
+            return scope.span, None
+        return None, None
+
+    def _start_attributes(
+        self,
+        event: monitoring.CommandStartedEvent,
+        name: str,
+        command: Any,
+        lsid: str | None,
+        txn: Any,
+    ) -> dict[str, Any]:
+        db = event.database_name
+        coll = A.collection_of(name, command, db)
+        attrs: dict[str, Any] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.DB_NAMESPACE: db,
+            A.DB_COMMAND_NAME: name,
+            A.DB_QUERY_SUMMARY: A.summary(name, db, coll),
+            **A.server_attributes(event.connection_id),
+        }
+        if coll:
+            attrs[A.DB_COLLECTION_NAME] = coll
+        if lsid is not None:
+            attrs[A.MONGODB_LSID] = lsid
+        if txn is not None:
+            attrs[A.MONGODB_TXN_NUMBER] = int(txn)
+        if event.server_connection_id is not None:
+            attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
+        driver_id = _driver_connection_id(event)
+        if driver_id is not None:
+            attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
+        if name in ("getMore", "killCursors"):
+            cursor = (
+                command.get(name) if name == "getMore" else (command.get("cursors") or [None])[0]
+            )
+            if isinstance(cursor, int):
+                attrs[A.MONGODB_CURSOR_ID] = int(cursor)
+        settings = self.telemetry.settings
+        text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
+        if text is not None:
+            attrs[A.DB_QUERY_TEXT] = text
+        return attrs
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        span = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
+        if span is None:
+            return
+        with guard("listener.succeeded"):
+            if span.is_recording():
+                reply = event.reply
+                attrs: dict[str, Any] = {}
+                cursor = reply.get("cursor")
+                if isinstance(cursor, dict) and cursor.get("id"):
+                    attrs[A.MONGODB_CURSOR_ID] = int(cursor["id"])
+                self._times(span, reply, attrs)
+                labels = A.error_labels_of(reply)
+                if labels:  # e.g. a writeConcernError on an ok:1 commit
+                    attrs[A.ERROR_LABELS] = labels
+                    self._note_labels(span, labels)
+                span.set_attributes(attrs)
+                call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+        span.end()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        span = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
+        if span is None:
+            return
+        with guard("listener.failed"):
+            if span.is_recording():
+                failure = event.failure
+                message = str(failure.get("errmsg") or failure)
+                error_type = str(
+                    failure.get("codeName") or failure.get("errtype") or "CommandError"
+                )
+                attrs: dict[str, Any] = {
+                    A.EXCEPTION_TYPE: error_type,
+                    A.EXCEPTION_MESSAGE: message,
+                    A.ERROR_TYPE: error_type,
+                }
+                code = failure.get("code")
+                if code is not None:
+                    attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+                labels = A.error_labels_of(failure)
+                if labels:
+                    attrs[A.ERROR_LABELS] = labels
+                    self._note_labels(span, labels)
+                self._times(span, failure, attrs)
+                span.set_attributes(attrs)
+                event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
+                if labels:
+                    event_attrs[A.ERROR_LABELS] = labels  # type: ignore[assignment]
+                span.add_event("exception", event_attrs)
+                span.set_status(Status(StatusCode.ERROR, message))
+                call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+        span.end()
+
+    def _times(self, span: Span, reply: Any, attrs: dict[str, Any]) -> None:
+        cluster = A.cluster_time_of(reply)
+        op_time = A.timestamp_to_int(reply.get("operationTime"))
+        if cluster is not None:
+            attrs[A.CLUSTER_TIME] = cluster
+        if op_time is not None:
+            attrs[A.OPERATION_TIME] = op_time
+        attempt = self._attempt_of(span)
+        if attempt is not None:
+            if cluster is not None:
+                attempt.cluster_time = cluster
+            if op_time is not None:
+                attempt.operation_time = op_time
+
+    def _note_labels(self, span: Span, labels: list[str]) -> None:
+        attempt = self._attempt_of(span)
+        if attempt is not None:
+            for label in labels:
+                if label not in attempt.error_labels:
+                    attempt.error_labels.append(label)
+
+    def _attempt_of(self, span: Span) -> Attempt | None:
+        attrs = getattr(span, "attributes", None) or {}
+        lsid, txn = attrs.get(A.MONGODB_LSID), attrs.get(A.MONGODB_TXN_NUMBER)
+        if isinstance(lsid, str) and isinstance(txn, int):
+            return self.telemetry.correlator.find_attempt(lsid, txn)
+        return None
+
+
+def _driver_connection_id(event: Any) -> int | None:
+    """PyMongo's own id for the connection, where its event carries one."""
+    for name in ("driver_connection_id", "_driver_connection_id"):
+        value = getattr(event, name, None)
+        if isinstance(value, int):
+            return value
+    return None

@@ -1,0 +1,442 @@
+"""Operation spans (``insert db.coll``) around public driver methods.
+
+An operation span is the parent of the command spans its method sends (retries included).
+Inside a transaction it nests under the attempt's span, found from the ``session=`` argument,
+whatever the caller's current span is (that one is linked instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from motor_otel import attributes as A
+from motor_otel._guard import guard
+from motor_otel.correlation import Attempt, Telemetry
+from motor_otel.events import OperationSummary
+
+
+@dataclass(slots=True, eq=False)
+class OperationScope:
+    span: Span
+    attempt: Attempt | None
+
+
+CURRENT_OPERATION: ContextVar[OperationScope | None] = ContextVar(
+    "motor_otel_current_operation", default=None
+)
+
+# Public collection method -> spec operation name.
+COLLECTION_OPERATIONS: dict[str, str] = {
+    "insert_one": "insert",
+    "insert_many": "insert",
+    "find_one": "find",
+    "find_one_and_update": "findAndModify",
+    "find_one_and_replace": "findAndModify",
+    "find_one_and_delete": "findAndModify",
+    "update_one": "update",
+    "update_many": "update",
+    "replace_one": "update",
+    "delete_one": "delete",
+    "delete_many": "delete",
+    "count_documents": "aggregate",
+    "estimated_document_count": "count",
+    "distinct": "distinct",
+    "bulk_write": "bulkWrite",
+    "create_index": "createIndexes",
+    "create_indexes": "createIndexes",
+    "drop_index": "dropIndexes",
+    "drop_indexes": "dropIndexes",
+    "index_information": "listIndexes",
+    "drop": "dropCollection",
+}
+# Methods returning a cursor synchronously: the span covers the commands sent while iterating.
+COLLECTION_CURSORS: dict[str, str] = {
+    "find": "find",
+    "aggregate": "aggregate",
+    "list_indexes": "listIndexes",
+}
+DATABASE_OPERATIONS: dict[str, str] = {
+    "create_collection": "createCollection",
+    "drop_collection": "dropCollection",
+    "list_collection_names": "listCollections",
+    "list_collections": "listCollections",
+    "command": "runCommand",
+}
+CLIENT_OPERATIONS: dict[str, str] = {
+    "list_databases": "listDatabases",
+    "list_database_names": "listDatabases",
+    "drop_database": "dropDatabase",
+}
+
+
+def attempt_of(session: Any) -> Attempt | None:
+    """The open attempt of an instrumented session, if it is in one."""
+    attempt = getattr(session, "_motor_otel_attempt", None)
+    return attempt if isinstance(attempt, Attempt) else None
+
+
+def start_operation(
+    telemetry: Telemetry,
+    operation: str,
+    *,
+    db: str,
+    collection: str | None,
+    session: Any,
+    parent: otel_context.Context | None = None,
+) -> OperationScope | None:
+    """Start (but do not activate) an operation span; ``None`` when not tracing."""
+    if not (telemetry.enabled and telemetry.settings.enabled and is_instrumentation_enabled()):
+        return None
+    attempt = attempt_of(session)
+    links: list[Link] = []
+    ctx: otel_context.Context | None = parent
+    if attempt is not None:
+        caller = trace.get_current_span(parent)
+        ctx = trace.set_span_in_context(attempt.span)
+        caller_ctx = caller.get_span_context()
+        if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
+            links.append(Link(caller_ctx))
+    name = A.summary(operation, db, collection)
+    attrs: dict[str, Any] = {
+        A.DB_SYSTEM_NAME: A.MONGODB,
+        A.DB_NAMESPACE: db,
+        A.DB_OPERATION_NAME: operation,
+        A.DB_OPERATION_SUMMARY: name,
+    }
+    if collection:
+        attrs[A.DB_COLLECTION_NAME] = collection
+    span = telemetry.tracer.start_span(
+        name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
+    )
+    return OperationScope(span, attempt)
+
+
+def finish_operation(
+    telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
+) -> None:
+    span = scope.span
+    attrs = dict(getattr(span, "attributes", None) or {})
+    if exc is not None:
+        record_exception(span, exc)
+        attrs[A.ERROR_TYPE] = type(exc).__name__
+        code = getattr(exc, "code", None)
+        if code is not None:
+            attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+    span.end()
+    if telemetry.observers:
+        summary = OperationSummary(time.perf_counter() - started, attrs)
+        for observer in telemetry.observers:
+            with guard("observer.operation_ended"):
+                observer.operation_ended(summary)
+
+
+def record_exception(span: Span, exc: BaseException) -> None:
+    """Exception event, ERROR status, and the spec's exception attributes on the span itself."""
+    labels = error_labels(exc)
+    attrs: dict[str, Any] = {}
+    if labels:
+        attrs[A.ERROR_LABELS] = labels
+    span.record_exception(exc, attributes=attrs or None)
+    span.set_attributes(
+        {A.EXCEPTION_TYPE: type(exc).__qualname__, A.EXCEPTION_MESSAGE: str(exc), **attrs}
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def error_labels(exc: BaseException) -> list[str]:
+    labels = getattr(exc, "_error_labels", None)
+    return sorted(str(label) for label in labels) if labels else []
+
+
+@contextmanager
+def activated(scope: OperationScope) -> Iterator[None]:
+    """Make the span current (for OTel and for our listener) for the duration."""
+    token = CURRENT_OPERATION.set(scope)
+    ctx_token = otel_context.attach(trace.set_span_in_context(scope.span))
+    try:
+        yield
+    finally:
+        otel_context.detach(ctx_token)
+        CURRENT_OPERATION.reset(token)
+
+
+@contextmanager
+def operation_span(
+    telemetry: Telemetry, operation: str, *, db: str, collection: str | None, session: Any
+) -> Iterator[OperationScope | None]:
+    """Run a block as one operation span (used by sessions for commit/abort)."""
+    scope = start_operation(telemetry, operation, db=db, collection=collection, session=session)
+    if scope is None:
+        yield None
+        return
+    started = time.perf_counter()
+    try:
+        with activated(scope):
+            yield scope
+    except BaseException as exc:
+        finish_operation(telemetry, scope, started, exc)
+        raise
+    finish_operation(telemetry, scope, started, None)
+
+
+# -- patching Motor ----------------------------------------------------------------------------
+
+
+def _session_getter(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """Find ``session`` among a call's arguments without binding the signature per call."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    index = params.index("session") - 1 if "session" in params else -1
+
+    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if "session" in kwargs:
+            return kwargs["session"]
+        return args[index] if 0 <= index < len(args) else None
+
+    return get
+
+
+Target = Callable[[Any], tuple[str, str | None]]  # instance -> (db, collection)
+
+
+def _collection_target(coll: Any) -> tuple[str, str | None]:
+    return coll.database.name, coll.name
+
+
+def _database_target(db: Any) -> tuple[str, str | None]:
+    return db.name, None
+
+
+def _client_target(client: Any) -> tuple[str, str | None]:
+    return "admin", None
+
+
+def _wrap_async(
+    telemetry_of: Callable[[Any], Telemetry | None],
+    original: Callable[..., Any],
+    operation: str,
+    target: Target,
+    collection_arg: bool,
+) -> Callable[..., Any]:
+    get_session = _session_getter(original)
+
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        telemetry = telemetry_of(self)
+        scope = None
+        if telemetry is not None:
+            with guard("operations.start"):
+                db, coll = target(self)
+                if collection_arg and args and isinstance(args[0], str):
+                    coll = args[0]
+                elif collection_arg and args and hasattr(args[0], "name"):
+                    coll = args[0].name
+                scope = start_operation(
+                    telemetry, operation, db=db, collection=coll, session=get_session(args, kwargs)
+                )
+        if scope is None or telemetry is None:
+            return await original(self, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            with activated(scope):
+                result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            with guard("operations.finish"):
+                finish_operation(telemetry, scope, started, exc)
+            raise
+        with guard("operations.finish"):
+            finish_operation(telemetry, scope, started, None)
+        return result
+
+    return wrapper
+
+
+@dataclass(slots=True, eq=False)
+class _PendingCursorOperation:
+    """A cursor's operation, started at its first fetch so never-iterated cursors cost nothing."""
+
+    telemetry: Telemetry
+    operation: str
+    db: str
+    collection: str | None
+    session: Any
+    parent: otel_context.Context
+    scope: OperationScope | None = None
+    started: float = 0.0
+    done: bool = False
+
+    def begin(self) -> OperationScope | None:
+        if self.scope is None and not self.done:
+            self.started = time.perf_counter()
+            self.scope = start_operation(
+                self.telemetry,
+                self.operation,
+                db=self.db,
+                collection=self.collection,
+                session=self.session,
+                parent=self.parent,
+            )
+            if self.scope is None:
+                self.done = True
+        return self.scope
+
+    def finish(self, exc: BaseException | None) -> None:
+        if self.scope is not None and not self.done:
+            self.done = True
+            finish_operation(self.telemetry, self.scope, self.started, exc)
+
+
+def _wrap_cursor_factory(
+    telemetry_of: Callable[[Any], Telemetry | None], original: Callable[..., Any], operation: str
+) -> Callable[..., Any]:
+    get_session = _session_getter(original)
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cursor = original(self, *args, **kwargs)
+        telemetry = telemetry_of(self)
+        if telemetry is not None:
+            with guard("operations.cursor"):
+                db, coll = _collection_target(self)
+                cursor._motor_otel_op = _PendingCursorOperation(
+                    telemetry,
+                    operation,
+                    db,
+                    coll,
+                    get_session(args, kwargs),
+                    otel_context.get_current(),
+                )
+        return cursor
+
+    return wrapper
+
+
+def _wrap_get_more(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _get_more(self: Any) -> Any:
+        pending: _PendingCursorOperation | None = getattr(self, "_motor_otel_op", None)
+        if pending is None:
+            return original(self)
+        scope = None
+        with guard("operations.cursor_fetch"):
+            scope = pending.begin()
+        if scope is None:
+            return original(self)
+        try:
+            with activated(scope):
+                future = original(self)
+        except BaseException as exc:
+            with guard("operations.finish"):
+                pending.finish(exc)
+            raise
+
+        def fetched(fut: Any) -> None:
+            with guard("operations.cursor_done"):
+                exc = None if fut.cancelled() else fut.exception()
+                if exc is not None or fut.cancelled() or _cursor_finished(self):
+                    pending.finish(exc)
+
+        future.add_done_callback(fetched)
+        return future
+
+    return _get_more
+
+
+def _cursor_finished(cursor: Any) -> bool:
+    try:
+        return bool(cursor._killed())
+    except Exception:
+        return not getattr(cursor, "alive", False)
+
+
+def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def close(self: Any) -> Any:
+        try:
+            return await original(self)
+        finally:
+            pending: _PendingCursorOperation | None = getattr(self, "_motor_otel_op", None)
+            if pending is not None:
+                with guard("operations.cursor_close"):
+                    pending.finish(None)
+
+    return close
+
+
+_INHERITED = object()
+
+
+class Patcher:
+    """Replaces class attributes and puts every one of them back."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[type, str, Any]] = []
+
+    def replace(self, cls: type, name: str, value: Any) -> None:
+        self._saved.append((cls, name, cls.__dict__.get(name, _INHERITED)))
+        setattr(cls, name, value)
+
+    def restore(self) -> None:
+        while self._saved:
+            cls, name, value = self._saved.pop()
+            if value is _INHERITED:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, value)
+
+
+def patch_motor(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
+    """Operation spans on Motor's asyncio collection, database, client and cursor classes.
+
+    ``telemetry_of(obj)`` picks the instrumentation scope for the object's client (or ``None``
+    to leave that call alone), so global and per-client instrumentation share the patch.
+    """
+    from motor import core
+    from motor.motor_asyncio import (
+        AsyncIOMotorClient,
+        AsyncIOMotorCollection,
+        AsyncIOMotorDatabase,
+    )
+
+    patcher = Patcher()
+    for cls, table, target, coll_arg in (
+        (AsyncIOMotorCollection, COLLECTION_OPERATIONS, _collection_target, False),
+        (AsyncIOMotorDatabase, DATABASE_OPERATIONS, _database_target, True),
+        (AsyncIOMotorClient, CLIENT_OPERATIONS, _client_target, False),
+    ):
+        for method, operation in table.items():
+            if hasattr(cls, method):
+                arg = coll_arg and method in ("create_collection", "drop_collection")
+                patcher.replace(
+                    cls,
+                    method,
+                    _wrap_async(telemetry_of, getattr(cls, method), operation, target, arg),
+                )
+    for method, operation in COLLECTION_CURSORS.items():
+        if hasattr(AsyncIOMotorCollection, method):
+            original = getattr(AsyncIOMotorCollection, method)
+            patcher.replace(
+                AsyncIOMotorCollection,
+                method,
+                _wrap_cursor_factory(telemetry_of, original, operation),
+            )
+    for cursor_cls in (core.AgnosticBaseCursor, core.AgnosticLatentCommandCursor):
+        patcher.replace(cursor_cls, "_get_more", _wrap_get_more(cursor_cls.__dict__["_get_more"]))
+    patcher.replace(
+        core.AgnosticBaseCursor, "close", _wrap_close(core.AgnosticBaseCursor.__dict__["close"])
+    )
+    return patcher
