@@ -105,12 +105,15 @@ class _Protocol(MockupDB):  # type: ignore[misc]
                         raise ValueError(f"unsupported opcode {opcode}")
                     request = OPCODES[opcode].unpack(body, client, self, request_id)
                 except Exception as exc:  # malformed body: answer like mongod, keep serving
-                    bad = OpMsg({}, _client=client, request_id=request_id, _server=self)
-                    bad.reply(CommandError(2, f"invalid message: {exc}").to_reply())
+                    bad = OpMsg({}, flags=0, _client=client, request_id=request_id, _server=self)
+                    try:
+                        bad.reply(CommandError(2, f"invalid message: {exc}").to_reply())
+                    except OSError:
+                        return
                     continue
                 try:
                     self._simulator._handle(request, conn)
-                except OSError:
+                except Exception:  # never let a connection thread die noisily: hang up
                     return
         finally:
             client.close()

@@ -1,0 +1,58 @@
+"""Shared fixtures: a MongoDB to talk to, and an in-memory span exporter."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from motor_otel.testing import SimulatedReplicaSet
+
+CLIENT_OPTIONS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 5000,
+    "socketTimeoutMS": 20000,
+    "connectTimeoutMS": 5000,
+}
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatedReplicaSet | None]:
+    """The embedded replica set, or None when MONGODB_URI points at a real one."""
+    if os.environ.get("MONGODB_URI"):
+        yield None
+        return
+    with SimulatedReplicaSet() as rs:
+        yield rs
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri(simulator: SimulatedReplicaSet | None) -> str:
+    return os.environ.get("MONGODB_URI") or simulator.uri  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+@pytest.fixture
+async def motor_client(mongodb_uri: str) -> AsyncIterator[AsyncIOMotorClient]:
+    client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    try:
+        yield client
+    finally:
+        await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        client.close()
