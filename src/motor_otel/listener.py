@@ -6,6 +6,9 @@ short: nothing is built for a span that does not record.
 
 from __future__ import annotations
 
+import sys
+import traceback
+from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
@@ -37,9 +40,9 @@ class TracingCommandListener(monitoring.CommandListener):
         if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
             return
         with guard("listener.started"):
-            self._started(event)
+            self._started(event, _driver_connection_id(sys._getframe(1)))
 
-    def _started(self, event: monitoring.CommandStartedEvent) -> None:
+    def _started(self, event: monitoring.CommandStartedEvent, driver_id: int | None) -> None:
         command = event.command
         name = event.command_name
         if A.is_sensitive(name, command):
@@ -53,7 +56,10 @@ class TracingCommandListener(monitoring.CommandListener):
             name, context=ctx, kind=SpanKind.CLIENT, links=links
         )
         if span.is_recording():
-            span.set_attributes(self._start_attributes(event, name, command, lsid, txn))
+            attrs = self._start_attributes(event, name, command, lsid, txn)
+            if driver_id is not None:
+                attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
+            span.set_attributes(attrs)
             call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
         self.telemetry.correlator.start_command((event.connection_id, event.request_id), span)
 
@@ -97,9 +103,6 @@ class TracingCommandListener(monitoring.CommandListener):
             attrs[A.MONGODB_TXN_NUMBER] = int(txn)
         if event.server_connection_id is not None:
             attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
-        driver_id = _driver_connection_id(event)
-        if driver_id is not None:
-            attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
         if name in ("getMore", "killCursors"):
             cursor = (
                 command.get(name) if name == "getMore" else (command.get("cursors") or [None])[0]
@@ -146,6 +149,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 attrs: dict[str, Any] = {
                     A.EXCEPTION_TYPE: error_type,
                     A.EXCEPTION_MESSAGE: message,
+                    # No Python exception exists yet: where the driver was when the reply came.
+                    A.EXCEPTION_STACKTRACE: "".join(traceback.format_stack(limit=20)),
                     A.ERROR_TYPE: error_type,
                 }
                 code = failure.get("code")
@@ -194,10 +199,20 @@ class TracingCommandListener(monitoring.CommandListener):
         return None
 
 
-def _driver_connection_id(event: Any) -> int | None:
-    """PyMongo's own id for the connection, where its event carries one."""
-    for name in ("driver_connection_id", "_driver_connection_id"):
-        value = getattr(event, name, None)
-        if isinstance(value, int):
-            return value
+def _driver_connection_id(frame: FrameType | None) -> int | None:
+    """PyMongo's own id for the sending connection.
+
+    Command events carry only the address, but PyMongo publishes them from its command
+    telemetry object, which holds the connection: read it from the publishing frames (two at
+    most), and give up quietly where a PyMongo version is shaped differently.
+    """
+    for _ in range(3):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        conn = getattr(owner, "_conn", None) or frame.f_locals.get("conn")
+        conn_id = getattr(conn, "id", None)
+        if isinstance(conn_id, int):
+            return conn_id
+        frame = frame.f_back
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -149,8 +150,14 @@ def record_exception(span: Span, exc: BaseException) -> None:
     if labels:
         attrs[A.ERROR_LABELS] = labels
     span.record_exception(exc, attributes=attrs or None)
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     span.set_attributes(
-        {A.EXCEPTION_TYPE: type(exc).__qualname__, A.EXCEPTION_MESSAGE: str(exc), **attrs}
+        {
+            A.EXCEPTION_TYPE: type(exc).__qualname__,
+            A.EXCEPTION_MESSAGE: str(exc),
+            A.EXCEPTION_STACKTRACE: stack,
+            **attrs,
+        }
     )
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 

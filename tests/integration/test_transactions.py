@@ -20,7 +20,11 @@ from tests.spans import ancestors, children, named
 TRANSIENT_CALLBACK = {
     "configureFailPoint": "failCommand",
     "mode": {"times": 1},
-    "data": {"failCommands": ["insert"], "errorCode": 112, "errorLabels": ["TransientTransactionError"]},
+    "data": {
+        "failCommands": ["insert"],
+        "errorCode": 112,
+        "errorLabels": ["TransientTransactionError"],
+    },
 }
 # Twice: PyMongo retries a retryable commit error once itself, then surfaces the unknown result.
 UNKNOWN_COMMIT = {
@@ -35,7 +39,9 @@ async def client_factory(mongodb_uri: str) -> AsyncIterator[Callable[..., AsyncI
     clients: list[AsyncIOMotorClient] = []
 
     def make(**options: Any) -> AsyncIOMotorClient:
-        client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **{**CLIENT_OPTIONS, **options})
+        client: AsyncIOMotorClient = AsyncIOMotorClient(
+            mongodb_uri, **{**CLIENT_OPTIONS, **options}
+        )
         clients.append(client)
         return client
 
@@ -97,7 +103,10 @@ async def test_spec_mode_retries_callback_and_commit(
     assert [c.name for c in failed_commit] == ["commitTransaction", "commitTransaction"]
     assert failed_commit[0].attributes["db.response.status_code"] == "91"
     assert "cluster_time" in " ".join(wt.attributes)  # times from the session at the end
-    assert wt.attributes["db.mongodb.cluster_time"] >= attempts[1].attributes["db.mongodb.cluster_time"]
+    assert (
+        wt.attributes["db.mongodb.cluster_time"]
+        >= attempts[1].attributes["db.mongodb.cluster_time"]
+    )
 
 
 async def _run_with_commit_failure(
@@ -182,9 +191,7 @@ async def test_500_concurrent_transactions_are_never_misparented(
 
     async def one(i: int) -> None:
         async with await client.start_session() as session:
-            await session.with_transaction(
-                lambda s: coll.insert_one({"_id": i}, session=s)
-            )
+            await session.with_transaction(lambda s: coll.insert_one({"_id": i}, session=s))
 
     await asyncio.gather(*(one(i) for i in range(500)))
     assert await coll.count_documents({}) == 500
@@ -195,7 +202,9 @@ async def test_500_concurrent_transactions_are_never_misparented(
             continue
         (attempt,) = [a for a in ancestors(spans, span) if a.name == "transaction"]
         assert attempt.attributes["db.mongodb.lsid"] == span.attributes["db.mongodb.lsid"]
-        assert attempt.attributes["db.mongodb.txn_number"] == span.attributes["db.mongodb.txn_number"]
+        assert (
+            attempt.attributes["db.mongodb.txn_number"] == span.attributes["db.mongodb.txn_number"]
+        )
         checked += 1
     assert checked == 1000
     assert len(named(spans, "transaction")) == 500
@@ -246,7 +255,9 @@ async def test_command_from_a_thread_without_context(
     session.start_transaction()
     # Send the first statement through PyMongo directly from a thread with an empty context.
     sync_coll = client.delegate.tx_thread.items
-    thread = threading.Thread(target=sync_coll.insert_one, args=({"t": 1},), kwargs={"session": session.delegate})
+    thread = threading.Thread(
+        target=sync_coll.insert_one, args=({"t": 1},), kwargs={"session": session.delegate}
+    )
     thread.start()
     await asyncio.to_thread(thread.join)
     await session.commit_transaction()

@@ -16,8 +16,8 @@ from typing import Any
 
 import bson
 import mongomock
-from pymongo import ReturnDocument
 from bson.int64 import Int64
+from pymongo import ReturnDocument
 
 from motor_otel.testing._errors import CommandError
 
@@ -272,9 +272,7 @@ class Engine:
         upsert = bool(cmd.get("upsert", False))
         return_new = bool(cmd.get("new", False))
         kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
-        kwargs["return_document"] = (
-            ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
-        )
+        kwargs["return_document"] = ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
         try:
             if _is_replacement(update):
                 value = coll.find_one_and_replace(query, update, **kwargs)

@@ -1,0 +1,598 @@
+"""A unified-test-format runner for the subset MongoDB's transaction and tracing suites use.
+
+One runner, several drivers: PyMongo's ``AsyncMongoClient``, plain Motor, and Motor with our
+instrumentation in ``"driver"`` or ``"spec"`` mode. A feature the runner lacks raises
+:class:`Unsupported`, which the test turns into a skip naming it: never a silent pass.
+
+Tracing: our instrumentation adds a ``withTransaction`` span above the spec's ``transaction``
+spans. Before matching ``expectTracingMessages`` the runner replaces every ``withTransaction``
+span by its children, so what is compared is exactly the subtree the spec describes. Span
+``attributes`` are matched as a root document (extra attributes allowed): we add our own
+(``db.mongodb.transaction.*``) on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymongo
+from bson import json_util
+from motor.motor_asyncio import AsyncIOMotorClient
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pymongo import ReturnDocument, monitoring
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import read_pref_mode_from_name
+from pymongo.write_concern import WriteConcern
+
+from tests.spec.matching import Matcher
+
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "mongodb-specs"
+SERVER_VERSION = (7, 0, 0)
+CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
+
+
+class Unsupported(Exception):
+    """The runner lacks a feature this test uses."""
+
+
+def load(relative: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(file stem, file, test) for every test of every JSON file under ``relative``."""
+    out = []
+    for path in sorted((SPECS / relative).glob("*.json")):
+        spec = json_util.loads(path.read_text())
+        for test in spec["tests"]:
+            out.append((path.stem, spec, test))
+    return out
+
+
+@dataclass
+class Driver:
+    name: str
+    motor: bool
+    with_transaction: str | None  # None: not instrumented
+
+    @property
+    def traced(self) -> bool:
+        return self.with_transaction is not None
+
+
+DRIVERS = {
+    "AsyncMongoClient": Driver("AsyncMongoClient", motor=False, with_transaction=None),
+    "Motor": Driver("Motor", motor=True, with_transaction=None),
+    "Motor+driver": Driver("Motor+driver", motor=True, with_transaction="driver"),
+    "Motor+spec": Driver("Motor+spec", motor=True, with_transaction="spec"),
+}
+
+
+class _Events(monitoring.CommandListener):
+    def __init__(self, observe: list[str], ignore: list[str]) -> None:
+        self.observe = set(observe)
+        self.ignore = set(ignore) | {"configureFailPoint"}
+        self.events: list[tuple[str, Any]] = []
+
+    def _add(self, kind: str, event: Any) -> None:
+        if kind in self.observe and event.command_name not in self.ignore:
+            self.events.append((kind, event))
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self._add("commandStartedEvent", event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._add("commandSucceededEvent", event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._add("commandFailedEvent", event)
+
+
+@dataclass
+class _Client:
+    client: Any
+    events: _Events
+    exporter: InMemorySpanExporter | None
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _result_doc(result: Any) -> Any:
+    if isinstance(result, pymongo.results.InsertOneResult):
+        return {"insertedId": result.inserted_id}
+    if isinstance(result, pymongo.results.InsertManyResult):
+        return {"insertedIds": dict(enumerate(result.inserted_ids))}
+    if isinstance(result, pymongo.results.UpdateResult):
+        return {
+            "matchedCount": result.matched_count,
+            "modifiedCount": result.modified_count,
+            "upsertedCount": 1 if result.upserted_id is not None else 0,
+            "upsertedId": result.upserted_id,
+        }
+    if isinstance(result, pymongo.results.DeleteResult):
+        return {"deletedCount": result.deleted_count}
+    return result
+
+
+class Runner:
+    """Runs one test of one file with one driver against ``uri``."""
+
+    def __init__(self, driver: Driver, uri: str, spec: dict[str, Any], test: dict[str, Any]):
+        self.driver = driver
+        self.uri = uri
+        self.spec = spec
+        self.test = test
+        self.entities: dict[str, Any] = {}
+        self.clients: dict[str, _Client] = {}
+        self.lsids: dict[str, Any] = {}
+        self.matcher = Matcher(lambda name: self.lsids[name])
+        self.internal: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+            uri, **CLIENT_OPTIONS
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            self._check_requirements(self.spec.get("runOnRequirements"))
+            self._check_requirements(self.test.get("runOnRequirements"))
+            if self.test.get("skipReason"):
+                raise Unsupported(f"skipReason: {self.test['skipReason']}")
+            await self._initial_data(self.spec.get("initialData", []))
+            await self._create_entities(self.spec.get("createEntities", []))
+            for op in self.test["operations"]:
+                await self._operation(op)
+            await self._check_events()
+            self._check_tracing()
+            await self._check_outcome()
+        finally:
+            await self._close()
+
+    def _check_requirements(self, reqs: list[dict[str, Any]] | None) -> None:
+        if not reqs:
+            return
+        reasons = []
+        for req in reqs:
+            unknown = set(req) - {
+                "minServerVersion",
+                "maxServerVersion",
+                "topologies",
+                "serverless",
+            }
+            version = SERVER_VERSION
+            low = tuple(int(p) for p in req.get("minServerVersion", "0").split("."))
+            high = tuple(int(p) for p in req.get("maxServerVersion", "99").split("."))
+            if unknown:
+                reasons.append(f"requirement {sorted(unknown)}")
+            elif "replicaset" not in req.get("topologies", ["replicaset"]):
+                reasons.append("topology")
+            elif not (low <= version[: len(low)] and version[: len(high)] <= high):
+                reasons.append("server version")
+            else:
+                return
+        raise Unsupported(f"runOnRequirements not met: {', '.join(reasons)}")
+
+    async def _close(self) -> None:
+        for name, entity in list(self.entities.items()):
+            if name in self.lsids and hasattr(entity, "end_session"):
+                with contextlib.suppress(PyMongoError):
+                    await entity.end_session()
+        for c in self.clients.values():
+            if self.driver.motor:
+                c.client.close()
+            else:
+                await c.client.close()
+        await self.internal.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        await self.internal.close()
+
+    async def _initial_data(self, data: list[dict[str, Any]]) -> None:
+        for item in data:
+            db = self.internal[item["databaseName"]]
+            await db.drop_collection(item["collectionName"])
+            coll = db.get_collection(
+                item["collectionName"], write_concern=WriteConcern(w="majority")
+            )
+            if item["documents"]:
+                await coll.insert_many(item["documents"])
+            else:
+                await db.create_collection(item["collectionName"])
+
+    # -- entities --------------------------------------------------------------------------
+    async def _create_entities(self, entities: list[dict[str, Any]]) -> None:
+        for entity in entities:
+            ((kind, spec),) = entity.items()
+            if kind == "client":
+                self._client(spec)
+            elif kind == "database":
+                self.entities[spec["id"]] = self.entities[spec["client"]][spec["databaseName"]]
+            elif kind == "collection":
+                db = self.entities[spec["database"]]
+                self.entities[spec["id"]] = db.get_collection(spec["collectionName"])
+            elif kind == "session":
+                await self._session(spec)
+            else:
+                raise Unsupported(f"entity {kind}")
+
+    def _client(self, spec: dict[str, Any]) -> None:
+        extra = set(spec) - {
+            "id",
+            "useMultipleMongoses",
+            "observeEvents",
+            "ignoreCommandMonitoringEvents",
+            "uriOptions",
+            "observeTracingMessages",
+        }
+        if extra:
+            raise Unsupported(f"client options {sorted(extra)}")
+        events = _Events(
+            spec.get("observeEvents", []), spec.get("ignoreCommandMonitoringEvents", [])
+        )
+        options = {**CLIENT_OPTIONS, **spec.get("uriOptions", {}), "event_listeners": [events]}
+        if "readConcernLevel" in options:
+            options["readConcernLevel"] = options.pop("readConcernLevel")
+        cls = AsyncIOMotorClient if self.driver.motor else pymongo.AsyncMongoClient
+        client = cls(self.uri, **options)
+        exporter = None
+        tracing = spec.get("observeTracingMessages")
+        if self.driver.traced:
+            from motor_otel import instrument_client
+
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            payload = bool(tracing and tracing.get("enableCommandPayload"))
+            instrument_client(
+                client,
+                tracer_provider=provider,
+                query_text_max_length=100_000 if payload else 0,
+                query_text_raw_values=True,
+                with_transaction=self.driver.with_transaction,
+            )
+        self.entities[spec["id"]] = client
+        self.clients[spec["id"]] = _Client(client, events, exporter)
+
+    async def _session(self, spec: dict[str, Any]) -> None:
+        client = self.entities[spec["client"]]
+        options = dict(spec.get("sessionOptions", {}))
+        kwargs: dict[str, Any] = {}
+        if "defaultTransactionOptions" in options:
+            from pymongo.client_session import TransactionOptions
+
+            kwargs["default_transaction_options"] = TransactionOptions(
+                **self._txn_options(options.pop("defaultTransactionOptions"))
+            )
+        if "causalConsistency" in options:
+            kwargs["causal_consistency"] = options.pop("causalConsistency")
+        if options:
+            raise Unsupported(f"session options {sorted(options)}")
+        session = client.start_session(**kwargs)
+        if asyncio.iscoroutine(session) or isinstance(session, asyncio.Future):
+            session = await session
+        self.entities[spec["id"]] = session
+        self.lsids[spec["id"]] = session.session_id
+
+    def _txn_options(self, args: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in args.items():
+            if key == "readConcern":
+                out["read_concern"] = ReadConcern(**value)
+            elif key == "writeConcern":
+                value = dict(value)
+                if "wtimeoutMS" in value:
+                    value["wtimeout"] = value.pop("wtimeoutMS")
+                if "journal" in value:
+                    value["j"] = value.pop("journal")
+                out["write_concern"] = WriteConcern(**value)
+            elif key == "readPreference":
+                out["read_preference"] = read_pref_mode_from_name(value["mode"])()
+            elif key == "maxCommitTimeMS":
+                out["max_commit_time_ms"] = value
+            else:
+                raise Unsupported(f"transaction option {key}")
+        return out
+
+    # -- operations ------------------------------------------------------------------------
+    async def _operation(self, op: dict[str, Any], in_callback: bool = False) -> None:
+        try:
+            result = await self._execute(op)
+        except Unsupported:
+            raise
+        except Exception as exc:
+            if isinstance(exc, AssertionError):
+                raise
+            if "expectError" in op:
+                self._check_error(op["expectError"], exc)
+            elif not op.get("ignoreResultAndError"):
+                raise
+            # The format: errors in a withTransaction callback always propagate to it.
+            if in_callback:
+                raise
+            return
+        if "expectError" in op:
+            raise AssertionError(f"{op['name']} succeeded but expected {op['expectError']}")
+        if "expectResult" in op:
+            self.matcher.match(op["expectResult"], _result_doc(result))
+        if "saveResultAsEntity" in op:
+            self.entities[op["saveResultAsEntity"]] = result
+
+    def _check_error(self, expected: dict[str, Any], exc: BaseException) -> None:
+        if isinstance(exc, AssertionError):
+            raise exc
+        is_client = not isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError)
+        for key, value in expected.items():
+            if key == "isError":
+                continue
+            if key == "isClientError":
+                assert is_client == value, f"isClientError {value}: {exc!r}"
+            elif key == "errorContains":
+                assert value.lower() in str(exc).lower(), f"{value!r} not in {exc}"
+            elif key == "errorCode":
+                assert getattr(exc, "code", None) == value, f"code {value}: {exc!r}"
+            elif key == "errorCodeName":
+                assert (getattr(exc, "details", None) or {}).get("codeName") == value
+            elif key == "errorLabelsContain":
+                for label in value:
+                    assert isinstance(exc, PyMongoError) and exc.has_error_label(label), (
+                        f"label {label} missing on {exc!r}"
+                    )
+            elif key == "errorLabelsOmit":
+                for label in value:
+                    assert not (isinstance(exc, PyMongoError) and exc.has_error_label(label)), (
+                        f"label {label} present on {exc!r}"
+                    )
+            elif key == "expectResult":
+                details = getattr(exc, "details", None)
+                self.matcher.match(value, details)
+            else:
+                raise Unsupported(f"expectError.{key}")
+
+    async def _execute(self, op: dict[str, Any]) -> Any:
+        name, target = op["name"], op["object"]
+        args = dict(op.get("arguments", {}))
+        if target == "testRunner":
+            return await self._test_runner(name, args)
+        obj = self.entities[target]
+        if "session" in args:
+            args["session"] = self.entities[args["session"]]
+        if name == "withTransaction":
+            return await self._with_transaction(obj, args)
+        handler = _OPERATIONS.get(name)
+        if handler is None:
+            raise Unsupported(f"operation {name}")
+        return await handler(self, obj, args)
+
+    async def _with_transaction(self, session: Any, args: dict[str, Any]) -> Any:
+        ops = args.pop("callback")
+        options = self._txn_options(args)
+
+        async def callback(_session: Any) -> None:
+            for nested in ops:
+                await self._operation(nested, in_callback=True)
+
+        return await session.with_transaction(callback, **options)
+
+    async def _test_runner(self, name: str, args: dict[str, Any]) -> Any:
+        if name in ("failPoint", "targetedFailPoint"):
+            await self.internal.admin.command(args["failPoint"])
+            return None
+        if name == "createEntities":
+            await self._create_entities(args["entities"])
+            return None
+        raise Unsupported(f"testRunner operation {name}")
+
+    # -- expectations ----------------------------------------------------------------------
+    async def _check_events(self) -> None:
+        for expected in self.test.get("expectEvents", []):
+            if expected.get("eventType", "command") != "command":
+                raise Unsupported(f"eventType {expected['eventType']}")
+            actual = self.clients[expected["client"]].events.events
+            wanted = expected["events"]
+            if not expected.get("ignoreExtraEvents"):
+                names = [(k, e.command_name) for k, e in actual]
+                assert len(actual) == len(wanted), f"expected {len(wanted)} events, got {names}"
+            assert len(actual) >= len(wanted), f"too few events: {len(actual)} < {len(wanted)}"
+            for i, (want, (kind, event)) in enumerate(zip(wanted, actual, strict=False)):
+                ((want_kind, fields),) = want.items()
+                assert want_kind == kind, f"event {i}: {want_kind} != {kind} ({event.command_name})"
+                context = [(k, e.command_name) for k, e in actual]
+                for key, value in fields.items():
+                    if key == "command":
+                        self.matcher.match(value, event.command, path=f"event{i}.command {context}")
+                    elif key == "reply":
+                        self.matcher.match(value, event.reply, path=f"event{i}.reply")
+                    elif key == "commandName":
+                        assert event.command_name == value, f"event {i}: {event.command_name}"
+                    elif key == "databaseName":
+                        assert event.database_name == value
+                    elif key == "hasServiceId" or key == "hasServerConnectionId":
+                        continue
+                    else:
+                        raise Unsupported(f"event field {key}")
+
+    def _check_tracing(self) -> None:
+        expected = self.test.get("expectTracingMessages")
+        if not expected:
+            return
+        for item in expected if isinstance(expected, list) else [expected]:
+            exporter = self.clients[item["client"]].exporter
+            if exporter is None:
+                raise Unsupported("tracing needs an instrumented driver")
+            spans = list(exporter.get_finished_spans())
+            roots = _flatten_with_transaction(spans, [s for s in spans if s.parent is None])
+            self._match_spans(item["spans"], roots, spans, item.get("ignoreExtraSpans", False), "")
+
+    def _match_spans(
+        self,
+        expected: list[dict[str, Any]],
+        actual: list[ReadableSpan],
+        everything: list[ReadableSpan],
+        ignore_extra: bool,
+        path: str,
+    ) -> None:
+        names = [s.name for s in actual]
+        if not ignore_extra:
+            assert len(actual) == len(expected), (
+                f"{path}: expected spans {[e['name'] for e in expected]}, got {names}"
+            )
+        position = 0
+        for want in expected:
+            while position < len(actual) and actual[position].name != want["name"] and ignore_extra:
+                position += 1
+            assert position < len(actual), f"{path}: span {want['name']} not found in {names}"
+            span = actual[position]
+            position += 1
+            here = f"{path}/{span.name}"
+            assert span.name == want["name"], f"{here}: expected {want['name']}"
+            self.matcher.match(want.get("attributes", {}), dict(span.attributes or {}), path=here)
+            if "nested" in want:
+                kids = _flatten_with_transaction(everything, _children(everything, span))
+                self._match_spans(want["nested"], kids, everything, ignore_extra, here)
+
+    async def _check_outcome(self) -> None:
+        for item in self.test.get("outcome", []):
+            coll = self.internal[item["databaseName"]][item["collectionName"]]
+            docs = await coll.find({}).sort("_id", 1).to_list()
+            self.matcher.match(item["documents"], docs, root=False, path="outcome")
+
+
+def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    pid = parent.context.span_id
+    return sorted(
+        (s for s in spans if s.parent is not None and s.parent.span_id == pid),
+        key=lambda s: s.start_time or 0,
+    )
+
+
+def _flatten_with_transaction(
+    spans: list[ReadableSpan], level: list[ReadableSpan]
+) -> list[ReadableSpan]:
+    """Replace our ``withTransaction`` spans by their children (see the module docstring)."""
+    out: list[ReadableSpan] = []
+    for span in sorted(level, key=lambda s: s.start_time or 0):
+        if span.name == "withTransaction":
+            out.extend(_flatten_with_transaction(spans, _children(spans, span)))
+        else:
+            out.append(span)
+    return out
+
+
+# -- operation table -------------------------------------------------------------------------
+Handler = Callable[[Runner, Any, dict[str, Any]], Awaitable[Any]]
+
+
+async def _to_list(cursor: Any) -> list[Any]:
+    return [doc async for doc in cursor]
+
+
+def _kwargs(args: dict[str, Any], **renames: str) -> dict[str, Any]:
+    out = {}
+    for key, value in args.items():
+        if key == "sort" and isinstance(value, dict):
+            value = list(value.items())
+        if key == "returnDocument":
+            value = ReturnDocument.AFTER if value == "After" else ReturnDocument.BEFORE
+        out[renames.get(key, _snake(key))] = value
+    return out
+
+
+async def _maybe(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+def _collection_op(method: str, *positional: str) -> Handler:
+    async def run(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+        pos = [args.pop(p) for p in positional if p in args]
+        return await getattr(obj, method)(*pos, **_kwargs(args))
+
+    return run
+
+
+async def _find(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    flt = args.pop("filter", {})
+    return await _to_list(obj.find(flt, **_kwargs(args)))
+
+
+async def _aggregate(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    pipeline = args.pop("pipeline")
+    return await _to_list(await _maybe(obj.aggregate(pipeline, **_kwargs(args))))
+
+
+async def _create_index(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    keys = list(args.pop("keys").items())
+    return await obj.create_index(keys, **_kwargs(args))
+
+
+async def _list(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    return await _to_list(await _maybe(getattr(obj, method)(**_kwargs(args))))
+
+
+async def _create_collection(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    # The unified operation is the `create` command alone; PyMongo's existence check is not part
+    # of it (it would add a listCollections span the spec does not expect).
+    return await obj.create_collection(args.pop("collection"), check_exists=False, **_kwargs(args))
+
+
+async def _distinct(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    return await obj.distinct(args.pop("fieldName"), args.pop("filter", {}), **_kwargs(args))
+
+
+async def _session_op(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    if method == "start_transaction":
+        result = obj.start_transaction(**runner._txn_options(args))
+        return await _maybe(result) and None
+    return await getattr(obj, method)()
+
+
+def _bind(fn: Callable[..., Awaitable[Any]], *first: Any) -> Handler:
+    async def run(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+        return await fn(*first, runner, obj, args)
+
+    return run
+
+
+_OPERATIONS: dict[str, Handler] = {
+    "insertOne": _collection_op("insert_one", "document"),
+    "insertMany": _collection_op("insert_many", "documents"),
+    "find": _find,
+    "findOne": _collection_op("find_one", "filter"),
+    "findOneAndUpdate": _collection_op("find_one_and_update", "filter", "update"),
+    "findOneAndReplace": _collection_op("find_one_and_replace", "filter", "replacement"),
+    "findOneAndDelete": _collection_op("find_one_and_delete", "filter"),
+    "updateOne": _collection_op("update_one", "filter", "update"),
+    "updateMany": _collection_op("update_many", "filter", "update"),
+    "replaceOne": _collection_op("replace_one", "filter", "replacement"),
+    "deleteOne": _collection_op("delete_one", "filter"),
+    "deleteMany": _collection_op("delete_many", "filter"),
+    "aggregate": _aggregate,
+    "countDocuments": _collection_op("count_documents", "filter"),
+    "estimatedDocumentCount": _collection_op("estimated_document_count"),
+    "distinct": _distinct,
+    "createIndex": _create_index,
+    "dropIndexes": _collection_op("drop_indexes"),
+    "listIndexes": _bind(_list, "list_indexes"),
+    "listCollections": _bind(_list, "list_collections"),
+    "listDatabases": _bind(_list, "list_databases"),
+    "createCollection": _bind(_create_collection),
+    "dropCollection": _collection_op("drop_collection", "collection"),
+    "startTransaction": _bind(_session_op, "start_transaction"),
+    "commitTransaction": _bind(_session_op, "commit_transaction"),
+    "abortTransaction": _bind(_session_op, "abort_transaction"),
+    "endSession": _bind(_session_op, "end_session"),
+}
+
+
+def describe(stem: str, test: dict[str, Any]) -> str:
+    return f"{stem}: {test['description']}"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
