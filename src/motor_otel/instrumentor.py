@@ -19,6 +19,8 @@ from pymongo import monitoring
 from motor_otel.config import Settings, WithTransactionMode
 from motor_otel.correlation import Telemetry
 from motor_otel.listener import TracingCommandListener
+from motor_otel.logs import LifecycleLogger
+from motor_otel.metrics import MongoMetrics
 from motor_otel.operations import Patcher, patch_motor
 from motor_otel.package import _instruments
 from motor_otel.session import InstrumentedAsyncIOMotorClientSession
@@ -47,7 +49,11 @@ def _build(
         tracer_provider,
         schema_url="https://opentelemetry.io/schemas/1.26.0",
     )
-    return Telemetry(tracer=tracer, settings=resolved)
+    telemetry = Telemetry(tracer=tracer, settings=resolved)
+    telemetry.observers.append(MongoMetrics(meter_provider))
+    if resolved.log_lifecycle:
+        telemetry.observers.append(LifecycleLogger())
+    return telemetry
 
 
 def _client_of(obj: Any) -> Any:

@@ -89,6 +89,16 @@ def _add_labels(target: list[str], labels: list[str]) -> None:
             target.append(label)
 
 
+def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
+    """Hand a fact to every observer with ``span`` current, so log lines carry its ids."""
+    with trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    ):
+        for observer in t.observers:
+            with guard(f"observer.{method}"):
+                getattr(observer, method)(fact)
+
+
 def _forget(correlator: Correlator, lsid: str) -> None:
     correlator.forget_session(lsid)
 
@@ -156,7 +166,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             number = wt.attempts
             parent = trace.set_span_in_context(wt.span)
             if number > 1:
-                self._notify("transaction_retry", wt.labels)
+                self._notify("transaction_retry", wt.labels, wt.span)
         else:
             number = 1
             parent = None
@@ -179,10 +189,13 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         t.correlator.open_attempt(attempt)
         self._motor_otel_attempt = attempt
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
-        info = AttemptInfo(number, lsid, txn_number, attributes=attrs)
-        for observer in t.observers:
-            with guard("observer.transaction_started"):
-                observer.transaction_started(info)
+        if t.observers:
+            _tell(
+                t,
+                span,
+                "transaction_started",
+                AttemptInfo(number, lsid, txn_number, attributes=attrs),
+            )
 
     def _close_attempt(self, outcome: Outcome, exc: BaseException | None) -> None:
         attempt, self._motor_otel_attempt = self._motor_otel_attempt, None
@@ -208,6 +221,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             _add_labels(self._motor_otel_tx_labels, labels)
             self._emit_summary(
                 t,
+                span,
                 outcome,
                 1,
                 self._motor_otel_tx_commits,
@@ -219,6 +233,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
     def _emit_summary(
         self,
         t: Telemetry,
+        span: Span,
         outcome: Outcome,
         attempts: int,
         commits: int,
@@ -238,9 +253,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             error_labels=tuple(labels),
             error_type=type(exc).__name__ if exc is not None else None,
         )
-        for observer in t.observers:
-            with guard("observer.transaction_ended"):
-                observer.transaction_ended(summary)
+        _tell(t, span, "transaction_ended", summary)
 
     # -- commit / abort ------------------------------------------------------------------
     async def commit_transaction(self) -> None:
@@ -255,7 +268,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         else:
             self._motor_otel_tx_commits += 1
         if self._motor_otel_attempt_commits:
-            self._notify("commit_retry", attempt.error_labels)
+            self._notify("commit_retry", attempt.error_labels, attempt.span)
         self._motor_otel_attempt_commits += 1
         try:
             with operation_span(t, "commitTransaction", db="admin", collection=None, session=self):
@@ -388,6 +401,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         span.end()
         self._emit_summary(
             t,
+            span,
             outcome,
             wt.attempts,
             wt.commit_attempts,
@@ -450,7 +464,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
                     raise
                 return ret
 
-    def _notify(self, what: str, labels: list[str]) -> None:
+    def _notify(self, what: str, labels: list[str], span: Span) -> None:
         t = self._motor_otel
         if t is None or not t.observers:
             return
@@ -461,9 +475,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             int(self.delegate._transaction_id),
             error_labels=tuple(labels),
         )
-        for observer in t.observers:
-            with guard(f"observer.{what}"):
-                getattr(observer, what)(info)
+        _tell(t, span, what, info)
 
 
 def _max_time_expired(exc: PyMongoError) -> bool:

@@ -1,0 +1,123 @@
+"""Metrics that say what the spans say, through the OpenTelemetry metrics API only.
+
+A :class:`~motor_otel.events.TransactionObserver`: the tracing core hands it lifecycle facts and
+it records them. Without an SDK every instrument is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry import metrics
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.util.types import AttributeValue
+
+from motor_otel import attributes as A
+from motor_otel.events import AttemptInfo, OperationSummary, TransactionSummary
+from motor_otel.version import __version__
+
+OPERATION_DURATION = "db.client.operation.duration"
+TRANSACTION_DURATION = "db.client.mongodb.transaction.duration"
+TRANSACTION_ATTEMPTS = "db.client.mongodb.transaction.attempts"
+TRANSACTIONS = "db.client.mongodb.transactions"
+TRANSACTION_RETRIES = "db.client.mongodb.transaction.retries"
+COMMIT_RETRIES = "db.client.mongodb.transaction.commit_retries"
+
+ERROR_LABEL = "db.mongodb.error_label"
+"""On retry counters: one data point per label of the error that caused the retry (``none``
+when it carried none), so a retry with two labels counts under both."""
+ERROR_LABELS = "db.mongodb.error_labels"
+"""On the transactions counter: every label seen, sorted and comma-joined (``none``), so each
+transaction counts once."""
+
+# OTel database semantic conventions' advice for db.client.operation.duration.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+ATTEMPT_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0)
+_OPERATION_KEYS = (
+    A.DB_SYSTEM_NAME,
+    A.DB_NAMESPACE,
+    A.DB_COLLECTION_NAME,
+    A.DB_OPERATION_NAME,
+    A.SERVER_ADDRESS,
+    A.SERVER_PORT,
+    A.ERROR_TYPE,
+    A.DB_RESPONSE_STATUS_CODE,
+)
+
+
+def _labels(labels: Sequence[str]) -> Sequence[str]:
+    return labels or ("none",)
+
+
+class MongoMetrics:
+    """Records operation and transaction metrics; see the README's metric table."""
+
+    __slots__ = (
+        "_attempts",
+        "_commit_retries",
+        "_operation_duration",
+        "_retries",
+        "_transaction_duration",
+        "_transactions",
+    )
+
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        meter = metrics.get_meter("motor_otel", __version__, meter_provider)
+        self._operation_duration = meter.create_histogram(
+            OPERATION_DURATION,
+            unit="s",
+            description="Duration of database client operations.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._transaction_duration = meter.create_histogram(
+            TRANSACTION_DURATION,
+            unit="s",
+            description="Duration of MongoDB transactions, all attempts and commits included.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._attempts = meter.create_histogram(
+            TRANSACTION_ATTEMPTS,
+            unit="{attempt}",
+            description="Attempts per transaction (1 when it was not retried).",
+            explicit_bucket_boundaries_advisory=ATTEMPT_BUCKETS,
+        )
+        self._transactions = meter.create_counter(
+            TRANSACTIONS, unit="{transaction}", description="Finished transactions by outcome."
+        )
+        self._retries = meter.create_counter(
+            TRANSACTION_RETRIES,
+            unit="{retry}",
+            description="Whole-transaction retries, by the error label that caused them.",
+        )
+        self._commit_retries = meter.create_counter(
+            COMMIT_RETRIES,
+            unit="{retry}",
+            description="commitTransaction retries, by the error label that caused them.",
+        )
+
+    def transaction_started(self, info: AttemptInfo) -> None:
+        pass
+
+    def transaction_retry(self, info: AttemptInfo) -> None:
+        for label in _labels(info.error_labels):
+            self._retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+
+    def commit_retry(self, info: AttemptInfo) -> None:
+        for label in _labels(info.error_labels):
+            self._commit_retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+
+    def transaction_ended(self, summary: TransactionSummary) -> None:
+        attrs: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.TXN_OUTCOME: summary.outcome,
+        }
+        if summary.error_type is not None:
+            attrs[A.ERROR_TYPE] = summary.error_type
+        self._transaction_duration.record(summary.duration_s, attrs)
+        self._attempts.record(summary.attempts, attrs)
+        labels = ",".join(sorted(summary.error_labels)) or "none"
+        self._transactions.add(1, {**attrs, ERROR_LABELS: labels})
+
+    def operation_ended(self, summary: OperationSummary) -> None:
+        attrs = {k: summary.attributes[k] for k in _OPERATION_KEYS if k in summary.attributes}
+        self._operation_duration.record(summary.duration_s, attrs)

@@ -1,0 +1,195 @@
+"""Metrics and lifecycle logs say what the spans say, for scripted fail-point scenarios."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pymongo.errors import PyMongoError
+
+from motor_otel import instrument_client
+from motor_otel.logs import add_trace_context
+from tests.conftest import CLIENT_OPTIONS
+
+TRANSIENT_INSERT = {
+    "configureFailPoint": "failCommand",
+    "mode": {"times": 1},
+    "data": {"failCommands": ["insert"], "errorCode": 112},
+}
+UNKNOWN_COMMIT = {
+    "configureFailPoint": "failCommand",
+    "mode": {"times": 2},
+    "data": {"failCommands": ["commitTransaction"], "errorCode": 91},
+}
+
+
+@pytest.fixture
+async def client(mongodb_uri: str) -> AsyncIterator[AsyncIOMotorClient]:
+    c: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    yield c
+    await c.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    c.close()
+
+
+async def _retried_transaction(client: AsyncIOMotorClient) -> None:
+    """One transient callback failure, then one unknown commit result, then success."""
+    calls = 0
+
+    async def callback(session: AsyncIOMotorClientSession) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await client.admin.command(UNKNOWN_COMMIT)
+        await client.signals.items.insert_one({"n": calls}, session=session)
+
+    await client.admin.command(TRANSIENT_INSERT)
+    async with await client.start_session() as session:
+        await session.with_transaction(callback)
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    out: dict[str, list[Any]] = {}
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                out[metric.name] = list(metric.data.data_points)
+    return out
+
+
+async def test_metrics_match_a_retried_transaction(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """attempts=2, one transaction retry, one commit retry, one committed transaction."""
+    reader = InMemoryMetricReader()
+    instrument_client(
+        client,
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        with_transaction="spec",
+    )
+    await _retried_transaction(client)
+    points = _points(reader)
+
+    (attempts,) = points["db.client.mongodb.transaction.attempts"]
+    assert (attempts.count, attempts.sum) == (1, 2)
+    assert attempts.attributes["db.mongodb.transaction.outcome"] == "committed"
+    (done,) = points["db.client.mongodb.transactions"]
+    assert done.value == 1
+    assert done.attributes["db.mongodb.transaction.outcome"] == "committed"
+    assert "TransientTransactionError" in done.attributes["db.mongodb.error_labels"]
+    retries = {
+        p.attributes["db.mongodb.error_label"]: p.value
+        for p in points["db.client.mongodb.transaction.retries"]
+    }
+    assert retries == {"TransientTransactionError": 1}
+    commit = {
+        p.attributes["db.mongodb.error_label"]: p.value
+        for p in points["db.client.mongodb.transaction.commit_retries"]
+    }
+    assert commit == {"RetryableWriteError": 1, "UnknownTransactionCommitResult": 1}
+    (duration,) = points["db.client.mongodb.transaction.duration"]
+    assert duration.count == 1 and duration.sum > 0
+    ops = {
+        (p.attributes["db.operation.name"], p.attributes.get("error.type")): p.count
+        for p in points["db.client.operation.duration"]
+    }
+    assert ops[("insert", None)] == 1
+    assert ops[("insert", "OperationFailure")] == 1
+    assert ops[("commitTransaction", None)] == 1
+    assert ops[("commitTransaction", "NotPrimaryError")] == 1
+    assert list(points["db.client.operation.duration"][0].explicit_bounds) == [
+        0.001,
+        0.005,
+        0.01,
+        0.05,
+        0.1,
+        0.5,
+        1.0,
+        5.0,
+        10.0,
+    ]
+
+
+async def test_failed_transaction_metrics(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """A commit error escaping Motor's loop ("driver" mode) counts as outcome failed."""
+    reader = InMemoryMetricReader()
+    instrument_client(
+        client,
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    await client.admin.command(UNKNOWN_COMMIT)
+    async with await client.start_session() as session:
+        with pytest.raises(PyMongoError):
+            await session.with_transaction(lambda s: client.signals.items.insert_one({}, session=s))
+    (done,) = _points(reader)["db.client.mongodb.transactions"]
+    assert done.attributes["db.mongodb.transaction.outcome"] == "failed"
+    assert done.attributes["error.type"] == "NotPrimaryError"
+
+
+async def test_lifecycle_log_events(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """log_lifecycle=True emits started/retry/commit_retry/committed with span attributes."""
+    instrument_client(
+        client, tracer_provider=tracer_provider, with_transaction="spec", log_lifecycle=True
+    )
+    with structlog.testing.capture_logs() as logs:
+        await _retried_transaction(client)
+    events = [(e["event"], e["log_level"], e.get("db.mongodb.transaction.attempt")) for e in logs]
+    assert events == [
+        ("transaction.started", "debug", 1),
+        ("transaction.retry", "warning", 2),
+        ("transaction.started", "debug", 2),
+        ("transaction.commit_retry", "warning", 2),
+        ("transaction.committed", "info", None),
+    ]
+    committed = logs[-1]
+    assert committed["db.mongodb.transaction.attempts"] == 2
+    assert committed["db.mongodb.transaction.commit_attempts"] == 2
+    attempts = [s for s in exporter.get_finished_spans() if s.name == "transaction"]
+    assert {committed["db.mongodb.lsid"]} == {a.attributes["db.mongodb.lsid"] for a in attempts}
+    assert logs[2]["db.mongodb.txn_number"] == attempts[1].attributes["db.mongodb.txn_number"]
+
+
+async def test_lifecycle_logs_are_off_by_default(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """Without the switch the instrumentation logs nothing."""
+    instrument_client(client, tracer_provider=tracer_provider, with_transaction="spec")
+    with structlog.testing.capture_logs() as logs:
+        await _retried_transaction(client)
+    assert logs == []
+
+
+async def test_log_lines_carry_the_transaction_trace_ids(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """With add_trace_context in the chain, lifecycle lines carry their span's ids."""
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[add_trace_context, capture])
+    try:
+        instrument_client(
+            client, tracer_provider=tracer_provider, with_transaction="spec", log_lifecycle=True
+        )
+        await _retried_transaction(client)
+    finally:
+        structlog.reset_defaults()
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    first = capture.entries[0]
+    span = spans[int(first["span_id"], 16)]
+    assert span.name == "transaction"
+    assert first["trace_id"] == format(span.context.trace_id, "032x")
+    last = capture.entries[-1]
+    assert spans[int(last["span_id"], 16)].name == "withTransaction"
