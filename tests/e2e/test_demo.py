@@ -1,27 +1,70 @@
-"""The README's first command: `motor-otel demo` prints real span trees and exits 0."""
+"""The README's first command: `motor-otel demo` shows retried transactions and exits 0."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.integration.test_otlp_export import receiver  # noqa: F401  (fixture)
 
 
-def test_demo_prints_retried_transaction_tree() -> None:
-    """The demo runs on the embedded simulator and shows attempts, labels and commit retries."""
-    done = subprocess.run(
-        [sys.executable, "-m", "motor_otel", "demo"],
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "motor_otel", "demo", "--transactions", "7", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
+    """Exit 0; the tree of each retried transaction; a metrics summary; progress; OTLP JSON."""
+    out_file = tmp_path / "spans.json"
+    done = _demo("--json", str(out_file))
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "withTransaction" in out
+    assert "[7/7] transactions done" in out
+    assert "--- transaction 5: injected TransientTransactionError in the callback" in out
     assert "attempts=2 commit_attempts=1 outcome=committed labels=TransientTransactionError" in out
-    assert "transaction" in out and "attempt=1 outcome=aborted" in out
-    assert out.count("commitTransaction admin") >= 3
-    assert "UnknownTransactionCommitResult" in out
+    assert "attempt=1 outcome=aborted labels=TransientTransactionError" in out
+    assert "--- transaction 7: injected unknown commit result" in out
+    assert "attempts=1 commit_attempts=2 outcome=committed" in out
+    assert "db.client.mongodb.transactions {error_labels=none, outcome=committed} 5" in out
+    assert "db.client.mongodb.transaction.retries {error_label=TransientTransactionError} 1" in out
+    document = json.loads(out_file.read_text())
+    spans = [
+        span
+        for resource in document["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+    assert sum(1 for s in spans if s["name"] == "withTransaction") == 7
+    assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
+
+
+def test_demo_sends_to_an_otlp_endpoint(receiver: tuple[str, list[bytes]]) -> None:  # noqa: F811
+    """--otlp-endpoint exports the same spans over OTLP/HTTP."""
+    endpoint, bodies = receiver
+    done = _demo("--otlp-endpoint", endpoint.removesuffix("/v1/traces"))
+    assert done.returncode == 0, done.stderr
+    names = [
+        span.name
+        for body in bodies
+        if body
+        for resource in _decode(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert names.count("withTransaction") == 7
+
+
+def _decode(body: bytes) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest.FromString(body)
 
 
 def test_demo_rejects_unknown_command() -> None:
