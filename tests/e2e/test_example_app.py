@@ -1,0 +1,59 @@
+"""examples/shop_app.py runs on the simulator and ships its traces over OTLP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.integration.test_otlp_export import receiver  # noqa: F401  (fixture)
+
+APP = Path(__file__).resolve().parents[2] / "examples" / "shop_app.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_example_app_exports_retried_transactions(receiver: tuple[str, list[bytes]]) -> None:  # noqa: F811
+    """Five orders, one retried: five withTransaction traces, six transaction attempts."""
+    endpoint, bodies = receiver
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(APP),
+            "--simulate",
+            "--transactions",
+            "5",
+            "--otlp-endpoint",
+            endpoint.removesuffix("/v1/traces"),
+            "--metrics-port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    names = [
+        span.name
+        for body in bodies
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert names.count("withTransaction") == 5
+    assert names.count("transaction") == 6
+
+
+def test_compose_file_names_the_whole_stack() -> None:
+    """The compose file defines MongoDB, Jaeger, Prometheus and Grafana with our provisioning."""
+    text = (APP.parent / "compose.yaml").read_text()
+    for needle in ("mongo:", "jaeger:", "prometheus:", "grafana:", "../grafana/dashboards"):
+        assert needle in text
