@@ -19,13 +19,19 @@ from __future__ import annotations
 
 from motor_otel.config import Settings, WithTransactionMode
 from motor_otel.instrumentor import MotorInstrumentor, instrument_client, uninstrument_client
-from motor_otel.session import InstrumentedAsyncIOMotorClientSession
+from motor_otel.session import (
+    InstrumentedAsyncClientSession,
+    InstrumentedAsyncIOMotorClientSession,
+    InstrumentedClientSession,
+)
 from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 from motor_otel.version import __version__
 
 __all__ = [
     "FailedHook",
+    "InstrumentedAsyncClientSession",
     "InstrumentedAsyncIOMotorClientSession",
+    "InstrumentedClientSession",
     "MotorInstrumentor",
     "RequestHook",
     "ResponseHook",

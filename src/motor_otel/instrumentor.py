@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
@@ -16,14 +17,15 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pymongo import monitoring
 
+from motor_otel._guard import guard
 from motor_otel.config import Settings, WithTransactionMode
 from motor_otel.correlation import Telemetry
 from motor_otel.listener import TracingCommandListener
 from motor_otel.logs import LifecycleLogger
 from motor_otel.metrics import MongoMetrics
-from motor_otel.operations import Patcher, patch_motor
+from motor_otel.operations import Patcher, patch_motor, patch_pymongo
 from motor_otel.package import _instruments
-from motor_otel.session import InstrumentedAsyncIOMotorClientSession
+from motor_otel.session import InstrumentedAsyncIOMotorClientSession, instrument_pymongo_session
 from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 from motor_otel.version import __version__
 
@@ -31,6 +33,7 @@ _ATTR = "_motor_otel_telemetry"
 _LISTENER_ATTR = "_motor_otel_listener"
 
 _lock = threading.Lock()
+_IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
 _global: Telemetry | None = None
 _global_listener: TracingCommandListener | None = None
 _patcher: Patcher | None = None
@@ -57,16 +60,16 @@ def _build(
 
 
 def _client_of(obj: Any) -> Any:
-    """The Motor client behind a client, database or collection."""
-    for _ in range(3):
-        if _ATTR in vars(obj) or not hasattr(obj, "delegate"):
-            return obj
-        if type(obj).__name__.endswith("MotorCollection"):
-            obj = obj.database
-        elif type(obj).__name__.endswith("MotorDatabase"):
-            obj = obj.client
-        else:
-            return obj
+    """The client behind a client, database or collection (Motor or PyMongo).
+
+    By class name, not ``getattr``: both drivers' clients turn unknown attributes into databases.
+    """
+    name = type(obj).__name__
+    if name.endswith("Collection"):
+        obj = obj.database
+        name = type(obj).__name__
+    if name.endswith("Database"):
+        obj = obj.client
     return obj
 
 
@@ -81,7 +84,7 @@ def telemetry_of(obj: Any) -> Telemetry | None:
 
 def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
     """Add a command listener to a client that already exists (PyMongo has no API for it)."""
-    delegate = getattr(client, "delegate", client)
+    delegate = vars(client).get("delegate", client)  # Motor wraps a PyMongo client
     listeners = getattr(delegate, "_event_listeners", None)
     if listeners is None:
         raise TypeError(
@@ -100,8 +103,12 @@ def _retain_patches() -> None:
     with _lock:
         _users += 1
         if _patcher is None:
-            _patcher = patch_motor(telemetry_of)
-            _patch_start_session(_patcher)
+            _patcher = Patcher()
+            if _motor_available():
+                _patcher.extend(patch_motor(telemetry_of))
+                _patch_motor_start_session(_patcher)
+            _patcher.extend(patch_pymongo(telemetry_of))
+            _patch_pymongo_start_session(_patcher)
 
 
 def _release_patches() -> None:
@@ -113,13 +120,46 @@ def _release_patches() -> None:
             _patcher = None
 
 
-def _patch_start_session(patcher: Patcher) -> None:
+def _motor_available() -> bool:
+    try:
+        import motor.motor_asyncio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _patch_pymongo_start_session(patcher: Patcher) -> None:
+    """PyMongo builds sessions in ``_start_session``: hand back the instrumented twin."""
+    import pymongo
+
+    for cls in (pymongo.MongoClient, pymongo.AsyncMongoClient):
+        original = cls._start_session
+
+        def _start_session(self: Any, implicit: bool, _original: Any = original, **kw: Any) -> Any:
+            session = _original(self, implicit, **kw)
+            telemetry = None if implicit or _IN_MOTOR.get() else telemetry_of(self)
+            if telemetry is None:
+                return session
+            with guard("instrumentor.start_session"):
+                if telemetry is _global and _global_listener is not None:
+                    _attach_listener(self, _global_listener)
+                instrument_pymongo_session(session, telemetry)
+            return session
+
+        patcher.replace(cls, "_start_session", _start_session)
+
+
+def _patch_motor_start_session(patcher: Patcher) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 
     original = AsyncIOMotorClient.__dict__["start_session"]
 
     async def start_session(self: Any, *args: Any, **kwargs: Any) -> Any:
-        session = await original(self, *args, **kwargs)
+        token = _IN_MOTOR.set(True)  # Motor's executor copies it: its PyMongo session stays plain
+        try:
+            session = await original(self, *args, **kwargs)
+        finally:
+            _IN_MOTOR.reset(token)
         telemetry = telemetry_of(self)
         if telemetry is None:
             return session
@@ -143,11 +183,10 @@ def instrument_client(
     Takes the same settings as :meth:`MotorInstrumentor.instrument`. Calling it again replaces the
     client's settings.
     """
-    from motor.motor_asyncio import AsyncIOMotorClient
-
-    if not isinstance(client, AsyncIOMotorClient):
+    if not _is_client(client):
         raise TypeError(
-            f"instrument_client expects a motor AsyncIOMotorClient, got {type(client).__name__}"
+            "instrument_client expects a Motor AsyncIOMotorClient or a PyMongo AsyncMongoClient "
+            f"or MongoClient, got {type(client).__name__}"
         )
     telemetry = _build(tracer_provider, meter_provider, settings)
     previous: Telemetry | None = vars(client).get(_ATTR)
@@ -161,6 +200,18 @@ def instrument_client(
     vars(client)[_LISTENER_ATTR] = listener
 
 
+def _is_client(client: Any) -> bool:
+    import pymongo
+
+    if isinstance(client, (pymongo.MongoClient, pymongo.AsyncMongoClient)):
+        return True
+    if _motor_available():
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return isinstance(client, AsyncIOMotorClient)
+    return False
+
+
 def uninstrument_client(client: Any) -> None:
     """Stop tracing a client given to :func:`instrument_client`."""
     telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
@@ -171,7 +222,8 @@ def uninstrument_client(client: Any) -> None:
 
 
 class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """OpenTelemetry instrumentor for Motor: transactions, operations and commands as spans.
+    """OpenTelemetry instrumentor for Motor and PyMongo (async and sync): transactions,
+    operations and commands as spans.
 
     A singleton, like every ``BaseInstrumentor``; a second ``instrument()`` warns and does nothing.
     """

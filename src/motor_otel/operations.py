@@ -84,7 +84,8 @@ CLIENT_OPERATIONS: dict[str, str] = {
 
 def attempt_of(session: Any) -> Attempt | None:
     """The open attempt of an instrumented session, if it is in one."""
-    attempt = getattr(session, "_motor_otel_attempt", None)
+    state = getattr(session, "_otel", None)
+    attempt = getattr(state, "attempt", None)
     return attempt if isinstance(attempt, Attempt) else None
 
 
@@ -100,6 +101,8 @@ def start_operation(
     """Start (but do not activate) an operation span; ``None`` when not tracing."""
     if not (telemetry.enabled and telemetry.settings.enabled and is_instrumentation_enabled()):
         return None
+    if CURRENT_OPERATION.get() is not None:
+        return None  # a public method called by another one: the outer operation owns it
     attempt = attempt_of(session)
     links: list[Link] = []
     ctx: otel_context.Context | None = parent
@@ -272,6 +275,44 @@ def _wrap_async(
     return wrapper
 
 
+def _wrap_sync(
+    telemetry_of: Callable[[Any], Telemetry | None],
+    original: Callable[..., Any],
+    operation: str,
+    target: Target,
+    collection_arg: bool,
+) -> Callable[..., Any]:
+    get_session = _session_getter(original)
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        telemetry = telemetry_of(self)
+        scope = None
+        if telemetry is not None:
+            with guard("operations.start"):
+                db, coll = target(self)
+                if collection_arg and args:
+                    coll = args[0] if isinstance(args[0], str) else getattr(args[0], "name", coll)
+                scope = start_operation(
+                    telemetry, operation, db=db, collection=coll, session=get_session(args, kwargs)
+                )
+        if scope is None or telemetry is None:
+            return original(self, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            with activated(scope):
+                result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            with guard("operations.finish"):
+                finish_operation(telemetry, scope, started, exc)
+            raise
+        with guard("operations.finish"):
+            finish_operation(telemetry, scope, started, None)
+        return result
+
+    return wrapper
+
+
 @dataclass(slots=True, eq=False)
 class _PendingCursorOperation:
     """A cursor's operation, started at its first fetch so never-iterated cursors cost nothing."""
@@ -330,6 +371,61 @@ def _wrap_cursor_factory(
         return cursor
 
     return wrapper
+
+
+def _pending_scope(cursor: Any) -> tuple[_PendingCursorOperation | None, OperationScope | None]:
+    pending: _PendingCursorOperation | None = getattr(cursor, "_motor_otel_op", None)
+    if pending is None or CURRENT_OPERATION.get() is not None:
+        return None, None
+    with guard("operations.cursor_fetch"):
+        return pending, pending.begin()
+    return pending, None
+
+
+def _after_refresh(
+    cursor: Any, pending: _PendingCursorOperation, exc: BaseException | None
+) -> None:
+    with guard("operations.cursor_done"):
+        if exc is not None or not cursor.alive or not cursor.cursor_id:
+            pending.finish(exc)
+
+
+def _wrap_refresh_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    """PyMongo's sync ``Cursor._refresh``: the initial find and each getMore."""
+
+    @functools.wraps(original)
+    def _refresh(self: Any) -> Any:
+        pending, scope = _pending_scope(self)
+        if pending is None or scope is None:
+            return original(self)
+        try:
+            with activated(scope):
+                result = original(self)
+        except BaseException as exc:
+            _after_refresh(self, pending, exc)
+            raise
+        _after_refresh(self, pending, None)
+        return result
+
+    return _refresh
+
+
+def _wrap_refresh_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def _refresh(self: Any) -> Any:
+        pending, scope = _pending_scope(self)
+        if pending is None or scope is None:
+            return await original(self)
+        try:
+            with activated(scope):
+                result = await original(self)
+        except BaseException as exc:
+            _after_refresh(self, pending, exc)
+            raise
+        _after_refresh(self, pending, None)
+        return result
+
+    return _refresh
 
 
 def _wrap_get_more(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -397,6 +493,11 @@ class Patcher:
         self._saved.append((cls, name, cls.__dict__.get(name, _INHERITED)))
         setattr(cls, name, value)
 
+    def extend(self, other: Patcher) -> None:
+        """Take over another patcher's saved originals (restored last-in, first-out)."""
+        self._saved.extend(other._saved)
+        other._saved = []
+
     def restore(self) -> None:
         while self._saved:
             cls, name, value = self._saved.pop()
@@ -446,4 +547,44 @@ def patch_motor(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
     patcher.replace(
         core.AgnosticBaseCursor, "close", _wrap_close(core.AgnosticBaseCursor.__dict__["close"])
     )
+    return patcher
+
+
+def patch_pymongo(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
+    """Operation spans on PyMongo's async and sync collection, database and client classes."""
+    import pymongo
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.asynchronous.cursor import AsyncCursor
+    from pymongo.asynchronous.database import AsyncDatabase
+    from pymongo.synchronous.collection import Collection
+    from pymongo.synchronous.cursor import Cursor
+    from pymongo.synchronous.database import Database
+
+    patcher = Patcher()
+    for wrap, classes in (
+        (_wrap_async, (AsyncCollection, AsyncDatabase, pymongo.AsyncMongoClient)),
+        (_wrap_sync, (Collection, Database, pymongo.MongoClient)),
+    ):
+        coll_cls, db_cls, client_cls = classes
+        for cls, table, target, coll_arg in (
+            (coll_cls, COLLECTION_OPERATIONS, _collection_target, False),
+            (db_cls, DATABASE_OPERATIONS, _database_target, True),
+            (client_cls, CLIENT_OPERATIONS, _client_target, False),
+        ):
+            for method, operation in table.items():
+                if hasattr(cls, method):
+                    arg = coll_arg and method in ("create_collection", "drop_collection")
+                    original = getattr(cls, method)
+                    patcher.replace(
+                        cls, method, wrap(telemetry_of, original, operation, target, arg)
+                    )
+        for method in ("aggregate", "list_indexes"):  # run their command before returning
+            operation = COLLECTION_CURSORS[method]
+            original = getattr(coll_cls, method)
+            patcher.replace(
+                coll_cls, method, wrap(telemetry_of, original, operation, _collection_target, False)
+            )
+        patcher.replace(coll_cls, "find", _wrap_cursor_factory(telemetry_of, coll_cls.find, "find"))
+    patcher.replace(AsyncCursor, "_refresh", _wrap_refresh_async(AsyncCursor._refresh))
+    patcher.replace(Cursor, "_refresh", _wrap_refresh_sync(Cursor._refresh))
     return patcher

@@ -1,9 +1,10 @@
-"""Transaction spans: the instrumented Motor session.
+"""Transaction spans: instrumented sessions for Motor, PyMongo async and PyMongo sync.
 
-One ``transaction`` span per attempt (started by ``start_transaction``, ended by the commit or
+One ``transaction`` span per attempt (opened by ``start_transaction``, ended by the commit or
 abort that settles it) and one ``withTransaction`` span per ``with_transaction`` call. The
 attempt is registered with the correlator under the session's lsid + txnNumber, which is how
-commands sent from anywhere find it.
+commands sent from anywhere find it. The span logic lives once, in :class:`_TransactionTracer`;
+the three session classes only wire it around their drivers' calls.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import contextlib
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
+from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
 from motor_otel._guard import call_hook, guard
@@ -53,6 +56,21 @@ class _WithTransaction:
     labels: list[str] = field(default_factory=list)
     last_outcome: Outcome | None = None
     last_commit_error: BaseException | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _SessionTrace:
+    """Everything an instrumented session remembers about its transactions."""
+
+    telemetry: Telemetry | None
+    session: Any  # the PyMongo session (Motor's delegate, or the session itself)
+    lsid: str | None
+    attempt: Attempt | None = None
+    wt: _WithTransaction | None = None
+    tx_start: float = 0.0
+    tx_labels: list[str] = field(default_factory=list)
+    tx_commits: int = 0
+    attempt_commits: int = 0
 
 
 def _timestamp_attributes(session: Any) -> dict[str, Any]:
@@ -103,64 +121,38 @@ def _forget(correlator: Correlator, lsid: str) -> None:
     correlator.forget_session(lsid)
 
 
-class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
-    """A Motor session whose transactions are traced.
+class _TransactionTracer:
+    """Span bookkeeping shared by every instrumented session class; no I/O here."""
 
-    A subclass, so ``isinstance(s, AsyncIOMotorClientSession)`` and type hints keep working; the
-    name ends in ``MotorClientSession`` because Motor unwraps ``session=`` by that suffix.
-    """
+    __slots__ = ()
 
-    def __init__(self, delegate: Any, motor_client: Any, telemetry: Telemetry | None = None):
-        super().__init__(delegate, motor_client)
-        self._motor_otel = telemetry
-        self._motor_otel_attempt: Attempt | None = None
-        self._motor_otel_wt: _WithTransaction | None = None
-        self._motor_otel_lsid: str | None = None
-        self._motor_otel_tx_start = 0.0
-        self._motor_otel_tx_labels: list[str] = []
-        self._motor_otel_tx_commits = 0
-        self._motor_otel_attempt_commits = 0
-        self.clock: Clock = time.monotonic
-        self.sleep: Sleep = asyncio.sleep
-        if telemetry is not None:
-            lsid = A.lsid_to_str(delegate.session_id)
-            self._motor_otel_lsid = lsid
-            if lsid is not None:
-                weakref.finalize(self, _forget, telemetry.correlator, lsid)
+    _otel: _SessionTrace
 
-    # -- attempts ------------------------------------------------------------------------
+    def _otel_init(self, telemetry: Telemetry | None, pymongo_session: Any) -> None:
+        lsid = A.lsid_to_str(pymongo_session.session_id) if telemetry is not None else None
+        # One attribute, set past __slots__: PyMongo's sessions are re-classed in place.
+        object.__setattr__(self, "_otel", _SessionTrace(telemetry, pymongo_session, lsid))
+        if telemetry is not None and lsid is not None:
+            weakref.finalize(self, _forget, telemetry.correlator, lsid)
+
     def _tracing(self) -> Telemetry | None:
-        t = self._motor_otel
+        t = self._otel.telemetry
         if t is None or not (t.enabled and t.settings.enabled):
             return None
         return t
 
-    def start_transaction(
-        self,
-        read_concern: Any = None,
-        write_concern: Any = None,
-        read_preference: Any = None,
-        max_commit_time_ms: Any = None,
-    ) -> Any:
-        context = super().start_transaction(
-            read_concern, write_concern, read_preference, max_commit_time_ms
-        )
+    # -- attempts ------------------------------------------------------------------------
+    def _transaction_started(self, *options: Any) -> None:
         t = self._tracing()
         if t is not None:
             with guard("session.start_transaction"):
-                self._open_attempt(
-                    t,
-                    _option_attributes(
-                        read_concern, write_concern, read_preference, max_commit_time_ms
-                    ),
-                )
-        return context
+                self._open_attempt(t, _option_attributes(*options))
 
     def _open_attempt(self, t: Telemetry, options: dict[str, Any]) -> None:
-        if self._motor_otel_attempt is not None:  # an unsettled commit: nobody retried it
+        if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
-        wt = self._motor_otel_wt
-        self._motor_otel_attempt_commits = 0
+        wt = self._otel.wt
+        self._otel.attempt_commits = 0
         if wt is not None:
             wt.attempts += 1
             number = wt.attempts
@@ -170,11 +162,11 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         else:
             number = 1
             parent = None
-            self._motor_otel_tx_start = time.perf_counter()
-            self._motor_otel_tx_labels = []
-            self._motor_otel_tx_commits = 0
-        lsid = self._motor_otel_lsid or ""
-        txn_number = int(self.delegate._transaction_id)
+            self._otel.tx_start = time.perf_counter()
+            self._otel.tx_labels = []
+            self._otel.tx_commits = 0
+        lsid = self._otel.lsid or ""
+        txn_number = int(self._otel.session._transaction_id)
         attrs: dict[str, Any] = {
             A.DB_SYSTEM_NAME: A.MONGODB,
             A.TXN_ATTEMPT: number,
@@ -187,7 +179,7 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         )
         attempt = Attempt(span, lsid, txn_number, number)
         t.correlator.open_attempt(attempt)
-        self._motor_otel_attempt = attempt
+        self._otel.attempt = attempt
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
         if t.observers:
             _tell(
@@ -198,8 +190,8 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             )
 
     def _close_attempt(self, outcome: Outcome, exc: BaseException | None) -> None:
-        attempt, self._motor_otel_attempt = self._motor_otel_attempt, None
-        t = self._motor_otel
+        attempt, self._otel.attempt = self._otel.attempt, None
+        t = self._otel.telemetry
         if attempt is None or t is None:
             return
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
@@ -208,25 +200,25 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         if exc is not None:
             _add_labels(labels, error_labels(exc))
             record_exception(span, exc)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self)}
+        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
         if labels:
             attrs[A.ERROR_LABELS] = labels
         span.set_attributes(attrs)
         span.end()
-        wt = self._motor_otel_wt
+        wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
             _add_labels(wt.labels, labels)
         else:
-            _add_labels(self._motor_otel_tx_labels, labels)
+            _add_labels(self._otel.tx_labels, labels)
             self._emit_summary(
                 t,
                 span,
                 outcome,
                 1,
-                self._motor_otel_tx_commits,
-                self._motor_otel_tx_labels,
-                time.perf_counter() - self._motor_otel_tx_start,
+                self._otel.tx_commits,
+                self._otel.tx_labels,
+                time.perf_counter() - self._otel.tx_start,
                 exc,
             )
 
@@ -248,31 +240,41 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             duration_s=duration,
             attempts=attempts,
             commit_attempts=commits,
-            lsid=self._motor_otel_lsid,
-            txn_number=int(self.delegate._transaction_id),
+            lsid=self._otel.lsid,
+            txn_number=int(self._otel.session._transaction_id),
             error_labels=tuple(labels),
             error_type=type(exc).__name__ if exc is not None else None,
         )
         _tell(t, span, "transaction_ended", summary)
 
-    # -- commit / abort ------------------------------------------------------------------
-    async def commit_transaction(self) -> None:
-        t = self._tracing()
-        attempt = self._motor_otel_attempt
-        if t is None or attempt is None:
-            await super().commit_transaction()
+    def _notify(self, what: str, labels: list[str], span: Span) -> None:
+        t = self._otel.telemetry
+        if t is None or not t.observers:
             return
-        wt = self._motor_otel_wt
+        wt = self._otel.wt
+        info = AttemptInfo(
+            wt.attempts if wt is not None else 1,
+            self._otel.lsid,
+            int(self._otel.session._transaction_id),
+            error_labels=tuple(labels),
+        )
+        _tell(t, span, what, info)
+
+    # -- commit / abort bookkeeping ------------------------------------------------------
+    @contextlib.contextmanager
+    def _committing(self, t: Telemetry, attempt: Attempt) -> Iterator[None]:
+        """Around one ``commit_transaction`` call: counts, retry facts, the attempt's end."""
+        wt = self._otel.wt
         if wt is not None:
             wt.commit_attempts += 1
         else:
-            self._motor_otel_tx_commits += 1
-        if self._motor_otel_attempt_commits:
+            self._otel.tx_commits += 1
+        if self._otel.attempt_commits:
             self._notify("commit_retry", attempt.error_labels, attempt.span)
-        self._motor_otel_attempt_commits += 1
+        self._otel.attempt_commits += 1
         try:
             with operation_span(t, "commitTransaction", db="admin", collection=None, session=self):
-                await super().commit_transaction()
+                yield
         except BaseException as exc:
             if wt is not None:
                 wt.last_commit_error = exc
@@ -287,110 +289,62 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
         with guard("session.committed"):
             self._close_attempt("committed", None)
 
-    async def abort_transaction(self) -> None:
-        t = self._tracing()
-        if t is None or self._motor_otel_attempt is None:
-            await super().abort_transaction()
-            return
+    @contextlib.contextmanager
+    def _aborting(self, t: Telemetry) -> Iterator[None]:
         try:
             with operation_span(t, "abortTransaction", db="admin", collection=None, session=self):
-                await super().abort_transaction()
+                yield
         finally:
             with guard("session.aborted"):
                 self._close_attempt("aborted", None)
 
-    async def end_session(self) -> None:
-        # Motor's end_session aborts through PyMongo directly: abort through self so it is traced.
-        if self._motor_otel_attempt is not None and self.delegate.in_transaction:
-            with contextlib.suppress(PyMongoError):  # as PyMongo's own end_session does
-                await self.abort_transaction()
+    def _session_ending(self) -> None:
         with guard("session.end"):
             self._close_attempt("failed", None)
-            if self._motor_otel is not None and self._motor_otel_lsid is not None:
-                self._motor_otel.correlator.forget_session(self._motor_otel_lsid)
-        await super().end_session()
+            if self._otel.telemetry is not None and self._otel.lsid is not None:
+                self._otel.telemetry.correlator.forget_session(self._otel.lsid)
 
-    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        await self.end_session()
-
-    # -- with_transaction ----------------------------------------------------------------
-    async def with_transaction(
-        self,
-        coro: Callable[[Any], Coroutine[Any, Any, T]],
-        read_concern: Any = None,
-        write_concern: Any = None,
-        read_preference: Any = None,
-        max_commit_time_ms: Any = None,
-    ) -> T:
-        t = self._tracing()
-        if t is None or self._motor_otel_wt is not None:
-            return await super().with_transaction(
-                coro, read_concern, write_concern, read_preference, max_commit_time_ms
-            )
-        mode = t.settings.with_transaction
+    # -- with_transaction bookkeeping ----------------------------------------------------
+    def _with_transaction_starting(self, t: Telemetry) -> _WithTransaction:
         span = t.tracer.start_span(
             "withTransaction",
             kind=SpanKind.CLIENT,
-            attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: mode},
+            attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction},
         )
         wt = _WithTransaction(span, time.perf_counter())
-        self._motor_otel_wt = wt
-        callback = self._traced_callback(coro)
-        try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False):
-                if mode == "spec":
-                    result = await self._spec_loop(
-                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
-                    )
-                else:
-                    result = await super().with_transaction(
-                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
-                    )
-        except BaseException as exc:
-            with guard("session.with_transaction_failed"):
-                self._finish_with_transaction(t, wt, exc)
-            raise
-        with guard("session.with_transaction_done"):
-            self._finish_with_transaction(t, wt, None)
-        return result
+        self._otel.wt = wt
+        return wt
 
-    def _traced_callback(
-        self, coro: Callable[[Any], Coroutine[Any, Any, T]]
-    ) -> Callable[[Any], Coroutine[Any, Any, T]]:
-        """Run the user's callback with the current attempt span current, so its spans nest."""
-
-        async def callback(session: Any) -> T:
-            attempt = self._motor_otel_attempt
-            if attempt is None:
-                return await coro(session)
-            with trace.use_span(attempt.span, end_on_exit=False):
-                return await coro(session)
-
-        return callback
+    def _attempt_context(self) -> Any:
+        """Make the current attempt's span current while the user's callback runs."""
+        attempt = self._otel.attempt
+        if attempt is None:
+            return contextlib.nullcontext()
+        return trace.use_span(attempt.span, end_on_exit=False)
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
     ) -> None:
-        self._motor_otel_wt = None
-        pending = self._motor_otel_attempt
-        if pending is not None:  # e.g. Motor gave up on an unknown commit result
-            self._motor_otel_wt = wt
+        self._otel.wt = None
+        if self._otel.attempt is not None:  # e.g. Motor gave up on an unknown commit
+            self._otel.wt = wt
             self._close_attempt("failed", None)
-            self._motor_otel_wt = None
+            self._otel.wt = None
         outcome: Outcome = "failed" if exc is not None else (wt.last_outcome or "committed")
         span = wt.span
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
             A.TXN_COMMIT_ATTEMPTS: wt.commit_attempts,
             A.TXN_OUTCOME: outcome,
-            **_timestamp_attributes(self),
+            **_timestamp_attributes(self._otel.session),
         }
         if exc is not None:
-            _add_labels(wt.labels, error_labels(exc))
-            record_exception(span, exc)
             labels = error_labels(exc)
+            _add_labels(wt.labels, labels)
+            record_exception(span, exc)
             if (
                 t.settings.with_transaction == "driver"
+                and isinstance(self, InstrumentedAsyncIOMotorClientSession)
                 and exc is wt.last_commit_error
                 and (TTE in labels or UTCR in labels)
             ):
@@ -409,6 +363,100 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
             time.perf_counter() - wt.started,
             exc,
         )
+
+
+# -- Motor -----------------------------------------------------------------------------------
+
+
+class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClientSession):
+    """A Motor session whose transactions are traced.
+
+    A subclass, so ``isinstance(s, AsyncIOMotorClientSession)`` and type hints keep working; the
+    name ends in ``MotorClientSession`` because Motor unwraps ``session=`` by that suffix.
+    """
+
+    def __init__(self, delegate: Any, motor_client: Any, telemetry: Telemetry | None = None):
+        super().__init__(delegate, motor_client)
+        self._otel_init(telemetry, delegate)
+        self.clock: Clock = time.monotonic
+        self.sleep: Sleep = asyncio.sleep
+
+    def start_transaction(
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> Any:
+        context = super().start_transaction(
+            read_concern, write_concern, read_preference, max_commit_time_ms
+        )
+        self._transaction_started(read_concern, write_concern, read_preference, max_commit_time_ms)
+        return context
+
+    async def commit_transaction(self) -> None:
+        t, attempt = self._tracing(), self._otel.attempt
+        if t is None or attempt is None:
+            await super().commit_transaction()
+            return
+        with self._committing(t, attempt):
+            await super().commit_transaction()
+
+    async def abort_transaction(self) -> None:
+        t = self._tracing()
+        if t is None or self._otel.attempt is None:
+            await super().abort_transaction()
+            return
+        with self._aborting(t):
+            await super().abort_transaction()
+
+    async def end_session(self) -> None:
+        # Motor's end_session aborts through PyMongo directly: abort through self so it is traced.
+        if self._otel.attempt is not None and self.delegate.in_transaction:
+            with contextlib.suppress(PyMongoError):  # as PyMongo's own end_session does
+                await self.abort_transaction()
+        self._session_ending()
+        await super().end_session()
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        await self.end_session()
+
+    async def with_transaction(
+        self,
+        coro: Callable[[Any], Coroutine[Any, Any, T]],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> T:
+        t = self._tracing()
+        if t is None or self._otel.wt is not None:
+            return await super().with_transaction(
+                coro, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+        wt = self._with_transaction_starting(t)
+
+        async def callback(session: Any) -> T:
+            with self._attempt_context():
+                return await coro(session)
+
+        try:
+            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+                if t.settings.with_transaction == "spec":
+                    result = await self._spec_loop(
+                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    )
+                else:
+                    result = await super().with_transaction(
+                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    )
+        except BaseException as exc:
+            with guard("session.with_transaction_failed"):
+                self._finish_with_transaction(t, wt, exc)
+            raise
+        with guard("session.with_transaction_done"):
+            self._finish_with_transaction(t, wt, None)
+        return result
 
     async def _spec_loop(
         self,
@@ -464,18 +512,175 @@ class InstrumentedAsyncIOMotorClientSession(AsyncIOMotorClientSession):
                     raise
                 return ret
 
-    def _notify(self, what: str, labels: list[str], span: Span) -> None:
-        t = self._motor_otel
-        if t is None or not t.observers:
-            return
-        wt = self._motor_otel_wt
-        info = AttemptInfo(
-            wt.attempts if wt is not None else 1,
-            self._motor_otel_lsid,
-            int(self.delegate._transaction_id),
-            error_labels=tuple(labels),
+
+# -- PyMongo (async and sync) ----------------------------------------------------------------
+
+
+class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
+    """PyMongo's ``AsyncClientSession`` with traced transactions.
+
+    PyMongo's ``with_transaction`` already follows the documented contract, so both modes run
+    PyMongo's own loop; it calls this class's ``start_transaction``/``commit_transaction``, which
+    is how its attempts and commit retries are observed.
+    """
+
+    __slots__ = ()
+
+    async def start_transaction(
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> Any:
+        context = await super().start_transaction(
+            read_concern, write_concern, read_preference, max_commit_time_ms
         )
-        _tell(t, span, what, info)
+        self._transaction_started(read_concern, write_concern, read_preference, max_commit_time_ms)
+        return context
+
+    async def commit_transaction(self) -> None:
+        t, attempt = self._tracing(), self._otel.attempt
+        if t is None or attempt is None:
+            await super().commit_transaction()
+            return
+        with self._committing(t, attempt):
+            await super().commit_transaction()
+
+    async def abort_transaction(self) -> None:
+        t = self._tracing()
+        if t is None or self._otel.attempt is None:
+            await super().abort_transaction()
+            return
+        with self._aborting(t):
+            await super().abort_transaction()
+
+    async def end_session(self) -> None:
+        await super().end_session()  # aborts an open transaction through self.abort_transaction
+        self._session_ending()
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+        self._session_ending()
+
+    async def with_transaction(
+        self,
+        callback: Callable[[Any], Awaitable[T]],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> T:
+        t = self._tracing()
+        if t is None or self._otel.wt is not None:
+            return await super().with_transaction(
+                callback, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+        wt = self._with_transaction_starting(t)
+
+        async def traced(session: Any) -> T:
+            with self._attempt_context():
+                return await callback(session)
+
+        try:
+            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+                result = await super().with_transaction(
+                    traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                )
+        except BaseException as exc:
+            with guard("session.with_transaction_failed"):
+                self._finish_with_transaction(t, wt, exc)
+            raise
+        with guard("session.with_transaction_done"):
+            self._finish_with_transaction(t, wt, None)
+        return result
+
+
+class InstrumentedClientSession(ClientSession, _TransactionTracer):
+    """PyMongo's sync ``ClientSession`` with traced transactions (see the async twin)."""
+
+    __slots__ = ()
+
+    def start_transaction(
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> Any:
+        context = super().start_transaction(
+            read_concern, write_concern, read_preference, max_commit_time_ms
+        )
+        self._transaction_started(read_concern, write_concern, read_preference, max_commit_time_ms)
+        return context
+
+    def commit_transaction(self) -> None:
+        t, attempt = self._tracing(), self._otel.attempt
+        if t is None or attempt is None:
+            super().commit_transaction()
+            return
+        with self._committing(t, attempt):
+            super().commit_transaction()
+
+    def abort_transaction(self) -> None:
+        t = self._tracing()
+        if t is None or self._otel.attempt is None:
+            super().abort_transaction()
+            return
+        with self._aborting(t):
+            super().abort_transaction()
+
+    def end_session(self) -> None:
+        super().end_session()
+        self._session_ending()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        super().__exit__(exc_type, exc_val, exc_tb)
+        self._session_ending()
+
+    def with_transaction(
+        self,
+        callback: Callable[[Any], T],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: Any = None,
+    ) -> T:
+        t = self._tracing()
+        if t is None or self._otel.wt is not None:
+            return super().with_transaction(
+                callback, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+        wt = self._with_transaction_starting(t)
+
+        def traced(session: Any) -> T:
+            with self._attempt_context():
+                return callback(session)
+
+        try:
+            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+                result = super().with_transaction(
+                    traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                )
+        except BaseException as exc:
+            with guard("session.with_transaction_failed"):
+                self._finish_with_transaction(t, wt, exc)
+            raise
+        with guard("session.with_transaction_done"):
+            self._finish_with_transaction(t, wt, None)
+        return result
+
+
+def instrument_pymongo_session(session: Any, telemetry: Telemetry) -> Any:
+    """Turn a PyMongo session just created by its client into its instrumented twin."""
+    if isinstance(session, AsyncClientSession):
+        session.__class__ = InstrumentedAsyncClientSession
+    elif isinstance(session, ClientSession):
+        session.__class__ = InstrumentedClientSession
+    else:
+        return session
+    session._otel_init(telemetry, session)
+    return session
 
 
 def _max_time_expired(exc: PyMongoError) -> bool:
