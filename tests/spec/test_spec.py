@@ -14,15 +14,18 @@ MOTOR_COMMIT_NOT_RETRIED = (
 )
 
 # (suite directory, drivers) — see the README section "Specification tests".
+PYMONGO_TRACED = ("AsyncMongoClient+otel", "MongoClient+otel")
 SUITES: dict[str, tuple[str, ...]] = {
     "transactions-convenient-api/tests/unified": (
         "AsyncMongoClient",
+        "MongoClient",
         "Motor",
         "Motor+driver",
         "Motor+spec",
+        *PYMONGO_TRACED,
     ),
-    "open-telemetry/tests/transaction": ("Motor+driver", "Motor+spec"),
-    "open-telemetry/tests/operation": ("Motor+driver",),
+    "open-telemetry/tests/transaction": ("Motor+driver", "Motor+spec", *PYMONGO_TRACED),
+    "open-telemetry/tests/operation": ("Motor+driver", *PYMONGO_TRACED),
 }
 
 # Tests that fail only because of Motor's commit loop (verified one by one: each passes with
@@ -67,6 +70,12 @@ MOTOR_XFAIL: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+def _short(suite: str) -> str:
+    """``open-telemetry/tests/operation`` -> ``open-telemetry/operation``."""
+    parts = suite.split("/")
+    return parts[0] if parts[-1] == "unified" else f"{parts[0]}/{parts[-1]}"
+
+
 def _params() -> list[Any]:
     params = []
     for suite, drivers in SUITES.items():
@@ -80,18 +89,19 @@ def _params() -> list[Any]:
                     pytest.param(
                         suite,
                         driver,
+                        stem,
                         spec,
                         test,
-                        id=f"{suite.split('/')[0]}[{driver}]::{stem}::{test['description']}",
+                        id=f"{_short(suite)}[{driver}]::{stem}::{test['description']}",
                         marks=marks,
                     )
                 )
     return params
 
 
-@pytest.mark.parametrize(("suite", "driver", "spec", "test"), _params())
+@pytest.mark.parametrize(("suite", "driver", "stem", "spec", "test"), _params())
 async def test_unified(
-    suite: str, driver: str, spec: dict[str, Any], test: dict[str, Any], mongodb_uri: str
+    suite: str, driver: str, stem: str, spec: dict[str, Any], test: dict[str, Any], mongodb_uri: str
 ) -> None:
     """The test passes as MongoDB's suite describes it, or is skipped naming what is missing."""
     runner = Runner(DRIVERS[driver], mongodb_uri, spec, test)
@@ -99,4 +109,5 @@ async def test_unified(
         await runner.run()
     except Unsupported as exc:
         text = str(exc)
-        pytest.skip(text if text.startswith("runOnRequirements") else f"runner lacks: {text}")
+        reason = text if text.startswith("runOnRequirements") else f"runner lacks: {text}"
+        pytest.skip(f"{stem}.json: {reason}")

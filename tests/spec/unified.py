@@ -1,7 +1,9 @@
 """A unified-test-format runner for the subset MongoDB's transaction and tracing suites use.
 
-One runner, several drivers: PyMongo's ``AsyncMongoClient``, plain Motor, and Motor with our
-instrumentation in ``"driver"`` or ``"spec"`` mode. A feature the runner lacks raises
+One runner, several drivers: Motor, PyMongo's ``AsyncMongoClient`` and PyMongo's sync
+``MongoClient``, plain or with our instrumentation (Motor in ``"driver"`` or ``"spec"`` mode). Sync
+calls run on the event loop's thread (the simulator serves from its own threads); a sync
+``with_transaction`` runs in a worker thread whose callback hands each operation back to the loop. A feature the runner lacks raises
 :class:`Unsupported`, which the test turns into a skip naming it: never a silent pass.
 
 Tracing: our instrumentation adds a ``withTransaction`` span above the spec's ``transaction``
@@ -58,19 +60,26 @@ def load(relative: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 @dataclass
 class Driver:
     name: str
-    motor: bool
+    client: type[Any]
     with_transaction: str | None  # None: not instrumented
 
     @property
     def traced(self) -> bool:
         return self.with_transaction is not None
 
+    @property
+    def sync(self) -> bool:
+        return self.client is pymongo.MongoClient
+
 
 DRIVERS = {
-    "AsyncMongoClient": Driver("AsyncMongoClient", motor=False, with_transaction=None),
-    "Motor": Driver("Motor", motor=True, with_transaction=None),
-    "Motor+driver": Driver("Motor+driver", motor=True, with_transaction="driver"),
-    "Motor+spec": Driver("Motor+spec", motor=True, with_transaction="spec"),
+    "AsyncMongoClient": Driver("AsyncMongoClient", pymongo.AsyncMongoClient, None),
+    "AsyncMongoClient+otel": Driver("AsyncMongoClient+otel", pymongo.AsyncMongoClient, "driver"),
+    "MongoClient": Driver("MongoClient", pymongo.MongoClient, None),
+    "MongoClient+otel": Driver("MongoClient+otel", pymongo.MongoClient, "driver"),
+    "Motor": Driver("Motor", AsyncIOMotorClient, None),
+    "Motor+driver": Driver("Motor+driver", AsyncIOMotorClient, "driver"),
+    "Motor+spec": Driver("Motor+spec", AsyncIOMotorClient, "spec"),
 }
 
 
@@ -183,12 +192,9 @@ class Runner:
         for name, entity in list(self.entities.items()):
             if name in self.lsids and hasattr(entity, "end_session"):
                 with contextlib.suppress(PyMongoError):
-                    await entity.end_session()
+                    await _maybe(entity.end_session())
         for c in self.clients.values():
-            if self.driver.motor:
-                c.client.close()
-            else:
-                await c.client.close()
+            await _maybe(c.client.close())
         await self.internal.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         await self.internal.close()
 
@@ -237,8 +243,7 @@ class Runner:
         options = {**CLIENT_OPTIONS, **spec.get("uriOptions", {}), "event_listeners": [events]}
         if "readConcernLevel" in options:
             options["readConcernLevel"] = options.pop("readConcernLevel")
-        cls = AsyncIOMotorClient if self.driver.motor else pymongo.AsyncMongoClient
-        client = cls(self.uri, **options)
+        client = self.driver.client(self.uri, **options)
         exporter = None
         tracing = spec.get("observeTracingMessages")
         if self.driver.traced:
@@ -272,9 +277,7 @@ class Runner:
             kwargs["causal_consistency"] = options.pop("causalConsistency")
         if options:
             raise Unsupported(f"session options {sorted(options)}")
-        session = client.start_session(**kwargs)
-        if asyncio.iscoroutine(session) or isinstance(session, asyncio.Future):
-            session = await session
+        session = await _maybe(client.start_session(**kwargs))
         self.entities[spec["id"]] = session
         self.lsids[spec["id"]] = session.session_id
 
@@ -376,7 +379,14 @@ class Runner:
             for nested in ops:
                 await self._operation(nested, in_callback=True)
 
-        return await session.with_transaction(callback, **options)
+        if not self.driver.sync:
+            return await session.with_transaction(callback, **options)
+        loop = asyncio.get_running_loop()
+
+        def sync_callback(_session: Any) -> None:
+            asyncio.run_coroutine_threadsafe(callback(_session), loop).result()
+
+        return await asyncio.to_thread(session.with_transaction, sync_callback, **options)
 
     async def _test_runner(self, name: str, args: dict[str, Any]) -> Any:
         if name in ("failPoint", "targetedFailPoint"):
@@ -488,7 +498,9 @@ Handler = Callable[[Runner, Any, dict[str, Any]], Awaitable[Any]]
 
 
 async def _to_list(cursor: Any) -> list[Any]:
-    return [doc async for doc in cursor]
+    if hasattr(cursor, "__aiter__"):
+        return [doc async for doc in cursor]
+    return list(cursor)
 
 
 def _kwargs(args: dict[str, Any], **renames: str) -> dict[str, Any]:
@@ -511,7 +523,7 @@ async def _maybe(value: Any) -> Any:
 def _collection_op(method: str, *positional: str) -> Handler:
     async def run(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
         pos = [args.pop(p) for p in positional if p in args]
-        return await getattr(obj, method)(*pos, **_kwargs(args))
+        return await _maybe(getattr(obj, method)(*pos, **_kwargs(args)))
 
     return run
 
@@ -528,7 +540,7 @@ async def _aggregate(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
 
 async def _create_index(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     keys = list(args.pop("keys").items())
-    return await obj.create_index(keys, **_kwargs(args))
+    return await _maybe(obj.create_index(keys, **_kwargs(args)))
 
 
 async def _list(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
@@ -538,18 +550,20 @@ async def _list(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> 
 async def _create_collection(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     # The unified operation is the `create` command alone; PyMongo's existence check is not part
     # of it (it would add a listCollections span the spec does not expect).
-    return await obj.create_collection(args.pop("collection"), check_exists=False, **_kwargs(args))
+    name = args.pop("collection")
+    return await _maybe(obj.create_collection(name, check_exists=False, **_kwargs(args)))
 
 
 async def _distinct(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
-    return await obj.distinct(args.pop("fieldName"), args.pop("filter", {}), **_kwargs(args))
+    field, flt = args.pop("fieldName"), args.pop("filter", {})
+    return await _maybe(obj.distinct(field, flt, **_kwargs(args)))
 
 
 async def _session_op(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     if method == "start_transaction":
         result = obj.start_transaction(**runner._txn_options(args))
         return await _maybe(result) and None
-    return await getattr(obj, method)()
+    return await _maybe(getattr(obj, method)())
 
 
 def _bind(fn: Callable[..., Awaitable[Any]], *first: Any) -> Handler:
