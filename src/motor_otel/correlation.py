@@ -90,3 +90,4 @@ class Telemetry:
     correlator: Correlator = field(default_factory=Correlator)
     observers: list[TransactionObserver] = field(default_factory=list)
     enabled: bool = True
+    native: bool = False  # PyMongo's own tracing is on: it owns operation and command spans

@@ -18,6 +18,12 @@ from opentelemetry.trace import TracerProvider
 from pymongo import monitoring
 
 from motor_otel._guard import guard
+from motor_otel.coexistence import (
+    ContribSuppressor,
+    native_tracing,
+    restore_contrib,
+    strip_contrib,
+)
 from motor_otel.config import Settings, WithTransactionMode
 from motor_otel.correlation import Telemetry
 from motor_otel.listener import TracingCommandListener
@@ -31,11 +37,13 @@ from motor_otel.version import __version__
 
 _ATTR = "_motor_otel_telemetry"
 _LISTENER_ATTR = "_motor_otel_listener"
+_CONTRIB_ATTR = "_motor_otel_contrib"  # contrib tracers taken off an instrumented client
 
 _lock = threading.Lock()
 _IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
 _global: Telemetry | None = None
 _global_listener: TracingCommandListener | None = None
+_suppressor = ContribSuppressor()
 _patcher: Patcher | None = None
 _users = 0  # global instrumentor + instrumented clients that need the class patches
 
@@ -82,8 +90,8 @@ def telemetry_of(obj: Any) -> Telemetry | None:
     return _global
 
 
-def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
-    """Add a command listener to a client that already exists (PyMongo has no API for it)."""
+def _command_listeners(client: Any) -> list[Any]:
+    """A client's own list of command listeners (PyMongo has no API to add to it later)."""
     delegate = vars(client).get("delegate", client)  # Motor wraps a PyMongo client
     listeners = getattr(delegate, "_event_listeners", None)
     if listeners is None:
@@ -92,10 +100,16 @@ def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
             "does not expose _event_listeners; create the client after MotorInstrumentor()"
             ".instrument() instead"
         )
-    commands = listeners._EventListeners__command_listeners
+    listeners._EventListeners__enabled_for_commands = True
+    commands: list[Any] = listeners._EventListeners__command_listeners
+    return commands
+
+
+def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
+    """Add a command listener to a client that already exists."""
+    commands = _command_listeners(client)
     if listener not in commands:
         commands.append(listener)
-        listeners._EventListeners__enabled_for_commands = True
 
 
 def _retain_patches() -> None:
@@ -189,9 +203,13 @@ def instrument_client(
             f"or MongoClient, got {type(client).__name__}"
         )
     telemetry = _build(tracer_provider, meter_provider, settings)
+    telemetry.native = native_tracing(client)
     previous: Telemetry | None = vars(client).get(_ATTR)
     listener = TracingCommandListener(telemetry)
     _attach_listener(client, listener)
+    if telemetry.settings.enabled:  # one span per command: the contrib ones go for this client
+        removed = strip_contrib(_command_listeners(client))
+        vars(client).setdefault(_CONTRIB_ATTR, []).extend(removed)
     if previous is not None:
         previous.enabled = False
     else:
@@ -216,6 +234,9 @@ def uninstrument_client(client: Any) -> None:
     """Stop tracing a client given to :func:`instrument_client`."""
     telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
     vars(client).pop(_LISTENER_ATTR, None)
+    removed = vars(client).pop(_CONTRIB_ATTR, None)
+    if removed:
+        restore_contrib(_command_listeners(client), removed)
     if telemetry is not None:
         telemetry.enabled = False
         _release_patches()
@@ -272,12 +293,15 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter_provider = kwargs.pop("meter_provider", None)
         settings = {k: v for k, v in kwargs.items() if k in Settings.__dataclass_fields__}
         telemetry = _build(tracer_provider, meter_provider, settings)
+        telemetry.native = native_tracing(None)
         if _global_listener is None:
-            _global_listener = TracingCommandListener(telemetry)
+            _global_listener = TracingCommandListener(telemetry, _suppressor)
             monitoring.register(_global_listener)
         else:  # PyMongo cannot unregister: the old listener takes the new scope
             _global_listener.telemetry = telemetry
         _global = telemetry
+        if telemetry.settings.enabled:
+            _suppressor.activate()
         _retain_patches()
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -285,4 +309,5 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if _global is not None:
             _global.enabled = False
             _global = None
+            _suppressor.release()
             _release_patches()

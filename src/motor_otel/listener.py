@@ -18,6 +18,7 @@ from pymongo import monitoring
 
 from motor_otel import attributes as A
 from motor_otel._guard import call_hook, guard
+from motor_otel.coexistence import ContribSuppressor
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.operations import CURRENT_OPERATION
 
@@ -28,8 +29,9 @@ class TracingCommandListener(monitoring.CommandListener):
     PyMongo cannot unregister a listener, so :attr:`enabled` switches it off instead.
     """
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, suppressor: ContribSuppressor | None = None) -> None:
         self.telemetry = telemetry
+        self.suppressor = suppressor
 
     @property
     def enabled(self) -> bool:
@@ -40,7 +42,10 @@ class TracingCommandListener(monitoring.CommandListener):
         if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
             return
         with guard("listener.started"):
-            self._started(event, _driver_connection_id(sys._getframe(1)))
+            if self.suppressor is not None:
+                self.suppressor.enforce()
+            if not t.native:
+                self._started(event, _driver_connection_id(sys._getframe(1)))
 
     def _started(self, event: monitoring.CommandStartedEvent, driver_id: int | None) -> None:
         command = event.command

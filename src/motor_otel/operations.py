@@ -32,6 +32,8 @@ from motor_otel.events import OperationSummary
 class OperationScope:
     span: Span
     attempt: Attempt | None
+    attrs: dict[str, Any]  # the metric's attributes, known without reading the span back
+    native: bool = False  # PyMongo traces this operation itself: ours is a non-recording span
 
 
 CURRENT_OPERATION: ContextVar[OperationScope | None] = ContextVar(
@@ -121,17 +123,19 @@ def start_operation(
     }
     if collection:
         attrs[A.DB_COLLECTION_NAME] = collection
+    if telemetry.native:
+        return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True)
     span = telemetry.tracer.start_span(
         name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
     )
-    return OperationScope(span, attempt)
+    return OperationScope(span, attempt, attrs)
 
 
 def finish_operation(
     telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
 ) -> None:
     span = scope.span
-    attrs = dict(getattr(span, "attributes", None) or {})
+    attrs = dict(scope.attrs)
     if exc is not None:
         record_exception(span, exc)
         attrs[A.ERROR_TYPE] = type(exc).__name__
@@ -174,6 +178,12 @@ def error_labels(exc: BaseException) -> list[str]:
 def activated(scope: OperationScope) -> Iterator[None]:
     """Make the span current (for OTel and for our listener) for the duration."""
     token = CURRENT_OPERATION.set(scope)
+    if scope.native:  # PyMongo's own operation span must find its real parent as current
+        try:
+            yield
+        finally:
+            CURRENT_OPERATION.reset(token)
+        return
     ctx_token = otel_context.attach(trace.set_span_in_context(scope.span))
     try:
         yield
