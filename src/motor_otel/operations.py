@@ -81,6 +81,7 @@ CLIENT_OPERATIONS: dict[str, str] = {
     "list_databases": "listDatabases",
     "list_database_names": "listDatabases",
     "drop_database": "dropDatabase",
+    "bulk_write": "bulkWrite",  # MongoDB 8.0's client-level bulk write
 }
 
 

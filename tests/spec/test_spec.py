@@ -104,10 +104,11 @@ async def test_unified(
     suite: str, driver: str, stem: str, spec: dict[str, Any], test: dict[str, Any], mongodb_uri: str
 ) -> None:
     """The test passes as MongoDB's suite describes it, or is skipped naming what is missing."""
-    runner = Runner(DRIVERS[driver], mongodb_uri, spec, test)
+    runner = Runner(DRIVERS[driver], mongodb_uri, spec, test, stem)
     try:
         await runner.run()
     except Unsupported as exc:
         text = str(exc)
-        reason = text if text.startswith("runOnRequirements") else f"runner lacks: {text}"
+        known = text.startswith(("runOnRequirements", "needs"))
+        reason = text if known else f"runner lacks: {text}"
         pytest.skip(f"{stem}.json: {reason}")

@@ -30,7 +30,16 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pymongo import ReturnDocument, monitoring
+from pymongo import (
+    DeleteMany,
+    DeleteOne,
+    InsertOne,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateMany,
+    UpdateOne,
+    monitoring,
+)
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import read_pref_mode_from_name
@@ -39,7 +48,17 @@ from pymongo.write_concern import WriteConcern
 from tests.spec.matching import Matcher
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "mongodb-specs"
-SERVER_VERSION = (7, 0, 0)
+# Files that need a server we cannot be: skipped with the reason, whatever buildInfo says.
+NEEDS = {
+    "atlas_search": (
+        "needs Atlas Search (mongot), which neither the simulator nor a plain replica set has"
+    ),
+    "map_reduce": (
+        "needs a driver mapReduce operation: PyMongo 4 removed Collection.map_reduce (the "
+        "server deprecated mapReduce in 5.0), so neither PyMongo nor Motor has one to trace"
+    ),
+}
+_versions: dict[str, tuple[int, ...]] = {}
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
 
 
@@ -134,14 +153,18 @@ def _result_doc(result: Any) -> Any:
 class Runner:
     """Runs one test of one file with one driver against ``uri``."""
 
-    def __init__(self, driver: Driver, uri: str, spec: dict[str, Any], test: dict[str, Any]):
+    def __init__(
+        self, driver: Driver, uri: str, spec: dict[str, Any], test: dict[str, Any], stem: str = ""
+    ):
         self.driver = driver
+        self.stem = stem
         self.uri = uri
         self.spec = spec
         self.test = test
         self.entities: dict[str, Any] = {}
         self.clients: dict[str, _Client] = {}
         self.lsids: dict[str, Any] = {}
+        self.server_version: tuple[int, ...] = ()
         self.matcher = Matcher(lambda name: self.lsids[name])
         self.internal: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
             uri, **CLIENT_OPTIONS
@@ -150,6 +173,13 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         try:
+            need = NEEDS.get(self.stem)
+            if need:
+                raise Unsupported(need)
+            if self.uri not in _versions:
+                info = await self.internal.admin.command("buildInfo")
+                _versions[self.uri] = tuple(int(p) for p in info["versionArray"][:3])
+            self.server_version = _versions[self.uri]
             self._check_requirements(self.spec.get("runOnRequirements"))
             self._check_requirements(self.test.get("runOnRequirements"))
             if self.test.get("skipReason"):
@@ -175,7 +205,7 @@ class Runner:
                 "topologies",
                 "serverless",
             }
-            version = SERVER_VERSION
+            version = self.server_version
             low = tuple(int(p) for p in req.get("minServerVersion", "0").split("."))
             high = tuple(int(p) for p in req.get("maxServerVersion", "99").split("."))
             if unknown:
@@ -559,6 +589,27 @@ async def _distinct(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     return await _maybe(obj.distinct(field, flt, **_kwargs(args)))
 
 
+_MODELS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
+    "insertOne": (InsertOne, ("document",)),
+    "updateOne": (UpdateOne, ("filter", "update")),
+    "updateMany": (UpdateMany, ("filter", "update")),
+    "replaceOne": (ReplaceOne, ("filter", "replacement")),
+    "deleteOne": (DeleteOne, ("filter",)),
+    "deleteMany": (DeleteMany, ("filter",)),
+}
+
+
+async def _client_bulk_write(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    models = []
+    for model in args.pop("models"):
+        ((kind, fields),) = model.items()
+        cls, positional = _MODELS[kind]
+        fields = dict(fields)
+        pos = [fields.pop(p) for p in positional]
+        models.append(cls(*pos, **_kwargs(fields)))
+    return await _maybe(obj.bulk_write(models, **_kwargs(args)))
+
+
 async def _session_op(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     if method == "start_transaction":
         result = obj.start_transaction(**runner._txn_options(args))
@@ -597,6 +648,7 @@ _OPERATIONS: dict[str, Handler] = {
     "listDatabases": _bind(_list, "list_databases"),
     "createCollection": _bind(_create_collection),
     "dropCollection": _collection_op("drop_collection", "collection"),
+    "clientBulkWrite": _client_bulk_write,
     "startTransaction": _bind(_session_op, "start_transaction"),
     "commitTransaction": _bind(_session_op, "commit_transaction"),
     "abortTransaction": _bind(_session_op, "abort_transaction"),

@@ -143,6 +143,7 @@ class Engine:
             "listIndexes": self.list_indexes,
             "createIndexes": self.create_indexes,
             "dropIndexes": self.drop_indexes,
+            "bulkWrite": self.bulk_write,
         }
 
     # -- cursors -------------------------------------------------------------------------
@@ -243,6 +244,52 @@ class Engine:
         if errors:
             reply["writeErrors"] = errors
         return reply
+
+    def bulk_write(self, view: View, db: str, cmd: Doc) -> Doc:
+        """MongoDB 8.0's client-level ``bulkWrite``, as one-op insert/update/delete commands."""
+        namespaces = [str(info["ns"]).split(".", 1) for info in cmd.get("nsInfo", [])]
+        counts = dict.fromkeys(("nInserted", "nMatched", "nModified", "nUpserted", "nDeleted"), 0)
+        results: list[Doc] = []
+        errors_only = bool(cmd.get("errorsOnly", False))
+        for idx, op in enumerate(cmd.get("ops", [])):
+            kind = next(k for k in ("insert", "update", "delete") if k in op)
+            op_db, coll = namespaces[int(op[kind])]
+            if kind == "insert":
+                reply = self.insert(view, op_db, {"insert": coll, "documents": [op["document"]]})
+                counts["nInserted"] += reply["n"]
+            elif kind == "update":
+                spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
+                spec |= {k: op[k] for k in ("multi", "upsert", "arrayFilters") if k in op}
+                reply = self.update(view, op_db, {"update": coll, "updates": [spec]})
+                upserted = reply.get("upserted")
+                counts["nUpserted"] += len(upserted or [])
+                counts["nMatched"] += 0 if upserted else reply["n"]
+                counts["nModified"] += reply["nModified"]
+            else:
+                limit = 0 if op.get("multi") else 1
+                reply = self.delete(
+                    view,
+                    op_db,
+                    {"delete": coll, "deletes": [{"q": op.get("filter"), "limit": limit}]},
+                )
+                counts["nDeleted"] += reply["n"]
+            error = (reply.get("writeErrors") or [None])[0]
+            if error is not None:
+                results.append(
+                    {"ok": 0, "idx": idx, "code": error["code"], "errmsg": error["errmsg"]}
+                )
+                if cmd.get("ordered", True):
+                    break
+            elif not errors_only:
+                result: Doc = {"ok": 1, "idx": idx, "n": reply["n"]}
+                if kind == "update":
+                    result["nModified"] = reply["nModified"]
+                    if reply.get("upserted"):
+                        result["upserted"] = {"_id": reply["upserted"][0]["_id"]}
+                results.append(result)
+        errors = sum(1 for r in results if r["ok"] == 0)
+        cursor = {"id": Int64(0), "ns": "admin.$cmd.bulkWrite", "firstBatch": results}
+        return {"cursor": cursor, "nErrors": errors, **counts, "ok": 1}
 
     def delete(self, view: View, db: str, cmd: Doc) -> Doc:
         coll = view.collection(db, cmd["delete"])

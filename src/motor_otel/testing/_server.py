@@ -36,6 +36,12 @@ _TXN_ENDING = frozenset({"commitTransaction", "abortTransaction"})
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
 
 
+def _wire_version(server_version: str) -> int:
+    """The maxWireVersion mongod of that version reports (7.0: 21, 8.0: 25)."""
+    major, minor = (int(p) for p in server_version.split(".")[:2])
+    return 25 if (major, minor) >= (8, 0) else 21 if (major, minor) >= (7, 0) else 17
+
+
 class _ClusterClock:
     """Hands out strictly increasing BSON timestamps, as a primary's oplog would."""
 
@@ -133,7 +139,7 @@ class SimulatedReplicaSet:
         host: str = "127.0.0.1",
         port: int = 0,
         set_name: str = "rs0",
-        server_version: str = "7.0.0",
+        server_version: str = "8.0.0",
     ) -> None:
         self.set_name = set_name
         self.server_version = server_version
@@ -275,7 +281,7 @@ class SimulatedReplicaSet:
             "logicalSessionTimeoutMinutes": 30,
             "connectionId": conn.id,
             "minWireVersion": 0,
-            "maxWireVersion": 21,
+            "maxWireVersion": _wire_version(self.server_version),
             "readOnly": False,
             "ok": 1,
         }
