@@ -11,6 +11,7 @@ import functools
 import inspect
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -371,7 +372,7 @@ def _wrap_cursor_factory(
         if telemetry is not None:
             with guard("operations.cursor"):
                 db, coll = _collection_target(self)
-                cursor._motor_otel_op = _PendingCursorOperation(
+                pending = _PendingCursorOperation(
                     telemetry,
                     operation,
                     db,
@@ -379,9 +380,17 @@ def _wrap_cursor_factory(
                     get_session(args, kwargs),
                     otel_context.get_current(),
                 )
+                cursor._motor_otel_op = pending
+                # Abandoned half-read (a `break`, an exception): end the span when it is collected.
+                weakref.finalize(cursor, _finish_abandoned, pending)
         return cursor
 
     return wrapper
+
+
+def _finish_abandoned(pending: _PendingCursorOperation) -> None:
+    with guard("operations.cursor_abandoned"):
+        pending.finish(None)
 
 
 def _pending_scope(cursor: Any) -> tuple[_PendingCursorOperation | None, OperationScope | None]:
@@ -477,16 +486,33 @@ def _cursor_finished(cursor: Any) -> bool:
         return not getattr(cursor, "alive", False)
 
 
+def _closed(cursor: Any) -> None:
+    pending: _PendingCursorOperation | None = getattr(cursor, "_motor_otel_op", None)
+    if pending is not None:
+        with guard("operations.cursor_close"):
+            pending.finish(None)
+
+
 def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A cursor closed before it is exhausted ends its operation span there."""
+
     @functools.wraps(original)
     async def close(self: Any) -> Any:
         try:
             return await original(self)
         finally:
-            pending: _PendingCursorOperation | None = getattr(self, "_motor_otel_op", None)
-            if pending is not None:
-                with guard("operations.cursor_close"):
-                    pending.finish(None)
+            _closed(self)
+
+    return close
+
+
+def _wrap_close_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def close(self: Any) -> Any:
+        try:
+            return original(self)
+        finally:
+            _closed(self)
 
     return close
 
@@ -598,4 +624,6 @@ def patch_pymongo(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
         patcher.replace(coll_cls, "find", _wrap_cursor_factory(telemetry_of, coll_cls.find, "find"))
     patcher.replace(AsyncCursor, "_refresh", _wrap_refresh_async(AsyncCursor._refresh))
     patcher.replace(Cursor, "_refresh", _wrap_refresh_sync(Cursor._refresh))
+    patcher.replace(AsyncCursor, "close", _wrap_close(AsyncCursor.close))
+    patcher.replace(Cursor, "close", _wrap_close_sync(Cursor.close))
     return patcher

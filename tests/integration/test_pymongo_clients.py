@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -135,6 +136,43 @@ def test_sync_cursor_operation_spans(
     assert len(finds) == 2
     assert [c.name for c in children(spans, finds[0])] == ["find", "getMore", "getMore"]
     assert [c.name for c in children(spans, finds[1])] == ["find"]
+
+
+def test_sync_cursor_closed_early_ends_its_span(
+    sync_client: pymongo.MongoClient[Any],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A cursor closed half-read ends its find span at close."""
+    instrument_client(sync_client, tracer_provider=tracer_provider)
+    coll = sync_client.pm_cursor.items
+    coll.drop()
+    coll.insert_many([{"i": i} for i in range(5)])
+    exporter.clear()
+    cursor = coll.find({}, batch_size=2)
+    next(cursor)
+    assert named(exporter.get_finished_spans(), "find pm_cursor.items") == []
+    cursor.close()
+    (find,) = named(exporter.get_finished_spans(), "find pm_cursor.items")
+    assert [c.name for c in children(exporter.get_finished_spans(), find)] == ["find"]
+
+
+async def test_async_cursor_abandoned_by_break_ends_its_span_when_collected(
+    async_client: pymongo.AsyncMongoClient[Any],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Leaving an async for early loses no span: it ends when the cursor is freed."""
+    instrument_client(async_client, tracer_provider=tracer_provider)
+    coll = async_client.pm_cursor.items
+    await coll.drop()
+    await coll.insert_many([{"i": i} for i in range(5)])
+    exporter.clear()
+    async for _doc in coll.find({}, batch_size=2):
+        break
+    gc.collect()  # CPython frees the loop's cursor at once; other interpreters at a collection
+    (find,) = named(exporter.get_finished_spans(), "find pm_cursor.items")
+    assert find.status.is_ok
 
 
 async def test_async_client_concurrent_transactions_correlate(
