@@ -1,0 +1,364 @@
+"""Every setting, end to end: an env var or keyword in, a visible change in spans, metrics or logs.
+
+Each test runs twice, through ``MotorInstrumentor().instrument()`` and through
+``instrument_client()``: both read the same ``OTEL_PYTHON_INSTRUMENTATION_MONGODB_*`` variables
+at instrument time, and their keywords win over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pymongo.errors import PyMongoError
+
+from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
+from tests.conftest import CLIENT_OPTIONS
+from tests.spans import children, named
+
+ENV = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
+SECRET = "s3cret-value-42"
+# The commit and PyMongo's own retry of it both fail: UnknownTransactionCommitResult.
+UNKNOWN_COMMIT = {
+    "configureFailPoint": "failCommand",
+    "mode": {"times": 2},
+    "data": {"failCommands": ["commitTransaction"], "errorCode": 91},
+}
+FAIL_POINT_OFF = {"configureFailPoint": "failCommand", "mode": "off"}
+
+Traced = Callable[..., AsyncIOMotorClient]
+
+
+@pytest.fixture(params=["instrument", "instrument_client"])
+async def traced(
+    request: pytest.FixtureRequest, tracer_provider: TracerProvider, mongodb_uri: str
+) -> AsyncIterator[Traced]:
+    """``traced(**settings)``: a new Motor client, instrumented one way or the other."""
+    instrumentor = MotorInstrumentor()
+    clients: list[AsyncIOMotorClient] = []
+
+    def make(**settings: Any) -> AsyncIOMotorClient:
+        settings.setdefault("tracer_provider", tracer_provider)
+        if request.param == "instrument":
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
+            instrumentor.instrument(**settings)
+            client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+            clients.append(client)
+        else:
+            client = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+            clients.append(client)
+            instrument_client(client, **settings)
+        return client
+
+    yield make
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    for client in clients:
+        await client.admin.command(FAIL_POINT_OFF)
+        uninstrument_client(client)
+        client.close()
+
+
+async def _transaction(client: AsyncIOMotorClient, doc: dict[str, Any] | None = None) -> Any:
+    """One with_transaction inserting ``doc``; returns what the app would read back."""
+
+    async def callback(session: AsyncIOMotorClientSession) -> Any:
+        result = await client.config_e2e.items.insert_one(
+            dict(doc or {"owner": SECRET}), session=session
+        )
+        return result.inserted_id
+
+    async with await client.start_session() as session:
+        inserted = await session.with_transaction(callback)
+    return await client.config_e2e.items.find_one({"_id": inserted}, {"_id": 0})
+
+
+def _command_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if "db.command.name" in (s.attributes or {})]
+
+
+def _query_texts(exporter: InMemorySpanExporter) -> dict[str, str]:
+    return {
+        str(s.attributes["db.command.name"]): str(s.attributes["db.query.text"])
+        for s in _command_spans(exporter)
+        if s.attributes and "db.query.text" in s.attributes
+    }
+
+
+# -- OTEL_PYTHON_INSTRUMENTATION_MONGODB_ENABLED / enabled= ----------------------------------
+
+
+async def test_enabled_false_in_the_environment_traces_nothing(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENABLED=false: the app gets the same results and no span is exported."""
+    monkeypatch.setenv(ENV + "ENABLED", "false")
+    client = traced()
+    assert await _transaction(client, {"n": 1}) == {"n": 1}
+    assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "keyword", "traced_spans"), [("false", True, True), ("true", False, False)]
+)
+async def test_enabled_keyword_overrides_the_environment(
+    traced: Traced,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    keyword: bool,
+    traced_spans: bool,
+) -> None:
+    """enabled= wins over OTEL_PYTHON_INSTRUMENTATION_MONGODB_ENABLED, either way."""
+    monkeypatch.setenv(ENV + "ENABLED", env)
+    client = traced(enabled=keyword)
+    await _transaction(client)
+    names = {s.name for s in exporter.get_finished_spans()}
+    expected = {"withTransaction", "transaction", "insert config_e2e.items", "insert"}
+    assert (expected <= names) is traced_spans
+    assert bool(names) is traced_spans
+
+
+# -- QUERY_TEXT_MAX_LENGTH / query_text_max_length= ------------------------------------------
+
+
+async def test_no_query_text_by_default(traced: Traced, exporter: InMemorySpanExporter) -> None:
+    """Out of the box no command span carries db.query.text."""
+    await _transaction(traced())
+    assert len(_command_spans(exporter)) >= 3
+    assert _query_texts(exporter) == {}
+
+
+async def test_query_text_max_length_from_the_environment_truncates(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QUERY_TEXT_MAX_LENGTH=40: every command has text, cut to 40; a keyword lifts the limit."""
+    monkeypatch.setenv(ENV + "QUERY_TEXT_MAX_LENGTH", "40")
+    await _transaction(traced())
+    short = _query_texts(exporter)
+    assert {"insert", "commitTransaction", "find"} <= set(short)
+    assert max(len(text) for text in short.values()) == 40
+    assert short["insert"].startswith('{"insert": "items"')
+
+    exporter.clear()
+    await _transaction(traced(query_text_max_length=100_000))
+    full = _query_texts(exporter)
+    assert len(full["insert"]) > 40
+    assert full["insert"][:40] == short["insert"]
+    for stripped in ('"lsid"', '"$db"', '"$clusterTime"', '"signature"'):
+        assert stripped not in full["insert"]
+
+
+async def test_query_text_keyword_zero_overrides_the_environment(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """query_text_max_length=0 switches text off even when the environment turns it on."""
+    monkeypatch.setenv(ENV + "QUERY_TEXT_MAX_LENGTH", "1000")
+    await _transaction(traced(query_text_max_length=0))
+    assert _command_spans(exporter)
+    assert _query_texts(exporter) == {}
+
+
+# -- QUERY_TEXT_RAW_VALUES / query_text_raw_values= ------------------------------------------
+
+
+async def test_query_text_values_are_redacted_unless_raw_values_are_opted_in(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAW_VALUES=true puts the document value in db.query.text; without it, '?' stands in."""
+    monkeypatch.setenv(ENV + "QUERY_TEXT_MAX_LENGTH", "10000")
+    await _transaction(traced())
+    redacted = _query_texts(exporter)["insert"]
+    assert SECRET not in redacted
+    assert '"owner": "?"' in redacted
+
+    exporter.clear()
+    monkeypatch.setenv(ENV + "QUERY_TEXT_RAW_VALUES", "true")
+    await _transaction(traced())
+    assert f'"owner": "{SECRET}"' in _query_texts(exporter)["insert"]
+
+    exporter.clear()
+    await _transaction(traced(query_text_raw_values=False))
+    assert SECRET not in _query_texts(exporter)["insert"]
+
+
+# -- WITH_TRANSACTION / with_transaction= ----------------------------------------------------
+
+
+async def test_with_transaction_spec_from_the_environment_retries_the_commit(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WITH_TRANSACTION=spec: our documented loop retries an unknown commit result and commits."""
+    monkeypatch.setenv(ENV + "WITH_TRANSACTION", "spec")
+    client = traced()
+    await client.admin.command(UNKNOWN_COMMIT)
+    assert await _transaction(client, {"mode": "spec"}) == {"mode": "spec"}
+    (wt,) = named(exporter.get_finished_spans(), "withTransaction")
+    assert wt.attributes is not None
+    assert wt.attributes["db.mongodb.transaction.mode"] == "spec"
+    assert wt.attributes["db.mongodb.transaction.commit_attempts"] == 2
+    assert wt.attributes["db.mongodb.transaction.outcome"] == "committed"
+
+
+async def test_with_transaction_keyword_overrides_the_environment(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """with_transaction="driver" over WITH_TRANSACTION=spec: Motor's own loop, error and all."""
+    monkeypatch.setenv(ENV + "WITH_TRANSACTION", "spec")
+    client = traced(with_transaction="driver")
+    await client.admin.command(UNKNOWN_COMMIT)
+    with pytest.raises(PyMongoError) as raised:
+        await _transaction(client)
+    assert raised.value.has_error_label("UnknownTransactionCommitResult")
+    (wt,) = named(exporter.get_finished_spans(), "withTransaction")
+    assert wt.attributes is not None
+    assert wt.attributes["db.mongodb.transaction.mode"] == "driver"
+    assert wt.attributes["db.mongodb.transaction.commit_attempts"] == 1
+    assert wt.attributes["db.mongodb.transaction.outcome"] == "failed"
+    assert [e.name for e in wt.events] == ["exception", "commit_not_retried"]
+
+
+# -- LOG_LIFECYCLE / log_lifecycle= ----------------------------------------------------------
+
+
+async def test_log_lifecycle_from_the_environment(
+    traced: Traced, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOG_LIFECYCLE=true: structlog events for the transaction, with its span's lsid."""
+    monkeypatch.setenv(ENV + "LOG_LIFECYCLE", "true")
+    client = traced()
+    with structlog.testing.capture_logs() as logs:
+        await _transaction(client)
+    assert [e["event"] for e in logs] == ["transaction.started", "transaction.committed"]
+    (attempt,) = named(exporter.get_finished_spans(), "transaction")
+    assert attempt.attributes is not None
+    assert logs[0]["db.mongodb.lsid"] == attempt.attributes["db.mongodb.lsid"]
+
+
+@pytest.mark.parametrize(
+    ("env", "keyword", "expected"), [(None, None, 0), ("true", False, 0), ("false", True, 2)]
+)
+async def test_log_lifecycle_default_and_keyword_override(
+    traced: Traced,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    keyword: bool | None,
+    expected: int,
+) -> None:
+    """Off by default; log_lifecycle= wins over the environment either way."""
+    if env is None:
+        monkeypatch.delenv(ENV + "LOG_LIFECYCLE", raising=False)
+    else:
+        monkeypatch.setenv(ENV + "LOG_LIFECYCLE", env)
+    client = traced(log_lifecycle=keyword)
+    with structlog.testing.capture_logs() as logs:
+        await _transaction(client)
+    assert len(logs) == expected
+
+
+# -- OTEL_SEMCONV_STABILITY_OPT_IN -----------------------------------------------------------
+
+OLD_STYLE = (
+    "db.system",
+    "db.name",
+    "db.statement",
+    "db.operation",
+    "net.peer.name",
+    "net.peer.port",
+)
+
+
+@pytest.mark.parametrize("opt_in", [None, "database", "database/dup"])
+async def test_only_stable_attributes_whatever_the_semconv_opt_in(
+    traced: Traced,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    opt_in: str | None,
+) -> None:
+    """Only stable database conventions are emitted, so the semconv opt-in changes nothing."""
+    if opt_in is None:
+        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    await _transaction(traced())
+    spans = exporter.get_finished_spans()
+    (insert,) = named(spans, "insert")
+    assert insert.attributes is not None
+    assert insert.attributes["db.system.name"] == "mongodb"
+    assert insert.attributes["db.namespace"] == "config_e2e"
+    assert insert.attributes["server.port"] > 0
+    assert all(
+        s.attributes is not None and s.attributes["db.system.name"] == "mongodb" for s in spans
+    )
+    assert [k for s in spans for k in (s.attributes or {}) if k in OLD_STYLE] == []
+
+
+# -- tracer_provider= / meter_provider= ------------------------------------------------------
+
+
+async def test_tracer_provider_keyword_receives_the_spans(traced: Traced, mongodb_uri: str) -> None:
+    """Spans go to the provider given, not to the global one."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    await _transaction(traced(tracer_provider=provider))
+    spans = exporter.get_finished_spans()
+    (wt,) = named(spans, "withTransaction")
+    assert [c.name for c in children(spans, wt)] == ["transaction"]
+    assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+        "motor_otel"
+    }
+
+
+async def test_meter_provider_keyword_receives_the_metrics(traced: Traced) -> None:
+    """Metric points go to the meter provider given: one committed transaction, its operations."""
+    reader = InMemoryMetricReader()
+    await _transaction(traced(meter_provider=MeterProvider(metric_readers=[reader])))
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: list(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    (done,) = points["db.client.mongodb.transactions"]
+    assert done.attributes is not None
+    assert (done.value, done.attributes["db.mongodb.transaction.outcome"]) == (1, "committed")
+    operations = {
+        p.attributes["db.operation.name"]
+        for p in points["db.client.operation.duration"]
+        if p.attributes
+    }
+    assert {"insert", "commitTransaction", "find"} <= operations
+
+
+# -- bad values ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("ENABLED", "maybe", "enabled"),
+        ("QUERY_TEXT_MAX_LENGTH", "lots", "query_text_max_length"),
+        ("QUERY_TEXT_RAW_VALUES", "2", "query_text_raw_values"),
+        ("WITH_TRANSACTION", "sometimes", "with_transaction"),
+        ("LOG_LIFECYCLE", "loud", "log_lifecycle"),
+    ],
+)
+async def test_a_bad_environment_value_fails_at_instrument_time(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    """A typo in a variable is a clear ValueError from instrument(), not silent defaults."""
+    monkeypatch.setenv(ENV + variable, value)
+    with pytest.raises(ValueError, match=setting):
+        traced()
