@@ -129,11 +129,26 @@ class _TransactionTracer:
     _otel: _SessionTrace
 
     def _otel_init(self, telemetry: Telemetry | None, pymongo_session: Any) -> None:
-        lsid = A.lsid_to_str(pymongo_session.session_id) if telemetry is not None else None
         # One attribute, set past __slots__: PyMongo's sessions are re-classed in place.
-        object.__setattr__(self, "_otel", _SessionTrace(telemetry, pymongo_session, lsid))
-        if telemetry is not None and lsid is not None:
-            weakref.finalize(self, _forget, telemetry.correlator, lsid)
+        object.__setattr__(self, "_otel", _SessionTrace(telemetry, pymongo_session, None))
+
+    def _session_lsid(self) -> str:
+        """The lsid, read when the first transaction starts, not at creation.
+
+        Reading ``session_id`` takes a server session from the pool; PyMongo does that lazily, at
+        the first command, and so must we (the fault matrix caught the difference).
+        """
+        t = self._otel.telemetry
+        if self._otel.lsid is None and t is not None:
+            self._otel.lsid = A.lsid_to_str(self._otel.session.session_id)
+            if self._otel.lsid is not None:
+                weakref.finalize(self, _forget, t.correlator, self._otel.lsid)
+        return self._otel.lsid or ""
+
+    def _txn_number(self) -> int | None:
+        """The session's txnNumber; None once it has ended (PyMongo then has no server session)."""
+        session = self._otel.session
+        return None if session.has_ended else int(session._transaction_id)
 
     def _tracing(self) -> Telemetry | None:
         t = self._otel.telemetry
@@ -165,7 +180,7 @@ class _TransactionTracer:
             self._otel.tx_start = time.perf_counter()
             self._otel.tx_labels = []
             self._otel.tx_commits = 0
-        lsid = self._otel.lsid or ""
+        lsid = self._session_lsid()
         txn_number = int(self._otel.session._transaction_id)
         attrs: dict[str, Any] = {
             A.DB_SYSTEM_NAME: A.MONGODB,
@@ -241,7 +256,7 @@ class _TransactionTracer:
             attempts=attempts,
             commit_attempts=commits,
             lsid=self._otel.lsid,
-            txn_number=int(self._otel.session._transaction_id),
+            txn_number=self._txn_number(),
             error_labels=tuple(labels),
             error_type=type(exc).__name__ if exc is not None else None,
         )
@@ -255,7 +270,7 @@ class _TransactionTracer:
         info = AttemptInfo(
             wt.attempts if wt is not None else 1,
             self._otel.lsid,
-            int(self._otel.session._transaction_id),
+            self._txn_number(),
             error_labels=tuple(labels),
         )
         _tell(t, span, what, info)
@@ -346,8 +361,8 @@ class _TransactionTracer:
                 t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
                 and exc is wt.last_commit_error
-                and (TTE in labels or UTCR in labels)
-            ):
+                and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
+            ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
                 span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
