@@ -33,6 +33,7 @@ class Attempt:
     error_labels: list[str] = field(default_factory=list)
     cluster_time: int | None = None
     operation_time: int | None = None
+    unsettled: BaseException | None = None  # a commit whose result is unknown, maybe retried
 
 
 class Correlator:

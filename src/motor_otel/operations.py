@@ -152,13 +152,14 @@ def finish_operation(
                 observer.operation_ended(summary)
 
 
-def record_exception(span: Span, exc: BaseException) -> None:
+def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:
     """Exception event, ERROR status, and the spec's exception attributes on the span itself."""
     labels = error_labels(exc)
     attrs: dict[str, Any] = {}
     if labels:
         attrs[A.ERROR_LABELS] = labels
-    span.record_exception(exc, attributes=attrs or None)
+    if event:
+        span.record_exception(exc, attributes=attrs or None)
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     span.set_attributes(
         {

@@ -215,6 +215,9 @@ class _TransactionTracer:
         if exc is not None:
             _add_labels(labels, error_labels(exc))
             record_exception(span, exc)
+        elif outcome != "committed" and attempt.unsettled is not None:
+            # Nobody retried the unknown commit: that is the failure (its event is already there).
+            record_exception(span, attempt.unsettled, event=False)
         attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
         if labels:
             attrs[A.ERROR_LABELS] = labels
@@ -298,8 +301,9 @@ class _TransactionTracer:
                 _add_labels(attempt.error_labels, labels)
                 if UTCR not in labels:  # a commit that might be retried keeps its attempt open
                     self._close_attempt("failed", exc)
-                else:
-                    record_exception(attempt.span, exc)
+                else:  # the event now; ERROR status only if no retry commits it after all
+                    attempt.span.record_exception(exc, attributes={A.ERROR_LABELS: labels})
+                    attempt.unsettled = exc
             raise
         with guard("session.committed"):
             self._close_attempt("committed", None)

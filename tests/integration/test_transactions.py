@@ -11,6 +11,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from pymongo.errors import OperationFailure, PyMongoError
 
 from motor_otel import InstrumentedAsyncIOMotorClientSession, instrument_client
@@ -155,6 +156,13 @@ async def test_plain_driver_and_spec_side_by_side(
     assert "UnknownTransactionCommitResult" in events[0].attributes["db.mongodb.error_labels"]
     assert driver_wt.attributes["db.mongodb.transaction.outcome"] == "failed"
     assert spec_wt.attributes["db.mongodb.transaction.commit_attempts"] == 2
+    # An unknown commit is red only if nothing committed it after all.
+    (driver_attempt,) = [s for s in children(exporter.get_finished_spans(), driver_wt)]
+    (spec_attempt,) = [s for s in children(exporter.get_finished_spans(), spec_wt)]
+    assert driver_attempt.status.status_code is StatusCode.ERROR
+    assert spec_attempt.status.status_code is StatusCode.UNSET
+    assert spec_attempt.attributes["db.mongodb.transaction.outcome"] == "committed"
+    assert [e.name for e in spec_attempt.events if e.name == "exception"] == ["exception"]
     assert not [e for e in spec_wt.events if e.name == "commit_not_retried"]
 
 
