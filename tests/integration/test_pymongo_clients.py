@@ -118,17 +118,25 @@ def test_sync_mongo_client_retried_transaction(
     _assert_retried_tree(exporter.get_finished_spans(), "pm_sync")
 
 
+def _five_items(
+    client: pymongo.MongoClient[Any], provider: TracerProvider, exporter: InMemorySpanExporter
+) -> Any:
+    """An instrumented client's collection of five documents, the set-up spans cleared."""
+    instrument_client(client, tracer_provider=provider)
+    coll = client.pm_cursor.items
+    coll.drop()
+    coll.insert_many([{"i": i} for i in range(5)])
+    exporter.clear()
+    return coll
+
+
 def test_sync_cursor_operation_spans(
     sync_client: pymongo.MongoClient[Any],
     tracer_provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     """find() is one operation span over its find and getMore commands; find_one is one span."""
-    instrument_client(sync_client, tracer_provider=tracer_provider)
-    coll = sync_client.pm_cursor.items
-    coll.drop()
-    coll.insert_many([{"i": i} for i in range(5)])
-    exporter.clear()
+    coll = _five_items(sync_client, tracer_provider, exporter)
     assert len(list(coll.find({}, batch_size=2))) == 5
     assert coll.find_one({"i": 3}) is not None
     spans = exporter.get_finished_spans()
@@ -144,11 +152,7 @@ def test_sync_cursor_closed_early_ends_its_span(
     exporter: InMemorySpanExporter,
 ) -> None:
     """A cursor closed half-read ends its find span at close."""
-    instrument_client(sync_client, tracer_provider=tracer_provider)
-    coll = sync_client.pm_cursor.items
-    coll.drop()
-    coll.insert_many([{"i": i} for i in range(5)])
-    exporter.clear()
+    coll = _five_items(sync_client, tracer_provider, exporter)
     cursor = coll.find({}, batch_size=2)
     next(cursor)
     assert named(exporter.get_finished_spans(), "find pm_cursor.items") == []
