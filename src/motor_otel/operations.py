@@ -282,7 +282,8 @@ def _wrap_async(
                 finish_operation(telemetry, scope, started, exc)
             raise
         with guard("operations.finish"):
-            finish_operation(telemetry, scope, started, None)
+            if not _hand_over(telemetry, scope, started, result):
+                finish_operation(telemetry, scope, started, None)
         return result
 
     return wrapper
@@ -320,7 +321,8 @@ def _wrap_sync(
                 finish_operation(telemetry, scope, started, exc)
             raise
         with guard("operations.finish"):
-            finish_operation(telemetry, scope, started, None)
+            if not _hand_over(telemetry, scope, started, result):
+                finish_operation(telemetry, scope, started, None)
         return result
 
     return wrapper
@@ -392,6 +394,22 @@ def _wrap_cursor_factory(
 def _finish_abandoned(pending: _PendingCursorOperation) -> None:
     with guard("operations.cursor_abandoned"):
         pending.finish(None)
+
+
+def _hand_over(telemetry: Telemetry, scope: OperationScope, started: float, result: Any) -> bool:
+    """A PyMongo command cursor with batches left keeps its operation open for its getMores."""
+    if not (
+        hasattr(result, "_refresh")
+        and getattr(result, "alive", False)
+        and getattr(result, "cursor_id", 0)
+    ):
+        return False
+    pending = _PendingCursorOperation(
+        telemetry, "", "", None, None, otel_context.get_current(), scope, started
+    )
+    result._motor_otel_op = pending
+    weakref.finalize(result, _finish_abandoned, pending)
+    return True
 
 
 def _pending_scope(cursor: Any) -> tuple[_PendingCursorOperation | None, OperationScope | None]:
@@ -592,9 +610,11 @@ def patch_pymongo(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
     """Operation spans on PyMongo's async and sync collection, database and client classes."""
     import pymongo
     from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.asynchronous.command_cursor import AsyncCommandCursor
     from pymongo.asynchronous.cursor import AsyncCursor
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.synchronous.collection import Collection
+    from pymongo.synchronous.command_cursor import CommandCursor
     from pymongo.synchronous.cursor import Cursor
     from pymongo.synchronous.database import Database
 
@@ -625,6 +645,12 @@ def patch_pymongo(telemetry_of: Callable[[Any], Telemetry | None]) -> Patcher:
         patcher.replace(coll_cls, "find", _wrap_cursor_factory(telemetry_of, coll_cls.find, "find"))
     patcher.replace(AsyncCursor, "_refresh", _wrap_refresh_async(AsyncCursor._refresh))
     patcher.replace(Cursor, "_refresh", _wrap_refresh_sync(Cursor._refresh))
-    patcher.replace(AsyncCursor, "close", _wrap_close(AsyncCursor.close))
-    patcher.replace(Cursor, "close", _wrap_close_sync(Cursor.close))
+    for async_cls, sync_cls in ((AsyncCursor, Cursor), (AsyncCommandCursor, CommandCursor)):
+        patcher.replace(async_cls, "close", _wrap_close(async_cls.close))
+        patcher.replace(sync_cls, "close", _wrap_close_sync(sync_cls.close))
+    # aggregate, list_*: their getMores come after the method has returned the cursor
+    patcher.replace(
+        AsyncCommandCursor, "_refresh", _wrap_refresh_async(AsyncCommandCursor._refresh)
+    )
+    patcher.replace(CommandCursor, "_refresh", _wrap_refresh_sync(CommandCursor._refresh))
     return patcher

@@ -161,6 +161,38 @@ def test_sync_cursor_closed_early_ends_its_span(
     assert [c.name for c in children(exporter.get_finished_spans(), find)] == ["find"]
 
 
+def test_sync_aggregate_get_mores_stay_in_their_operation(
+    sync_client: pymongo.MongoClient[Any],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """aggregate() returns before its getMores: they still nest under its operation span."""
+    coll = _five_items(sync_client, tracer_provider, exporter)
+    assert len(list(coll.aggregate([{"$match": {}}], batchSize=2))) == 5
+    spans = exporter.get_finished_spans()
+    (agg,) = named(spans, "aggregate pm_cursor.items")
+    assert [c.name for c in children(spans, agg)] == ["aggregate", "getMore", "getMore"]
+    assert [s for s in spans if s.parent is None] == [agg]
+
+
+async def test_async_aggregate_get_mores_stay_in_their_operation(
+    async_client: pymongo.AsyncMongoClient[Any],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """The same through AsyncMongoClient."""
+    instrument_client(async_client, tracer_provider=tracer_provider)
+    coll = async_client.pm_cursor.items
+    await coll.drop()
+    await coll.insert_many([{"i": i} for i in range(5)])
+    exporter.clear()
+    cursor = await coll.aggregate([{"$match": {}}], batchSize=2)
+    assert len(await cursor.to_list()) == 5
+    spans = exporter.get_finished_spans()
+    (agg,) = named(spans, "aggregate pm_cursor.items")
+    assert [c.name for c in children(spans, agg)] == ["aggregate", "getMore", "getMore"]
+
+
 async def test_async_cursor_abandoned_by_break_ends_its_span_when_collected(
     async_client: pymongo.AsyncMongoClient[Any],
     tracer_provider: TracerProvider,
