@@ -6,6 +6,7 @@ documents it sends.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -155,3 +156,32 @@ def _redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_redact(v) for v in value]
     return _REDACTED
+
+
+# Server messages quote the offending key ("dup key: { email: \"a@b.c\" }"): values, so redacted.
+_KEY_VALUES = re.compile(r"(dup key: ).*", re.DOTALL)  # mongod puts the key last
+
+
+def error_message(message: str) -> str:
+    """A server error message without the document values it may quote."""
+    return _KEY_VALUES.sub(r"\1{ ? }", message)
+
+
+def exception_message(exc: BaseException) -> str:
+    """What an exception says, minus document values.
+
+    PyMongo's ``str()`` of a server error appends the whole reply (``full error: {...}``), which
+    for a write error holds ``keyValue`` and, for a bulk write, the documents themselves.
+    """
+    details = getattr(exc, "details", None)
+    if isinstance(details, Mapping):
+        errors = details.get("writeErrors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+            first = errors[0]
+            return (
+                f"{len(errors)} write error(s); first: code {first.get('code')}, "
+                f"{error_message(str(first.get('errmsg', '')))}"
+            )
+        if "errmsg" in details:
+            return error_message(str(details["errmsg"]))
+    return error_message(str(exc))

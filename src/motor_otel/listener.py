@@ -147,7 +147,7 @@ class TracingCommandListener(monitoring.CommandListener):
         with guard("listener.failed"):
             if span.is_recording():
                 failure = event.failure
-                message = str(failure.get("errmsg") or failure)
+                message = A.error_message(str(failure.get("errmsg") or "command failed"))
                 error_type = str(
                     failure.get("codeName") or failure.get("errtype") or "CommandError"
                 )

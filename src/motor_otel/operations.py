@@ -153,23 +153,31 @@ def finish_operation(
 
 
 def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:
-    """Exception event, ERROR status, and the spec's exception attributes on the span itself."""
+    """Exception event, ERROR status, and the spec's exception attributes on the span itself.
+
+    Not ``span.record_exception``: it would put ``str(exc)`` (for PyMongo, the whole server reply,
+    documents included) in the event; our message and stack trace leave document values out.
+    """
+    attrs = exception_attributes(exc)
+    if event:
+        span.add_event("exception", attrs)
+    span.set_attributes(attrs)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {attrs[A.EXCEPTION_MESSAGE]}"))
+
+
+def exception_attributes(exc: BaseException) -> dict[str, Any]:
+    message = A.exception_message(exc)
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    attrs: dict[str, Any] = {
+        A.EXCEPTION_TYPE: type(exc).__qualname__,
+        A.EXCEPTION_MESSAGE: message,
+        A.EXCEPTION_STACKTRACE: f"Traceback (most recent call last):\n{frames}"
+        f"{type(exc).__module__}.{type(exc).__qualname__}: {message}\n",
+    }
     labels = error_labels(exc)
-    attrs: dict[str, Any] = {}
     if labels:
         attrs[A.ERROR_LABELS] = labels
-    if event:
-        span.record_exception(exc, attributes=attrs or None)
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    span.set_attributes(
-        {
-            A.EXCEPTION_TYPE: type(exc).__qualname__,
-            A.EXCEPTION_MESSAGE: str(exc),
-            A.EXCEPTION_STACKTRACE: stack,
-            **attrs,
-        }
-    )
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    return attrs
 
 
 def error_labels(exc: BaseException) -> list[str]:

@@ -29,7 +29,12 @@ from motor_otel import attributes as A
 from motor_otel._guard import call_hook, guard
 from motor_otel.correlation import Attempt, Correlator, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
-from motor_otel.operations import error_labels, operation_span, record_exception
+from motor_otel.operations import (
+    error_labels,
+    exception_attributes,
+    operation_span,
+    record_exception,
+)
 
 T = TypeVar("T")
 
@@ -302,7 +307,7 @@ class _TransactionTracer:
                 if UTCR not in labels:  # a commit that might be retried keeps its attempt open
                     self._close_attempt("failed", exc)
                 else:  # the event now; ERROR status only if no retry commits it after all
-                    attempt.span.record_exception(exc, attributes={A.ERROR_LABELS: labels})
+                    attempt.span.add_event("exception", exception_attributes(exc))
                     attempt.unsettled = exc
             raise
         with guard("session.committed"):

@@ -108,3 +108,12 @@ def test_collection_is_omitted_on_admin() -> None:
     assert A.collection_of("insert", {"insert": "c"}, "db") == "c"
     assert A.collection_of("getMore", {"getMore": 5, "collection": "c"}, "db") == "c"
     assert A.collection_of("commitTransaction", {"commitTransaction": 1}, "admin") is None
+
+
+def test_error_messages_lose_the_key_values_mongod_quotes() -> None:
+    """mongod's E11000 message names the index but not the duplicated value."""
+    message = 'E11000 duplicate key error collection: shop.users index: email_1 dup key: { email: "a@b.c" }'
+    assert A.error_message(message) == (
+        "E11000 duplicate key error collection: shop.users index: email_1 dup key: { ? }"
+    )
+    assert A.error_message("WriteConflict error") == "WriteConflict error"
