@@ -96,6 +96,12 @@ def lsid_to_str(lsid: Any) -> str | None:
     return None
 
 
+def txn_number_of(command: Mapping[str, Any]) -> int | None:
+    """The command's txnNumber, if it is one (an integer, not a bool)."""
+    txn = command.get("txnNumber")
+    return int(txn) if isinstance(txn, int) and not isinstance(txn, bool) else None
+
+
 def timestamp_to_int(ts: Any) -> int | None:
     """A BSON timestamp as one int64: ``seconds << 32 | increment`` (sorts like the original)."""
     if isinstance(ts, Timestamp):

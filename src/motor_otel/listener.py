@@ -53,7 +53,7 @@ class TracingCommandListener(monitoring.CommandListener):
         if A.is_sensitive(name, command):
             return
         lsid = A.lsid_to_str(command.get("lsid"))
-        txn = command.get("txnNumber")
+        txn = A.txn_number_of(command)
         parent, link = self._parent(lsid, txn)
         ctx = trace.set_span_in_context(parent) if parent is not None else None
         links = [Link(link.get_span_context())] if link is not None else None
@@ -68,11 +68,11 @@ class TracingCommandListener(monitoring.CommandListener):
             call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
         self.telemetry.correlator.start_command((event.connection_id, event.request_id), span)
 
-    def _parent(self, lsid: str | None, txn: Any) -> tuple[Span | None, Span | None]:
+    def _parent(self, lsid: str | None, txn: int | None) -> tuple[Span | None, Span | None]:
         """(parent, span to link) per the correlation rules in docs/architecture.md."""
         scope = CURRENT_OPERATION.get()
         if lsid is not None and txn is not None:
-            attempt = self.telemetry.correlator.find_attempt(lsid, int(txn))
+            attempt = self.telemetry.correlator.find_attempt(lsid, txn)
             if attempt is not None:
                 if scope is not None and scope.attempt is attempt:
                     return scope.span, None
@@ -89,7 +89,7 @@ class TracingCommandListener(monitoring.CommandListener):
         name: str,
         command: Any,
         lsid: str | None,
-        txn: Any,
+        txn: int | None,
     ) -> dict[str, Any]:
         db = event.database_name
         coll = A.collection_of(name, command, db)
@@ -105,14 +105,19 @@ class TracingCommandListener(monitoring.CommandListener):
         if lsid is not None:
             attrs[A.MONGODB_LSID] = lsid
         if txn is not None:
-            attrs[A.MONGODB_TXN_NUMBER] = int(txn)
+            attrs[A.MONGODB_TXN_NUMBER] = txn
         if event.server_connection_id is not None:
             attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
         if name in ("getMore", "killCursors"):
+            cursors = command.get("cursors")
             cursor = (
-                command.get(name) if name == "getMore" else (command.get("cursors") or [None])[0]
+                command.get(name)
+                if name == "getMore"
+                else cursors[0]
+                if isinstance(cursors, list) and cursors
+                else None
             )
-            if isinstance(cursor, int):
+            if isinstance(cursor, int) and not isinstance(cursor, bool):
                 attrs[A.MONGODB_CURSOR_ID] = int(cursor)
         settings = self.telemetry.settings
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
@@ -129,8 +134,9 @@ class TracingCommandListener(monitoring.CommandListener):
                 reply = event.reply
                 attrs: dict[str, Any] = {}
                 cursor = reply.get("cursor")
-                if isinstance(cursor, dict) and cursor.get("id"):
-                    attrs[A.MONGODB_CURSOR_ID] = int(cursor["id"])
+                cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
+                if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
+                    attrs[A.MONGODB_CURSOR_ID] = int(cursor_id)
                 self._times(span, reply, attrs)
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
