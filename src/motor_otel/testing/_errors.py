@@ -29,6 +29,7 @@ CODE_NAMES: dict[int, str] = {
     267: "PreparedTransactionInProgress",
     10107: "NotWritablePrimary",
     11000: "DuplicateKey",
+    18: "AuthenticationFailed",
     11600: "InterruptedAtShutdown",
     11602: "InterruptedDueToReplStateChange",
     13435: "NotPrimaryNoSecondaryOk",

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -140,8 +141,10 @@ class SimulatedReplicaSet:
         port: int = 0,
         set_name: str = "rs0",
         server_version: str = "8.0.0",
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.set_name = set_name
+        self.users = dict(users or {})  # SASL PLAIN (authSource=$external), for credential tests
         self.server_version = server_version
         self._host = host
         self._port = port
@@ -318,6 +321,8 @@ class SimulatedReplicaSet:
             }
         if name in ("endSessions", "killAllSessions", "killSessions"):
             return {"ok": 1}
+        if name == "saslStart":
+            return self._sasl_plain(command)
         if name in _TXN_ENDING:
             return self._end_transaction(name, command)
         handler = self._engine.handlers.get(name)
@@ -326,6 +331,18 @@ class SimulatedReplicaSet:
         with self._engine.lock:
             view = self._view_for(command)
             return handler(view, db, command)
+
+    def _sasl_plain(self, command: Doc) -> Doc:
+        """SASL PLAIN, one round trip: enough for drivers to send real credentials."""
+        if command.get("mechanism") != "PLAIN":
+            raise CommandError(2, "the simulator supports authMechanism=PLAIN only")
+        parts = bytes(command.get("payload", b"")).split(b"\0", 2)
+        if len(parts) != 3:
+            raise CommandError(18, "Authentication failed.")
+        _authzid, user, password = parts
+        if self.users.get(user.decode(errors="replace")) != password.decode(errors="replace"):
+            raise CommandError(18, "Authentication failed.")
+        return {"conversationId": 1, "done": True, "payload": b"", "ok": 1}
 
     # -- transactions ---------------------------------------------------------------------------
     def _view_for(self, command: Doc) -> View:
