@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from types import FrameType
 from typing import Any
 
 from bson import json_util
@@ -191,3 +192,15 @@ def exception_message(exc: BaseException) -> str:
         if "errmsg" in details:
             return error_message(str(details["errmsg"]))
     return error_message(str(exc))
+
+
+def stack_text(frames: Iterable[tuple[FrameType, int]]) -> str:
+    """File, line and function per frame, without source lines.
+
+    ``traceback.format_*`` reads and (on 3.11+) compiles each source line for its carets: the
+    most expensive part of a failed command's span by far, and nothing a trace viewer needs.
+    """
+    return "".join(
+        f'  File "{frame.f_code.co_filename}", line {line}, in {frame.f_code.co_name}\n'
+        for frame, line in frames
+    )

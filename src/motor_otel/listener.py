@@ -6,6 +6,7 @@ short: nothing is built for a span that does not record.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import traceback
 from types import FrameType
@@ -161,7 +162,9 @@ class TracingCommandListener(monitoring.CommandListener):
                     A.EXCEPTION_TYPE: error_type,
                     A.EXCEPTION_MESSAGE: message,
                     # No Python exception exists yet: where the driver was when the reply came.
-                    A.EXCEPTION_STACKTRACE: "".join(traceback.format_stack(limit=20)),
+                    A.EXCEPTION_STACKTRACE: A.stack_text(
+                        reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
+                    ),
                     A.ERROR_TYPE: error_type,
                 }
                 code = failure.get("code")

@@ -167,7 +167,7 @@ def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> N
 
 def exception_attributes(exc: BaseException) -> dict[str, Any]:
     message = A.exception_message(exc)
-    frames = "".join(traceback.format_tb(exc.__traceback__))
+    frames = A.stack_text(traceback.walk_tb(exc.__traceback__))
     attrs: dict[str, Any] = {
         A.EXCEPTION_TYPE: type(exc).__qualname__,
         A.EXCEPTION_MESSAGE: message,

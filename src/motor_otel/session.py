@@ -344,7 +344,9 @@ class _TransactionTracer:
         attempt = self._otel.attempt
         if attempt is None:
             return contextlib.nullcontext()
-        return trace.use_span(attempt.span, end_on_exit=False)
+        return trace.use_span(  # exceptions are ours to record, without document values
+            attempt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
@@ -465,7 +467,9 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
                 return await coro(session)
 
         try:
-            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+            with trace.use_span(
+                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 if t.settings.with_transaction == "spec":
                     result = await self._spec_loop(
                         callback, read_concern, write_concern, read_preference, max_commit_time_ms
@@ -607,7 +611,9 @@ class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
                 return await callback(session)
 
         try:
-            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+            with trace.use_span(
+                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 result = await super().with_transaction(
                     traced, read_concern, write_concern, read_preference, max_commit_time_ms
                 )
@@ -682,7 +688,9 @@ class InstrumentedClientSession(ClientSession, _TransactionTracer):
                 return callback(session)
 
         try:
-            with trace.use_span(wt.span, end_on_exit=False, record_exception=False):
+            with trace.use_span(
+                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 result = super().with_transaction(
                     traced, read_concern, write_concern, read_preference, max_commit_time_ms
                 )

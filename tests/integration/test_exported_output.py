@@ -86,6 +86,9 @@ async def _workload(client: Any) -> None:
     async def callback(session: Any) -> None:
         await _call(coll.insert_one({"email": EMAIL, "password": PASSWORD}, session=session))
 
+    async def failing_callback(session: Any) -> None:  # raises through our spans to the app
+        await _call(coll.insert_one({"_id": SECRETS[0], "card": CARD}, session=session))
+
     await _call(client.admin.command(FAIL_INSERT_ONCE))
     session = await _call(client.start_session())
     try:
@@ -94,8 +97,15 @@ async def _workload(client: Any) -> None:
                 session.with_transaction,
                 lambda s: coll.insert_one({"email": EMAIL, "password": PASSWORD}, session=s),
             )
+            with pytest.raises(PyMongoError):
+                await asyncio.to_thread(
+                    session.with_transaction,
+                    lambda s: coll.insert_one({"_id": SECRETS[0], "card": CARD}, session=s),
+                )
         else:
             await session.with_transaction(callback)
+            with pytest.raises(PyMongoError):
+                await session.with_transaction(failing_callback)
     finally:
         await _call(session.end_session())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,22 @@ class TransactionView(View):
                     target.replace_one({"_id": _id}, new, upsert=True)
 
 
+def _duplicate(ns: str, coll: Any, doc: Doc, index: int) -> Doc:
+    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue."""
+    key: Doc = {}
+    if "_id" in doc and coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
+        key = {"_id": doc["_id"]}
+    name = "_id_" if key else "unique index"
+    quoted = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in key.items())
+    return {
+        "index": index,
+        "code": 11000,
+        "errmsg": f"E11000 duplicate key error collection: {ns} index: {name} dup key: {{ {quoted} }}",
+        "keyPattern": {k: 1 for k in key},
+        "keyValue": key,
+    }
+
+
 def _sort_spec(sort: Any) -> list[tuple[str, int]] | None:
     if not sort:
         return None
@@ -184,8 +201,8 @@ class Engine:
             try:
                 coll.insert_one(copy.deepcopy(doc))
                 n += 1
-            except mongomock.DuplicateKeyError as exc:
-                errors.append({"index": i, "code": 11000, "errmsg": f"E11000 {exc}"})
+            except mongomock.DuplicateKeyError:
+                errors.append(_duplicate(f"{db}.{cmd['insert']}", coll, doc, i))
                 if cmd.get("ordered", True):
                     break
         reply: Doc = {"n": n, "ok": 1}
