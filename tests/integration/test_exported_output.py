@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pymongo.errors import PyMongoError
 
 from motor_otel import instrument_client
+from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
 
 # Values no attribute, event, status, name or metric may carry by default.
@@ -32,15 +33,9 @@ SECRETS = (
 EMAIL, CARD, PASSWORD = SECRETS[1], SECRETS[2], SECRETS[3]
 AMOUNT = int(SECRETS[4])
 
-FAIL_INSERT_ONCE = {
-    "configureFailPoint": "failCommand",
-    "mode": {"times": 1},
-    "data": {
-        "failCommands": ["insert"],
-        "errorCode": 112,
-        "errorLabels": ["TransientTransactionError"],
-    },
-}
+FAIL_INSERT_ONCE = fail_command(
+    "insert", error_code=112, error_labels=["TransientTransactionError"]
+)
 
 
 class Exported:

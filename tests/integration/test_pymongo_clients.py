@@ -15,19 +15,12 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import InstrumentedAsyncClientSession, InstrumentedClientSession, instrument_client
+from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
 from tests.spans import ancestors, children, named
 
-FAIL_INSERT_ONCE = {
-    "configureFailPoint": "failCommand",
-    "mode": {"times": 1},
-    "data": {"failCommands": ["insert"], "errorCode": 112},
-}
-FAIL_COMMIT_TWICE = {
-    "configureFailPoint": "failCommand",
-    "mode": {"times": 2},
-    "data": {"failCommands": ["commitTransaction"], "errorCode": 91},
-}
+FAIL_INSERT_ONCE = fail_command("insert", error_code=112)
+FAIL_COMMIT_TWICE = fail_command("commitTransaction", mode=2, error_code=91)
 
 
 @pytest.fixture

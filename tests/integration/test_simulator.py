@@ -13,7 +13,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from motor_otel.testing import SimulatedReplicaSet
+from motor_otel.testing import SimulatedReplicaSet, fail_command
 from tests.conftest import CLIENT_OPTIONS
 
 
@@ -107,6 +107,32 @@ async def test_fail_point_error_labels_and_times(motor_client: AsyncIOMotorClien
     assert info.value.code == 2
     assert info.value.has_error_label("CustomLabel")
     assert await motor_client.sim_fp.items.find_one({}) is None
+
+
+async def test_fail_command_builder_skip_and_off(motor_client: AsyncIOMotorClient) -> None:
+    """fail_command's documents work as written: skip the first match, fail the next, then off."""
+    coll = motor_client.sim_fp_builder.items
+    await motor_client.admin.command(
+        fail_command("find", mode={"skip": 1}, error_code=2, error_labels=["Mine"])
+    )
+    assert await coll.find_one({}) is None  # skipped
+    with pytest.raises(OperationFailure) as info:
+        await coll.find_one({})
+    assert (info.value.code, info.value.has_error_label("Mine")) == (2, True)
+    await motor_client.admin.command(fail_command(mode="off"))
+    assert await coll.find_one({}) is None
+
+
+def test_fail_command_rejects_what_mongod_would_not_take() -> None:
+    """A typo'd mode or a fail point that names no command fails at once, not on the server."""
+    with pytest.raises(TypeError, match="mode"):
+        fail_command("find", mode=True)
+    with pytest.raises(ValueError, match="at least one command"):
+        fail_command(error_code=2)
+    assert fail_command("insert", closeConnection=True)["data"] == {
+        "failCommands": ["insert"],
+        "closeConnection": True,
+    }
 
 
 async def test_close_connection_fail_point_is_retried(motor_client: AsyncIOMotorClient) -> None:

@@ -15,24 +15,15 @@ from opentelemetry.trace import StatusCode
 from pymongo.errors import OperationFailure, PyMongoError
 
 from motor_otel import InstrumentedAsyncIOMotorClientSession, instrument_client
+from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
 from tests.spans import ancestors, children, named
 
-TRANSIENT_CALLBACK = {
-    "configureFailPoint": "failCommand",
-    "mode": {"times": 1},
-    "data": {
-        "failCommands": ["insert"],
-        "errorCode": 112,
-        "errorLabels": ["TransientTransactionError"],
-    },
-}
+TRANSIENT_CALLBACK = fail_command(
+    "insert", error_code=112, error_labels=["TransientTransactionError"]
+)
 # Twice: PyMongo retries a retryable commit error once itself, then surfaces the unknown result.
-UNKNOWN_COMMIT = {
-    "configureFailPoint": "failCommand",
-    "mode": {"times": 2},
-    "data": {"failCommands": ["commitTransaction"], "errorCode": 91},
-}
+UNKNOWN_COMMIT = fail_command("commitTransaction", mode=2, error_code=91)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,39 @@ from motor_otel.testing._errors import CommandError
 
 # Commands a failCommand fail point never applies to, as in mongod.
 _EXEMPT = frozenset({"configurefailpoint", "hello", "ismaster", "buildinfo", "getparameter"})
+
+
+def fail_command(
+    *commands: str,
+    mode: int | str | Mapping[str, int] = 1,
+    error_code: int | None = None,
+    error_labels: Sequence[str] | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """The ``configureFailPoint`` document for ``failCommand``, as mongod and the simulator take it.
+
+    A builder so that tests say their intent in one line and still send the plain document a real
+    server accepts. ``mode`` is a count (``{times: n}``), ``"alwaysOn"``, ``"off"`` or mongod's own
+    mapping (``{"skip": n}``); other keywords go into ``data`` unchanged (``closeConnection=True``,
+    ``blockConnection=True, blockTimeMS=50``, ``writeConcernError={...}``, ``appName="x"``).
+    """
+    if isinstance(mode, bool) or not isinstance(mode, (int, str, Mapping)):
+        raise TypeError(f"mode must be a count, 'alwaysOn', 'off' or a mapping, not {mode!r}")
+    document: dict[str, Any] = {
+        "configureFailPoint": "failCommand",
+        "mode": {"times": mode} if isinstance(mode, int) else mode,
+    }
+    if mode == "off":
+        return document
+    if not commands:
+        raise ValueError("fail_command needs at least one command name")
+    fields: dict[str, Any] = {"failCommands": list(commands)}
+    if error_code is not None:
+        fields["errorCode"] = error_code
+    if error_labels is not None:
+        fields["errorLabels"] = list(error_labels)
+    document["data"] = {**fields, **data}
+    return document
 
 
 @dataclass(slots=True)
