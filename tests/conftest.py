@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pymongo
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import TracerProvider
@@ -56,3 +57,19 @@ async def motor_client(mongodb_uri: str) -> AsyncIterator[AsyncIOMotorClient]:
     finally:
         await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         client.close()
+
+
+@pytest.fixture
+async def async_client(mongodb_uri: str) -> AsyncIterator[pymongo.AsyncMongoClient[Any]]:
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    yield client
+    await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    await client.close()
+
+
+@pytest.fixture
+def sync_client(mongodb_uri: str) -> Iterator[pymongo.MongoClient[Any]]:
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    yield client
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    client.close()

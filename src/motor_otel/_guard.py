@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 _logger = logging.getLogger("motor_otel")
 _reported: set[str] = set()
@@ -31,12 +30,31 @@ def report(where: str, exc: BaseException) -> None:
         )
 
 
-@contextmanager
-def guard(where: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        report(where, exc)
+class guard:
+    """``with guard("where"):`` runs a block of ours; an ``Exception`` from it is reported.
+
+    A class rather than ``@contextmanager``: no generator per use, and it runs on every
+    transaction.
+    """
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        report(self.where, exc)
+        return True
 
 
 def call_hook(where: str, hook: object, *args: object) -> None:

@@ -54,6 +54,7 @@ TXN_READ_CONCERN = "db.mongodb.transaction.read_concern"
 TXN_WRITE_CONCERN = "db.mongodb.transaction.write_concern"
 TXN_READ_PREFERENCE = "db.mongodb.transaction.read_preference"
 TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
+TXN_BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
 
 MONGODB = "mongodb"
 
@@ -85,15 +86,25 @@ def is_sensitive(command_name: str, command: Mapping[str, Any]) -> bool:
     return lowered in _HELLO and "speculativeAuthenticate" in command
 
 
+_LSID_CACHE: dict[bytes, str] = {}
+_LSID_CACHE_MAX = 4096  # server sessions are pooled: a process sees few distinct lsids
+
+
 def lsid_to_str(lsid: Any) -> str | None:
     """The session id's UUID as a string, as PyMongo's own tracing formats it."""
     if not isinstance(lsid, Mapping):
         return None
     raw = lsid.get("id")
+    if isinstance(raw, (Binary, bytes)) and len(raw) == 16:
+        key = bytes(raw)
+        text = _LSID_CACHE.get(key)
+        if text is None:
+            if len(_LSID_CACHE) >= _LSID_CACHE_MAX:
+                _LSID_CACHE.clear()
+            text = _LSID_CACHE[key] = str(uuid.UUID(bytes=key))
+        return text
     if isinstance(raw, uuid.UUID):
         return str(raw)
-    if isinstance(raw, (Binary, bytes)) and len(raw) == 16:
-        return str(uuid.UUID(bytes=bytes(raw)))
     return None
 
 
@@ -130,14 +141,29 @@ def summary(name: str, database: str, collection: str | None) -> str:
     return f"{name} {database}.{collection}" if collection else f"{name} {database}"
 
 
-def server_attributes(address: Any) -> dict[str, AttributeValue]:
-    """``server.address``/``server.port``/``network.transport`` from a (host, port) address."""
+_SERVER_CACHE: dict[Any, Mapping[str, AttributeValue]] = {}
+
+
+def server_attributes(address: Any) -> Mapping[str, AttributeValue]:
+    """``server.address``/``server.port``/``network.transport`` from a (host, port) address.
+
+    Cached per address (a client talks to a handful of servers); the result is shared, so
+    callers copy it rather than change it.
+    """
+    try:
+        return _SERVER_CACHE[address]
+    except (KeyError, TypeError):
+        pass
+    attrs: dict[str, AttributeValue] = {}
     if isinstance(address, tuple) and len(address) == 2:
         host, port = address
         if isinstance(port, int) and port:
-            return {SERVER_ADDRESS: str(host), SERVER_PORT: port, NETWORK_TRANSPORT: "tcp"}
-        return {SERVER_ADDRESS: str(host), NETWORK_TRANSPORT: "unix"}
-    return {}
+            attrs = {SERVER_ADDRESS: str(host), SERVER_PORT: port, NETWORK_TRANSPORT: "tcp"}
+        else:
+            attrs = {SERVER_ADDRESS: str(host), NETWORK_TRANSPORT: "unix"}
+        if len(_SERVER_CACHE) < 1024:
+            _SERVER_CACHE[address] = attrs
+    return attrs
 
 
 def error_labels_of(failure: Mapping[str, Any]) -> list[str]:

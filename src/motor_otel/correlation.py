@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import Span, Tracer
 
@@ -31,47 +32,62 @@ class Attempt:
     txn_number: int
     number: int
     error_labels: list[str] = field(default_factory=list)
-    cluster_time: int | None = None
-    operation_time: int | None = None
     unsettled: BaseException | None = None  # a commit whose result is unknown, maybe retried
+    attributes: dict[str, Any] = field(default_factory=dict)  # the span's, from its start
+    owner: object = None  # the session object's token: an lsid outlives its session (pooled)
 
 
 class Correlator:
-    """Open attempts by (lsid, txnNumber) and in-flight command spans by request."""
+    """Open attempts by lsid (and txnNumber), in-flight command spans by request.
+
+    A server session runs one transaction at a time, so attempts are keyed by lsid alone and
+    the txnNumber is checked on lookup: forgetting a session is one pop, however many are open.
+    """
 
     def __init__(self, max_attempts: int = MAX_ATTEMPTS, max_commands: int = MAX_COMMANDS) -> None:
         self._lock = threading.Lock()
-        self._attempts: OrderedDict[tuple[str, int], Attempt] = OrderedDict()
-        self._commands: OrderedDict[Hashable, Span] = OrderedDict()
+        self._attempts: OrderedDict[str, Attempt] = OrderedDict()
+        self._commands: OrderedDict[Hashable, tuple[Span, Attempt | None]] = OrderedDict()
         self._max_attempts = max_attempts
         self._max_commands = max_commands
 
     def open_attempt(self, attempt: Attempt) -> None:
         with self._lock:
-            self._attempts[(attempt.lsid, attempt.txn_number)] = attempt
+            self._attempts[attempt.lsid] = attempt
+            self._attempts.move_to_end(attempt.lsid)
             while len(self._attempts) > self._max_attempts:
                 self._attempts.popitem(last=False)
 
     def find_attempt(self, lsid: str, txn_number: int) -> Attempt | None:
-        with self._lock:
-            return self._attempts.get((lsid, txn_number))
+        attempt = self._attempts.get(lsid)  # one dict read: atomic under the GIL
+        return attempt if attempt is not None and attempt.txn_number == txn_number else None
 
     def close_attempt(self, lsid: str, txn_number: int) -> Attempt | None:
         with self._lock:
-            return self._attempts.pop((lsid, txn_number), None)
+            attempt = self._attempts.get(lsid)
+            if attempt is None or attempt.txn_number != txn_number:
+                return None
+            del self._attempts[lsid]
+            return attempt
 
-    def forget_session(self, lsid: str) -> None:
-        with self._lock:
-            for key in [k for k in self._attempts if k[0] == lsid]:
-                del self._attempts[key]
+    def forget_session(self, lsid: str, owner: object) -> None:
+        """Drop the attempt ``owner`` left open under ``lsid``.
 
-    def start_command(self, key: Hashable, span: Span) -> None:
+        Only its own: PyMongo pools server sessions, so by the time a session object is ended
+        or collected its lsid may already carry a newer session's transaction.
+        """
         with self._lock:
-            self._commands[key] = span
-            while len(self._commands) > self._max_commands:
+            attempt = self._attempts.get(lsid)
+            if attempt is not None and attempt.owner is owner:
+                del self._attempts[lsid]
+
+    def start_command(self, key: Hashable, span: Span, attempt: Attempt | None) -> None:
+        with self._lock:
+            self._commands[key] = (span, attempt)
+            if len(self._commands) > self._max_commands:
                 self._commands.popitem(last=False)
 
-    def pop_command(self, key: Hashable) -> Span | None:
+    def pop_command(self, key: Hashable) -> tuple[Span, Attempt | None] | None:
         with self._lock:
             return self._commands.pop(key, None)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import traceback
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from opentelemetry import trace
@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pymongo import monitoring
 
 from motor_otel import attributes as A
-from motor_otel._guard import call_hook, guard
+from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.operations import CURRENT_OPERATION
@@ -42,11 +42,13 @@ class TracingCommandListener(monitoring.CommandListener):
         t = self.telemetry
         if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
             return
-        with guard("listener.started"):
+        try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
             if not t.native:
                 self._started(event, _driver_connection_id(sys._getframe(1)))
+        except Exception as exc:
+            report("listener.started", exc)
 
     def _started(self, event: monitoring.CommandStartedEvent, driver_id: int | None) -> None:
         command = event.command
@@ -55,11 +57,24 @@ class TracingCommandListener(monitoring.CommandListener):
             return
         lsid = A.lsid_to_str(command.get("lsid"))
         txn = A.txn_number_of(command)
-        parent, link = self._parent(lsid, txn)
-        ctx = trace.set_span_in_context(parent) if parent is not None else None
-        links = [Link(link.get_span_context())] if link is not None else None
+        attempt = None
+        link = None
+        scope = CURRENT_OPERATION.get()
+        if lsid is not None and txn is not None:
+            attempt = self.telemetry.correlator.find_attempt(lsid, txn)
+        # Parent, per the correlation rules in docs/architecture.md.
+        if attempt is not None and (scope is None or scope.attempt is not attempt):
+            parent: Span | None = attempt.span
+            caller = trace.get_current_span().get_span_context()
+            if caller.is_valid and caller != attempt.span.get_span_context():
+                link = [Link(caller)]
+        else:
+            parent = scope.span if scope is not None else None
         span = self.telemetry.tracer.start_span(
-            name, context=ctx, kind=SpanKind.CLIENT, links=links
+            name,
+            context=trace.set_span_in_context(parent) if parent is not None else None,
+            kind=SpanKind.CLIENT,
+            links=link,
         )
         if span.is_recording():
             attrs = self._start_attributes(event, name, command, lsid, txn)
@@ -67,22 +82,9 @@ class TracingCommandListener(monitoring.CommandListener):
                 attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
             span.set_attributes(attrs)
             call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
-        self.telemetry.correlator.start_command((event.connection_id, event.request_id), span)
-
-    def _parent(self, lsid: str | None, txn: int | None) -> tuple[Span | None, Span | None]:
-        """(parent, span to link) per the correlation rules in docs/architecture.md."""
-        scope = CURRENT_OPERATION.get()
-        if lsid is not None and txn is not None:
-            attempt = self.telemetry.correlator.find_attempt(lsid, txn)
-            if attempt is not None:
-                if scope is not None and scope.attempt is attempt:
-                    return scope.span, None
-                current = trace.get_current_span()
-                linked = current if current.get_span_context().is_valid else None
-                return attempt.span, linked
-        if scope is not None:
-            return scope.span, None
-        return None, None
+        self.telemetry.correlator.start_command(
+            (event.connection_id, event.request_id), span, attempt
+        )
 
     def _start_attributes(
         self,
@@ -127,10 +129,11 @@ class TracingCommandListener(monitoring.CommandListener):
         return attrs
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        span = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
-        if span is None:
+        found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
+        if found is None:
             return
-        with guard("listener.succeeded"):
+        span, attempt = found
+        try:
             if span.is_recording():
                 reply = event.reply
                 attrs: dict[str, Any] = {}
@@ -138,19 +141,22 @@ class TracingCommandListener(monitoring.CommandListener):
                 cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
                 if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
                     attrs[A.MONGODB_CURSOR_ID] = int(cursor_id)
-                self._times(span, reply, attrs)
+                _times(reply, attrs)
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
                     attrs[A.ERROR_LABELS] = labels
-                    self._note_labels(span, labels)
+                    _note_labels(attempt, labels)
                 span.set_attributes(attrs)
                 call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+        except Exception as exc:
+            report("listener.succeeded", exc)
         span.end()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        span = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
-        if span is None:
+        found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
+        if found is None:
             return
+        span, attempt = found
         with guard("listener.failed"):
             if span.is_recording():
                 failure = event.failure
@@ -173,8 +179,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 labels = A.error_labels_of(failure)
                 if labels:
                     attrs[A.ERROR_LABELS] = labels
-                    self._note_labels(span, labels)
-                self._times(span, failure, attrs)
+                    _note_labels(attempt, labels)
+                _times(failure, attrs)
                 span.set_attributes(attrs)
                 event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
                 if labels:
@@ -184,49 +190,64 @@ class TracingCommandListener(monitoring.CommandListener):
                 call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
         span.end()
 
-    def _times(self, span: Span, reply: Any, attrs: dict[str, Any]) -> None:
-        cluster = A.cluster_time_of(reply)
-        op_time = A.timestamp_to_int(reply.get("operationTime"))
-        if cluster is not None:
-            attrs[A.CLUSTER_TIME] = cluster
-        if op_time is not None:
-            attrs[A.OPERATION_TIME] = op_time
-        attempt = self._attempt_of(span)
-        if attempt is not None:
-            if cluster is not None:
-                attempt.cluster_time = cluster
-            if op_time is not None:
-                attempt.operation_time = op_time
 
-    def _note_labels(self, span: Span, labels: list[str]) -> None:
-        attempt = self._attempt_of(span)
-        if attempt is not None:
-            for label in labels:
-                if label not in attempt.error_labels:
-                    attempt.error_labels.append(label)
+def _times(reply: Any, attrs: dict[str, Any]) -> None:
+    """Cluster and operation time from a reply, as int64 attributes of the command span."""
+    cluster = A.cluster_time_of(reply)
+    if cluster is not None:
+        attrs[A.CLUSTER_TIME] = cluster
+    op_time = A.timestamp_to_int(reply.get("operationTime"))
+    if op_time is not None:
+        attrs[A.OPERATION_TIME] = op_time
 
-    def _attempt_of(self, span: Span) -> Attempt | None:
-        attrs = getattr(span, "attributes", None) or {}
-        lsid, txn = attrs.get(A.MONGODB_LSID), attrs.get(A.MONGODB_TXN_NUMBER)
-        if isinstance(lsid, str) and isinstance(txn, int):
-            return self.telemetry.correlator.find_attempt(lsid, txn)
-        return None
+
+def _note_labels(attempt: Attempt | None, labels: list[str]) -> None:
+    if attempt is not None:
+        for label in labels:
+            if label not in attempt.error_labels:
+                attempt.error_labels.append(label)
+
+
+_CONN_DEPTH: dict[CodeType, int] = {}  # publishing function -> frames up to the connection
 
 
 def _driver_connection_id(frame: FrameType | None) -> int | None:
     """PyMongo's own id for the sending connection.
 
     Command events carry only the address, but PyMongo publishes them from its command
-    telemetry object, which holds the connection: read it from the publishing frames (two at
-    most), and give up quietly where a PyMongo version is shaped differently.
+    telemetry object, which holds the connection: read it from the publishing frames (three at
+    most), and give up quietly where a PyMongo version is shaped differently. Which frame held
+    it is remembered per publishing function, so the next time only that frame's locals are read.
     """
-    for _ in range(3):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        conn = getattr(owner, "_conn", None) or frame.f_locals.get("conn")
-        conn_id = getattr(conn, "id", None)
-        if isinstance(conn_id, int):
-            return conn_id
-        frame = frame.f_back
+    if frame is None:
+        return None
+    code = frame.f_code
+    depth = _CONN_DEPTH.get(code)
+    if depth is not None:
+        found = _connection_id_in(_up(frame, depth))
+        if found is not None:
+            return found
+    holder: FrameType | None = frame
+    for depth in range(3):
+        found = _connection_id_in(holder)
+        if found is not None:
+            if len(_CONN_DEPTH) < 64:
+                _CONN_DEPTH[code] = depth
+            return found
+        holder = holder.f_back if holder is not None else None
     return None
+
+
+def _up(frame: FrameType | None, depth: int) -> FrameType | None:
+    for _ in range(depth):
+        frame = frame.f_back if frame is not None else None
+    return frame
+
+
+def _connection_id_in(frame: FrameType | None) -> int | None:
+    if frame is None:
+        return None
+    local = frame.f_locals
+    conn = getattr(local.get("self"), "_conn", None) or local.get("conn")
+    conn_id = getattr(conn, "id", None)
+    return conn_id if isinstance(conn_id, int) else None

@@ -14,7 +14,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from motor_otel import attributes as A
-from motor_otel._guard import guard
+from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import OperationSummary
 
@@ -108,14 +108,15 @@ def start_operation(
     if CURRENT_OPERATION.get() is not None:
         return None  # a public method called by another one: the outer operation owns it
     attempt = attempt_of(session)
-    links: list[Link] = []
+    links: list[Link] | None = None
     ctx: otel_context.Context | None = parent
     if attempt is not None:
         caller = trace.get_current_span(parent)
-        ctx = trace.set_span_in_context(attempt.span)
-        caller_ctx = caller.get_span_context()
-        if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
-            links.append(Link(caller_ctx))
+        if caller is not attempt.span:  # in the callback it is: nothing to add
+            ctx = trace.set_span_in_context(attempt.span)
+            caller_ctx = caller.get_span_context()
+            if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
+                links = [Link(caller_ctx)]
     name = A.summary(operation, db, collection)
     attrs: dict[str, Any] = {
         A.DB_SYSTEM_NAME: A.MONGODB,
@@ -137,9 +138,10 @@ def finish_operation(
     telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
 ) -> None:
     span = scope.span
-    attrs = dict(scope.attrs)
+    attrs = scope.attrs
     if exc is not None:
         record_exception(span, exc)
+        attrs = dict(attrs)
         attrs[A.ERROR_TYPE] = type(exc).__name__
         code = getattr(exc, "code", None)
         if code is not None:
@@ -148,8 +150,10 @@ def finish_operation(
     if telemetry.observers:
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
-            with guard("observer.operation_ended"):
+            try:
                 observer.operation_ended(summary)
+            except Exception as error:
+                report("observer.operation_ended", error)
 
 
 def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:
@@ -185,22 +189,35 @@ def error_labels(exc: BaseException) -> list[str]:
     return sorted(str(label) for label in labels) if labels else []
 
 
-@contextmanager
-def activated(scope: OperationScope) -> Iterator[None]:
-    """Make the span current (for OTel and for our listener) for the duration."""
+_Tokens = tuple[Token[OperationScope | None], Token[otel_context.Context] | None]
+
+
+def enter(scope: OperationScope) -> _Tokens:
+    """Make the span current (for OTel and for our listener); undo with :func:`leave`.
+
+    A pair of plain calls rather than a context manager: it runs around every driver call.
+    """
     token = CURRENT_OPERATION.set(scope)
     if scope.native:  # PyMongo's own operation span must find its real parent as current
-        try:
-            yield
-        finally:
-            CURRENT_OPERATION.reset(token)
-        return
-    ctx_token = otel_context.attach(trace.set_span_in_context(scope.span))
+        return token, None
+    return token, otel_context.attach(trace.set_span_in_context(scope.span))
+
+
+def leave(tokens: _Tokens) -> None:
+    token, ctx_token = tokens
+    if ctx_token is not None:
+        otel_context.detach(ctx_token)
+    CURRENT_OPERATION.reset(token)
+
+
+@contextmanager
+def activated(scope: OperationScope) -> Iterator[None]:
+    """:func:`enter` … :func:`leave` as a context manager, for the paths that are not hot."""
+    tokens = enter(scope)
     try:
         yield
     finally:
-        otel_context.detach(ctx_token)
-        CURRENT_OPERATION.reset(token)
+        leave(tokens)
 
 
 @contextmanager
@@ -268,30 +285,23 @@ def _wrap_async(
     @functools.wraps(original)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         telemetry = telemetry_of(self)
-        scope = None
-        if telemetry is not None:
-            with guard("operations.start"):
-                db, coll = target(self)
-                if collection_arg and args and isinstance(args[0], str):
-                    coll = args[0]
-                elif collection_arg and args and hasattr(args[0], "name"):
-                    coll = args[0].name
-                scope = start_operation(
-                    telemetry, operation, db=db, collection=coll, session=get_session(args, kwargs)
-                )
-        if scope is None or telemetry is None:
+        if telemetry is None:
+            return await original(self, *args, **kwargs)
+        scope = _start(
+            telemetry, self, args, kwargs, operation, target, collection_arg, get_session
+        )
+        if scope is None:
             return await original(self, *args, **kwargs)
         started = time.perf_counter()
+        tokens = enter(scope)
         try:
-            with activated(scope):
-                result = await original(self, *args, **kwargs)
+            result = await original(self, *args, **kwargs)
         except BaseException as exc:
-            with guard("operations.finish"):
-                finish_operation(telemetry, scope, started, exc)
+            leave(tokens)
+            _finish(telemetry, scope, started, exc)
             raise
-        with guard("operations.finish"):
-            if not _hand_over(telemetry, scope, started, result):
-                finish_operation(telemetry, scope, started, None)
+        leave(tokens)
+        _finish(telemetry, scope, started, None, result)
         return result
 
     return wrapper
@@ -309,31 +319,64 @@ def _wrap_sync(
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         telemetry = telemetry_of(self)
-        scope = None
-        if telemetry is not None:
-            with guard("operations.start"):
-                db, coll = target(self)
-                if collection_arg and args:
-                    coll = args[0] if isinstance(args[0], str) else getattr(args[0], "name", coll)
-                scope = start_operation(
-                    telemetry, operation, db=db, collection=coll, session=get_session(args, kwargs)
-                )
-        if scope is None or telemetry is None:
+        if telemetry is None:
+            return original(self, *args, **kwargs)
+        scope = _start(
+            telemetry, self, args, kwargs, operation, target, collection_arg, get_session
+        )
+        if scope is None:
             return original(self, *args, **kwargs)
         started = time.perf_counter()
+        tokens = enter(scope)
         try:
-            with activated(scope):
-                result = original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
         except BaseException as exc:
-            with guard("operations.finish"):
-                finish_operation(telemetry, scope, started, exc)
+            leave(tokens)
+            _finish(telemetry, scope, started, exc)
             raise
-        with guard("operations.finish"):
-            if not _hand_over(telemetry, scope, started, result):
-                finish_operation(telemetry, scope, started, None)
+        leave(tokens)
+        _finish(telemetry, scope, started, None, result)
         return result
 
     return wrapper
+
+
+def _start(
+    telemetry: Telemetry,
+    obj: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: str,
+    target: Target,
+    collection_arg: bool,
+    get_session: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+) -> OperationScope | None:
+    """The wrappers' start: the operation span, or ``None`` (and the call goes on untraced)."""
+    try:
+        db, coll = target(obj)
+        if collection_arg and args:
+            coll = args[0] if isinstance(args[0], str) else getattr(args[0], "name", coll)
+        return start_operation(
+            telemetry, operation, db=db, collection=coll, session=get_session(args, kwargs)
+        )
+    except Exception as exc:
+        report("operations.start", exc)
+        return None
+
+
+def _finish(
+    telemetry: Telemetry,
+    scope: OperationScope,
+    started: float,
+    exc: BaseException | None,
+    result: Any = None,
+) -> None:
+    """The wrappers' end; a PyMongo cursor with batches left keeps the span for its getMores."""
+    try:
+        if exc is not None or not _hand_over(telemetry, scope, started, result):
+            finish_operation(telemetry, scope, started, exc)
+    except Exception as error:
+        report("operations.finish", error)
 
 
 @dataclass(slots=True, eq=False)

@@ -15,10 +15,12 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -26,8 +28,8 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
-from motor_otel._guard import call_hook, guard
-from motor_otel.correlation import Attempt, Correlator, Telemetry
+from motor_otel._guard import call_hook, guard, report
+from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
 from motor_otel.operations import (
     error_labels,
@@ -47,6 +49,7 @@ BACKOFF_INITIAL = 0.005
 BACKOFF_MAX = 0.5
 
 Clock = Callable[[], float]
+_Token = Token[otel_context.Context]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -61,6 +64,8 @@ class _WithTransaction:
     labels: list[str] = field(default_factory=list)
     last_outcome: Outcome | None = None
     last_commit_error: BaseException | None = None
+    last_attempt_end: float | None = None
+    backoff_ms: float = 0.0  # summed over retries
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +81,8 @@ class _SessionTrace:
     tx_labels: list[str] = field(default_factory=list)
     tx_commits: int = 0
     attempt_commits: int = 0
+    owner: object = field(default_factory=object)  # marks this session's attempts
+    finalizer: weakref.finalize[Any, Any] | None = None  # forgets them if never ended
 
 
 def _timestamp_attributes(session: Any) -> dict[str, Any]:
@@ -114,16 +121,15 @@ def _add_labels(target: list[str], labels: list[str]) -> None:
 
 def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
     """Hand a fact to every observer with ``span`` current, so log lines carry its ids."""
-    with trace.use_span(
-        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    ):
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
         for observer in t.observers:
-            with guard(f"observer.{method}"):
+            try:
                 getattr(observer, method)(fact)
-
-
-def _forget(correlator: Correlator, lsid: str) -> None:
-    correlator.forget_session(lsid)
+            except Exception as exc:
+                report(f"observer.{method}", exc)
+    finally:
+        otel_context.detach(token)
 
 
 class _TransactionTracer:
@@ -146,8 +152,10 @@ class _TransactionTracer:
         t = self._otel.telemetry
         if self._otel.lsid is None and t is not None:
             self._otel.lsid = A.lsid_to_str(self._otel.session.session_id)
-            if self._otel.lsid is not None:
-                weakref.finalize(self, _forget, t.correlator, self._otel.lsid)
+            if self._otel.lsid is not None:  # must not reference self, or it never runs
+                self._otel.finalizer = weakref.finalize(
+                    self, t.correlator.forget_session, self._otel.lsid, self._otel.owner
+                )
         return self._otel.lsid or ""
 
     def _txn_number(self) -> int | None:
@@ -173,12 +181,17 @@ class _TransactionTracer:
             self._close_attempt("failed", None)
         wt = self._otel.wt
         self._otel.attempt_commits = 0
+        backoff: dict[str, Any] = {}
         if wt is not None:
             wt.attempts += 1
             number = wt.attempts
             parent = trace.set_span_in_context(wt.span)
+            if wt.last_attempt_end is not None:  # the driver's backoff sleep, as it happened
+                waited = round((time.perf_counter() - wt.last_attempt_end) * 1000.0, 3)
+                wt.backoff_ms += waited
+                backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
-                self._notify("transaction_retry", wt.labels, wt.span)
+                self._notify("transaction_retry", wt.labels, wt.span, backoff)
         else:
             number = 1
             parent = None
@@ -193,11 +206,12 @@ class _TransactionTracer:
             A.MONGODB_LSID: lsid,
             A.MONGODB_TXN_NUMBER: txn_number,
             **options,
+            **backoff,
         }
         span = t.tracer.start_span(
             "transaction", context=parent, kind=SpanKind.CLIENT, attributes=attrs
         )
-        attempt = Attempt(span, lsid, txn_number, number)
+        attempt = Attempt(span, lsid, txn_number, number, attributes=attrs, owner=self._otel.owner)
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
@@ -231,6 +245,7 @@ class _TransactionTracer:
         wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
+            wt.last_attempt_end = time.perf_counter()
             _add_labels(wt.labels, labels)
         else:
             _add_labels(self._otel.tx_labels, labels)
@@ -243,6 +258,7 @@ class _TransactionTracer:
                 self._otel.tx_labels,
                 time.perf_counter() - self._otel.tx_start,
                 exc,
+                {**attempt.attributes, **attrs},
             )
 
     def _emit_summary(
@@ -255,6 +271,7 @@ class _TransactionTracer:
         labels: list[str],
         duration: float,
         exc: BaseException | None,
+        attributes: dict[str, Any],
     ) -> None:
         if not t.observers:
             return
@@ -267,10 +284,13 @@ class _TransactionTracer:
             txn_number=self._txn_number(),
             error_labels=tuple(labels),
             error_type=type(exc).__name__ if exc is not None else None,
+            attributes=attributes,
         )
         _tell(t, span, "transaction_ended", summary)
 
-    def _notify(self, what: str, labels: list[str], span: Span) -> None:
+    def _notify(
+        self, what: str, labels: list[str], span: Span, attributes: dict[str, Any] | None = None
+    ) -> None:
         t = self._otel.telemetry
         if t is None or not t.observers:
             return
@@ -280,6 +300,7 @@ class _TransactionTracer:
             self._otel.lsid,
             self._txn_number(),
             error_labels=tuple(labels),
+            attributes=attributes or {},
         )
         _tell(t, span, what, info)
 
@@ -325,11 +346,13 @@ class _TransactionTracer:
     def _session_ending(self) -> None:
         with guard("session.end"):
             self._close_attempt("failed", None)
-            if self._otel.telemetry is not None and self._otel.lsid is not None:
-                self._otel.telemetry.correlator.forget_session(self._otel.lsid)
+            state = self._otel
+            if state.finalizer is not None:
+                state.finalizer()  # forgets this session's attempts, once, and is then dead
 
     # -- with_transaction bookkeeping ----------------------------------------------------
-    def _with_transaction_starting(self, t: Telemetry) -> _WithTransaction:
+    def _with_transaction_starting(self, t: Telemetry) -> tuple[_WithTransaction, _Token]:
+        """The ``withTransaction`` span, made current for the driver's loop."""
         span = t.tracer.start_span(
             "withTransaction",
             kind=SpanKind.CLIENT,
@@ -337,16 +360,26 @@ class _TransactionTracer:
         )
         wt = _WithTransaction(span, time.perf_counter())
         self._otel.wt = wt
-        return wt
+        return wt, otel_context.attach(trace.set_span_in_context(span))
 
-    def _attempt_context(self) -> Any:
-        """Make the current attempt's span current while the user's callback runs."""
+    def _with_transaction_ended(
+        self, t: Telemetry, wt: _WithTransaction, token: _Token, exc: BaseException | None
+    ) -> None:
+        otel_context.detach(token)
+        try:
+            self._finish_with_transaction(t, wt, exc)
+        except Exception as error:
+            report("session.with_transaction", error)
+
+    def _enter_attempt(self) -> _Token | None:
+        """Make the current attempt's span current while the user's callback runs.
+
+        Not ``trace.use_span``: exceptions are ours to record, without document values.
+        """
         attempt = self._otel.attempt
         if attempt is None:
-            return contextlib.nullcontext()
-        return trace.use_span(  # exceptions are ours to record, without document values
-            attempt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        )
+            return None
+        return otel_context.attach(trace.set_span_in_context(attempt.span))
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
@@ -364,6 +397,8 @@ class _TransactionTracer:
             A.TXN_OUTCOME: outcome,
             **_timestamp_attributes(self._otel.session),
         }
+        if wt.attempts > 1:
+            attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
             labels = error_labels(exc)
             _add_labels(wt.labels, labels)
@@ -388,6 +423,7 @@ class _TransactionTracer:
             wt.labels,
             time.perf_counter() - wt.started,
             exc,
+            {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction, **attrs},
         )
 
 
@@ -460,30 +496,29 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
             return await super().with_transaction(
                 coro, read_concern, write_concern, read_preference, max_commit_time_ms
             )
-        wt = self._with_transaction_starting(t)
+        wt, token = self._with_transaction_starting(t)
 
         async def callback(session: Any) -> T:
-            with self._attempt_context():
+            attempt_token = self._enter_attempt()
+            try:
                 return await coro(session)
+            finally:
+                if attempt_token is not None:
+                    otel_context.detach(attempt_token)
 
         try:
-            with trace.use_span(
-                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                if t.settings.with_transaction == "spec":
-                    result = await self._spec_loop(
-                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
-                    )
-                else:
-                    result = await super().with_transaction(
-                        callback, read_concern, write_concern, read_preference, max_commit_time_ms
-                    )
+            if t.settings.with_transaction == "spec":
+                result = await self._spec_loop(
+                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                )
+            else:
+                result = await super().with_transaction(
+                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                )
         except BaseException as exc:
-            with guard("session.with_transaction_failed"):
-                self._finish_with_transaction(t, wt, exc)
+            self._with_transaction_ended(t, wt, token, exc)
             raise
-        with guard("session.with_transaction_done"):
-            self._finish_with_transaction(t, wt, None)
+        self._with_transaction_ended(t, wt, token, None)
         return result
 
     async def _spec_loop(
@@ -604,25 +639,24 @@ class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
             return await super().with_transaction(
                 callback, read_concern, write_concern, read_preference, max_commit_time_ms
             )
-        wt = self._with_transaction_starting(t)
+        wt, token = self._with_transaction_starting(t)
 
         async def traced(session: Any) -> T:
-            with self._attempt_context():
+            attempt_token = self._enter_attempt()
+            try:
                 return await callback(session)
+            finally:
+                if attempt_token is not None:
+                    otel_context.detach(attempt_token)
 
         try:
-            with trace.use_span(
-                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                result = await super().with_transaction(
-                    traced, read_concern, write_concern, read_preference, max_commit_time_ms
-                )
+            result = await super().with_transaction(
+                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
         except BaseException as exc:
-            with guard("session.with_transaction_failed"):
-                self._finish_with_transaction(t, wt, exc)
+            self._with_transaction_ended(t, wt, token, exc)
             raise
-        with guard("session.with_transaction_done"):
-            self._finish_with_transaction(t, wt, None)
+        self._with_transaction_ended(t, wt, token, None)
         return result
 
 
@@ -681,25 +715,24 @@ class InstrumentedClientSession(ClientSession, _TransactionTracer):
             return super().with_transaction(
                 callback, read_concern, write_concern, read_preference, max_commit_time_ms
             )
-        wt = self._with_transaction_starting(t)
+        wt, token = self._with_transaction_starting(t)
 
         def traced(session: Any) -> T:
-            with self._attempt_context():
+            attempt_token = self._enter_attempt()
+            try:
                 return callback(session)
+            finally:
+                if attempt_token is not None:
+                    otel_context.detach(attempt_token)
 
         try:
-            with trace.use_span(
-                wt.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                result = super().with_transaction(
-                    traced, read_concern, write_concern, read_preference, max_commit_time_ms
-                )
+            result = super().with_transaction(
+                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
         except BaseException as exc:
-            with guard("session.with_transaction_failed"):
-                self._finish_with_transaction(t, wt, exc)
+            self._with_transaction_ended(t, wt, token, exc)
             raise
-        with guard("session.with_transaction_done"):
-            self._finish_with_transaction(t, wt, None)
+        self._with_transaction_ended(t, wt, token, None)
         return result
 
 

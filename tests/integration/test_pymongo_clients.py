@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pymongo
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -16,27 +14,10 @@ from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import InstrumentedAsyncClientSession, InstrumentedClientSession, instrument_client
 from motor_otel.testing import fail_command
-from tests.conftest import CLIENT_OPTIONS
 from tests.spans import ancestors, children, named
 
 FAIL_INSERT_ONCE = fail_command("insert", error_code=112)
 FAIL_COMMIT_TWICE = fail_command("commitTransaction", mode=2, error_code=91)
-
-
-@pytest.fixture
-async def async_client(mongodb_uri: str) -> AsyncIterator[pymongo.AsyncMongoClient[Any]]:
-    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
-    yield client
-    await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-    await client.close()
-
-
-@pytest.fixture
-def sync_client(mongodb_uri: str) -> Iterator[pymongo.MongoClient[Any]]:
-    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_uri, **CLIENT_OPTIONS)
-    yield client
-    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-    client.close()
 
 
 def _assert_retried_tree(spans: Any, db: str) -> None:
