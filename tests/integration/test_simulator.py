@@ -6,11 +6,14 @@ import asyncio
 import socket
 import struct
 import time
+from typing import Any
 
 import bson
 import pymongo
 import pytest
+from bson.int64 import Int64
 from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import monitoring
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from motor_otel.testing import SimulatedReplicaSet, fail_command
@@ -188,34 +191,184 @@ async def test_unknown_command_is_an_error_reply(motor_client: AsyncIOMotorClien
     assert info.value.code == 59
 
 
+async def test_txn_number_must_grow_per_session(mongodb_uri: str) -> None:
+    """A session's txnNumber only grows: a lower one is TransactionTooOld (225), as on mongod."""
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    db = client.sim_txn_number
+    await db.items.drop()
+    await db.create_collection("items")
+
+    def insert(txn_number: int) -> dict[str, Any]:
+        return {
+            "insert": "items",
+            "documents": [{"txn": txn_number}],
+            "txnNumber": Int64(txn_number),
+            "startTransaction": True,
+            "autocommit": False,
+        }
+
+    commit = {"commitTransaction": 1, "txnNumber": Int64(5), "autocommit": False}
+    try:
+        async with client.start_session() as session:  # its lsid goes on every command
+            await db.command(insert(5), session=session)
+            with pytest.raises(OperationFailure) as info:
+                await db.command(insert(3), session=session)
+            assert (info.value.code, info.value.details["codeName"]) == (225, "TransactionTooOld")
+            await client.admin.command(commit, session=session)  # 5 is still the live one
+            with pytest.raises(OperationFailure) as info:
+                await db.command(insert(4), session=session)
+            assert info.value.code == 225
+        assert [d["txn"] async for d in db.items.find({})] == [5]
+    finally:
+        await client.close()
+
+
+async def test_no_such_transaction_is_transient(mongodb_uri: str) -> None:
+    """Committing a transaction that never started is NoSuchTransaction, TransientTransactionError."""
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    try:
+        async with client.start_session() as session:
+            with pytest.raises(OperationFailure) as info:
+                await client.admin.command(
+                    {"commitTransaction": 1, "txnNumber": Int64(9), "autocommit": False},
+                    session=session,
+                )
+        assert (info.value.code, info.value.details["codeName"]) == (251, "NoSuchTransaction")
+        assert info.value.has_error_label("TransientTransactionError")
+    finally:
+        await client.close()
+
+
+async def test_fail_point_app_name_fails_only_that_application(mongodb_uri: str) -> None:
+    """failCommand with appName fails only clients with that appName, and is not used up by others."""
+    target: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, appname="sim-app-target", **CLIENT_OPTIONS
+    )
+    other: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, appname="sim-app-other", **CLIENT_OPTIONS
+    )
+    try:
+        await other.admin.command(fail_command("find", error_code=2, appName="sim-app-target"))
+        assert await other.sim_app.items.find_one({}) is None  # not failed, not consumed
+        with pytest.raises(OperationFailure) as info:
+            await target.sim_app.items.find_one({})
+        assert info.value.code == 2
+        assert await target.sim_app.items.find_one({}) is None  # times: 1 is spent
+    finally:
+        await other.admin.command(fail_command(mode="off"))
+        await target.close()
+        await other.close()
+
+
+async def test_legacy_is_master(mongodb_uri: str) -> None:
+    """The legacy isMaster command answers as a replica-set primary, over OP_MSG and OP_QUERY."""
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    try:
+        reply = await client.admin.command("isMaster")
+        hello = await client.admin.command("hello")
+    finally:
+        await client.close()
+    assert (True, hello["setName"]) == (reply["ismaster"], reply["setName"])
+    assert reply["maxWireVersion"] >= 17
+
+    # What drivers without OP_MSG send first: OP_QUERY on admin.$cmd, answered with OP_REPLY.
+    address = pymongo.uri_parser.parse_uri(mongodb_uri)["nodelist"][0]
+    flags, collection, skip, limit = struct.pack("<i", 0), b"admin.$cmd\x00", 0, -1
+    query = flags + collection + struct.pack("<ii", skip, limit) + bson.encode({"isMaster": 1})
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(struct.pack("<iiii", 16 + len(query), 11, 0, 2004) + query)
+        response_to, opcode, body = _read_reply(sock)
+    _flags, _cursor, _start, returned = struct.unpack("<iqii", body[:20])
+    legacy = bson.decode(body[20:])
+    assert (response_to, opcode, returned) == (11, 1, 1)
+    assert (1, True, hello["setName"]) == (legacy["ok"], legacy["ismaster"], legacy["setName"])
+
+
 def _op_msg(request_id: int, body: bytes) -> bytes:
     return struct.pack("<iiii", 16 + len(body), request_id, 0, 2013) + body
 
 
-def test_garbage_bytes_do_not_break_the_server() -> None:
-    """Garbage and malformed messages get an error reply or a closed socket; others are served."""
-    with SimulatedReplicaSet() as rs:
-        # Not a MongoDB message at all: the server hangs up.
-        with socket.create_connection(rs.address, timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\n\r\n" * 4)
-            try:
-                received = sock.recv(1024)
-            except ConnectionResetError:
-                received = b""
-            assert received == b""
-        # A valid header with a malformed OP_MSG body: an error reply on the same connection.
-        with socket.create_connection(rs.address, timeout=5) as sock:
-            sock.sendall(_op_msg(7, b"\x00\x00\x00\x00\x00\xff\xff"))
-            header = sock.recv(16)
-            length, _, response_to, opcode = struct.unpack("<iiii", header)
-            body = b""
-            while len(body) < length - 16:
-                body += sock.recv(length - 16 - len(body))
+def _command_msg(request_id: int, command: dict[str, Any]) -> bytes:
+    """A well-formed OP_MSG: flag bits 0, one kind-0 section holding the command."""
+    return _op_msg(request_id, struct.pack("<I", 0) + b"\x00" + bson.encode(command))
+
+
+def _read_reply(sock: socket.socket) -> tuple[int, int, bytes]:
+    """(responseTo, opCode, body after the header) of the next message on ``sock``."""
+    header = b""
+    while len(header) < 16:
+        chunk = sock.recv(16 - len(header))
+        assert chunk, "the server closed the connection instead of replying"
+        header += chunk
+    length, _, response_to, opcode = struct.unpack("<iiii", header)
+    body = b""
+    while len(body) < length - 16:
+        chunk = sock.recv(length - 16 - len(body))
+        assert chunk, "the server closed the connection mid-reply"
+        body += chunk
+    return response_to, opcode, body
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Read until the server closes the socket (mongod may say something first)."""
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def test_bad_input_leaves_a_connected_client_working(
+    mongodb_uri: str, simulator: SimulatedReplicaSet | None
+) -> None:
+    """Garbage bytes and an unknown command on raw sockets; a connected client keeps its socket."""
+    address = pymongo.uri_parser.parse_uri(mongodb_uri)["nodelist"][0]
+    server_ids: list[int | None] = []
+
+    class ServerIds(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            server_ids.append(event.server_connection_id)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, maxPoolSize=1, event_listeners=[ServerIds()], **CLIENT_OPTIONS
+    )
+    coll = client.sim_bad_input.items
+    try:
+        await coll.drop()
+        await coll.insert_one({"_id": 1})
+
+        # Not a MongoDB message at all: the server hangs up on that socket only.
+        with socket.create_connection(address, timeout=5) as garbage:
+            garbage.sendall(b"GET / HTTP/1.1\r\n\r\n" * 4)
+            assert _hung_up(garbage)
+        # A well-formed OP_MSG with a command nobody knows: CommandNotFound, as mongod answers.
+        with socket.create_connection(address, timeout=5) as unknown:
+            unknown.sendall(_command_msg(7, {"noSuchCommand": 1, "$db": "admin"}))
+            response_to, opcode, body = _read_reply(unknown)
             reply = bson.decode(body[5:])
-            assert (response_to, opcode, reply["ok"], reply["code"]) == (7, 2013, 0, 2)
-        client: pymongo.MongoClient = pymongo.MongoClient(rs.uri, **CLIENT_OPTIONS)
-        assert client.admin.command("ping")["ok"] == 1
-        client.close()
+            assert (response_to, opcode, reply["ok"], reply["code"]) == (7, 2013, 0, 59)
+            assert reply["codeName"] == "CommandNotFound"
+        # A valid header with a malformed OP_MSG body: an error reply or a closed socket.
+        with socket.create_connection(address, timeout=5) as malformed:
+            malformed.sendall(_op_msg(8, b"\x00\x00\x00\x00\x00\xff\xff"))
+            if simulator is not None:  # ours answers BadValue on the same connection
+                response_to, opcode, body = _read_reply(malformed)
+                reply = bson.decode(body[5:])
+                assert (response_to, opcode, reply["ok"], reply["code"]) == (8, 2013, 0, 2)
+
+        await coll.insert_one({"_id": 2})
+        assert [d["_id"] async for d in coll.find({}).sort("_id", 1)] == [1, 2]
+    finally:
+        await client.close()
+    assert len(server_ids) >= 4 and None not in server_ids  # drop, insert, insert, find, ...
+    assert len(set(server_ids)) == 1  # one server connection, never dropped
 
 
 def test_sync_client_and_context_managers() -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
+from bson.timestamp import Timestamp
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from pymongo import ReadPreference, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from motor_otel import InstrumentedAsyncIOMotorClientSession, instrument_client
 from motor_otel.testing import fail_command
@@ -99,6 +104,29 @@ async def test_spec_mode_retries_callback_and_commit(
         wt.attributes["db.mongodb.cluster_time"]
         >= attempts[1].attributes["db.mongodb.cluster_time"]
     )
+
+    # Labels and exception events are on the failed operations and commands too.
+    (failed_insert,) = [s for s in children(spans, attempts[0]) if s.name == "insert tx_spec.items"]
+    (failed_insert_command,) = children(spans, failed_insert)
+    assert failed_insert_command.attributes["db.response.status_code"] == "112"
+    _assert_failed(failed_insert, ("TransientTransactionError",))
+    _assert_failed(failed_insert_command, ("TransientTransactionError",))
+    _assert_failed(commits[0], ("RetryableWriteError", "UnknownTransactionCommitResult"))
+    for command in failed_commit:
+        assert command.attributes["db.response.status_code"] == "91"
+        _assert_failed(command, ("RetryableWriteError",))
+    assert StatusCode.UNSET is commits[1].status.status_code
+    assert "db.mongodb.error_labels" not in commits[1].attributes
+
+
+def _assert_failed(span: ReadableSpan, labels: tuple[str, ...]) -> None:
+    """ERROR status, the labels, and one exception event carrying the same labels."""
+    assert span.attributes is not None
+    assert StatusCode.ERROR is span.status.status_code, span.name
+    assert labels == tuple(span.attributes["db.mongodb.error_labels"]), span.name
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes is not None
+    assert labels == tuple(event.attributes["db.mongodb.error_labels"]), span.name
 
 
 async def _run_with_commit_failure(
@@ -296,3 +324,179 @@ async def test_no_context_manager_style(
         assert names[0] == "insert tx_plain.items"
         assert names[1] in ("abortTransaction admin", "commitTransaction admin")
     assert [d["a"] for d in await coll.find({}, {"_id": 0}).to_list(None)] == [2]
+
+
+def _as_int64(timestamp: Timestamp) -> int:
+    """A BSON timestamp as the attributes carry it: seconds << 32 | increment."""
+    return (timestamp.time << 32) | timestamp.inc
+
+
+class _Replies(monitoring.CommandListener):
+    """The replies a client received, by command name, in order."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, list[Any]] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self.replies.setdefault(event.command_name, []).append(event.reply)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_command_spans_carry_the_reply_times(
+    client_factory: Callable[..., AsyncIOMotorClient],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Each command span has the reply's operationTime and $clusterTime as int64, increasing."""
+    replies = _Replies()
+    client = client_factory(event_listeners=[replies])
+    instrument_client(client, tracer_provider=tracer_provider)
+    coll = client.tx_times.items
+    for i in range(3):  # writes: each one moves a real server's clock too
+        await coll.insert_one({"i": i})
+
+    spans = named(exporter.get_finished_spans(), "insert")
+    expected = [
+        (_as_int64(r["operationTime"]), _as_int64(r["$clusterTime"]["clusterTime"]))
+        for r in replies.replies["insert"]
+    ]
+    actual = [
+        (s.attributes["db.mongodb.operation_time"], s.attributes["db.mongodb.cluster_time"])
+        for s in spans
+        if s.attributes is not None
+    ]
+    assert expected == actual
+    for series in zip(*actual, strict=True):  # operation times, then cluster times
+        assert all(a < b for a, b in itertools.pairwise(series)), series
+
+
+async def test_transaction_spans_carry_the_session_times_at_the_end(
+    client_factory: Callable[..., AsyncIOMotorClient],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """withTransaction and its attempt carry the times of the last reply: the commit's."""
+    client = client_factory()
+    instrument_client(client, tracer_provider=tracer_provider)
+    coll = client.tx_times.items
+    async with await client.start_session() as session:
+        await session.with_transaction(lambda s: coll.insert_one({"t": 1}, session=s))
+        session_times = (
+            _as_int64(session.operation_time),
+            _as_int64(session.cluster_time["clusterTime"]),
+        )
+
+    spans = exporter.get_finished_spans()
+    (wt,) = named(spans, "withTransaction")
+    (attempt,) = named(spans, "transaction")
+    (commit,) = named(spans, "commitTransaction")
+    (insert,) = named(spans, "insert")
+    times = [
+        (s.attributes["db.mongodb.operation_time"], s.attributes["db.mongodb.cluster_time"])
+        for s in (commit, attempt, wt)
+        if s.attributes is not None
+    ]
+    assert [session_times] * 3 == times
+    assert insert.attributes is not None
+    assert insert.attributes["db.mongodb.operation_time"] < session_times[0]
+
+
+READ_CONCERN = ReadConcern("majority")
+WRITE_CONCERN = WriteConcern("majority", wtimeout=5000)
+OPTIONS: dict[str, Any] = {
+    "read_concern": READ_CONCERN,
+    "write_concern": WRITE_CONCERN,
+    "read_preference": ReadPreference.PRIMARY,
+    "max_commit_time_ms": 1500,
+}
+OPTION_ATTRIBUTES = {
+    "db.mongodb.transaction.read_concern": "majority",
+    "db.mongodb.transaction.write_concern": {"w=majority", "wtimeout=5000"},  # in any order
+    "db.mongodb.transaction.read_preference": "primary",
+    "db.mongodb.transaction.max_commit_time_ms": 1500,
+}
+
+
+async def _start_commit(client: AsyncIOMotorClient, options: dict[str, Any]) -> None:
+    async with await client.start_session() as session:
+        session.start_transaction(**options)
+        await client.tx_options.items.insert_one({"o": 1}, session=session)
+        await session.commit_transaction()
+
+
+async def _with_transaction(client: AsyncIOMotorClient, options: dict[str, Any]) -> None:
+    coll = client.tx_options.items
+    async with await client.start_session() as session:
+        await session.with_transaction(lambda s: coll.insert_one({"o": 1}, session=s), **options)
+
+
+@pytest.mark.parametrize(
+    ("mode", "run"),
+    [
+        ("driver", _start_commit),
+        ("driver", _with_transaction),
+        ("spec", _with_transaction),
+    ],
+    ids=["start_transaction", "with_transaction driver", "with_transaction spec"],
+)
+async def test_transaction_options_become_attempt_attributes(
+    mode: str,
+    run: Callable[[AsyncIOMotorClient, dict[str, Any]], Coroutine[Any, Any, None]],
+    client_factory: Callable[..., AsyncIOMotorClient],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Transaction options given are attributes of the attempt span; none given, none there."""
+    client = client_factory()
+    instrument_client(client, tracer_provider=tracer_provider, with_transaction=mode)
+    await run(client, OPTIONS)
+    await run(client, {})
+
+    with_options, without = named(exporter.get_finished_spans(), "transaction")
+    assert with_options.attributes is not None and without.attributes is not None
+    found = {k: v for k, v in with_options.attributes.items() if k in OPTION_ATTRIBUTES}
+    write_concern = "db.mongodb.transaction.write_concern"
+    found[write_concern] = set(str(found.get(write_concern)).split(","))
+    expected = OPTION_ATTRIBUTES
+    assert expected == found
+    assert not [k for k in without.attributes if k in OPTION_ATTRIBUTES]
+    assert with_options.attributes["db.mongodb.transaction.outcome"] == "committed"
+
+
+async def test_leaving_async_with_aborts_the_open_transaction(
+    client_factory: Callable[..., AsyncIOMotorClient],
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Leaving `async with` with a transaction open: a traced abort, attempt aborted, no commit."""
+    client = client_factory()
+    instrument_client(client, tracer_provider=tracer_provider)
+    coll = client.tx_exit.items
+    await coll.drop()
+    before = await committed(client)
+    async with await client.start_session() as session:
+        session.start_transaction()
+        await coll.insert_one({"a": 1}, session=session)
+    assert await committed(client) - before == 0
+    assert await coll.count_documents({}) == 0
+
+    spans = exporter.get_finished_spans()
+    (attempt,) = named(spans, "transaction")  # finished: the span was ended
+    assert attempt.attributes is not None
+    assert attempt.attributes["db.mongodb.transaction.outcome"] == "aborted"
+    assert StatusCode.UNSET is attempt.status.status_code
+    operations = children(spans, attempt)
+    assert [s.name for s in operations] == ["insert tx_exit.items", "abortTransaction admin"]
+    (abort,) = children(spans, operations[1])
+    assert abort.attributes is not None
+    assert abort.name == "abortTransaction"
+    assert StatusCode.UNSET is abort.status.status_code
+    assert (
+        attempt.attributes["db.mongodb.lsid"],
+        attempt.attributes["db.mongodb.txn_number"],
+    ) == (abort.attributes["db.mongodb.lsid"], abort.attributes["db.mongodb.txn_number"])

@@ -3,8 +3,13 @@
 One runner, several drivers: Motor, PyMongo's ``AsyncMongoClient`` and PyMongo's sync
 ``MongoClient``, plain or with our instrumentation (Motor in ``"driver"`` or ``"spec"`` mode). Sync
 calls run on the event loop's thread (the simulator serves from its own threads); a sync
-``with_transaction`` runs in a worker thread whose callback hands each operation back to the loop. A feature the runner lacks raises
-:class:`Unsupported`, which the test turns into a skip naming it: never a silent pass.
+``with_transaction`` runs in a worker thread whose callback hands each operation back to the loop.
+
+Strict by construction: before anything runs, :func:`check_supported` walks the file and the test
+against whitelists of what this runner implements (file, test, entity, operation, argument, event
+and expectation keys, ``$$`` operators, the schema's major version). Anything else raises
+:class:`Unsupported`, which the test turns into a skip naming it: never a silent pass, never a
+failure that is really the runner's gap.
 
 Tracing: our instrumentation adds a ``withTransaction`` span above the spec's ``transaction``
 spans. Before matching ``expectTracingMessages`` the runner replaces every ``withTransaction``
@@ -26,6 +31,7 @@ from typing import Any
 
 import pymongo
 from bson import json_util
+from bson.objectid import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -40,12 +46,12 @@ from pymongo import (
     UpdateOne,
     monitoring,
 )
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import read_pref_mode_from_name
 from pymongo.write_concern import WriteConcern
 
-from tests.spec.matching import Matcher
+from tests.spec.matching import OPERATORS, Matcher, Unsupported
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "mongodb-specs"
 # Files that need a server we cannot be: skipped with the reason, whatever buildInfo says.
@@ -60,10 +66,6 @@ NEEDS = {
 }
 _versions: dict[str, tuple[int, ...]] = {}
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
-
-
-class Unsupported(Exception):
-    """The runner lacks a feature this test uses."""
 
 
 def load(relative: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -150,6 +152,250 @@ def _result_doc(result: Any) -> Any:
     return result
 
 
+# -- what the runner implements ----------------------------------------------------------------
+# The unified format's major version this runner implements (its keys up to schema 1.27). A newer
+# minor version only adds keys, and the whitelists below skip any key we do not know.
+SCHEMA_MAJOR = 1
+
+_FILE_KEYS = frozenset(
+    {
+        "description",
+        "schemaVersion",
+        "runOnRequirements",
+        "createEntities",
+        "initialData",
+        "tests",
+        "_yamlAnchors",  # YAML anchors only: the format says runners must not use it
+    }
+)
+_TEST_KEYS = frozenset(
+    {
+        "description",
+        "runOnRequirements",
+        "skipReason",
+        "operations",
+        "expectEvents",
+        "expectTracingMessages",
+        "outcome",
+    }
+)
+_ENTITY_KEYS: dict[str, frozenset[str]] = {
+    # useMultipleMongoses only matters on sharded and load-balanced topologies; the runner runs
+    # on a replica set (see the topology check in runOnRequirements), where it has no effect.
+    "client": frozenset(
+        {
+            "id",
+            "useMultipleMongoses",
+            "observeEvents",
+            "ignoreCommandMonitoringEvents",
+            "uriOptions",
+            "observeTracingMessages",
+        }
+    ),
+    "database": frozenset({"id", "client", "databaseName", "databaseOptions"}),
+    "collection": frozenset({"id", "database", "collectionName", "collectionOptions"}),
+    "session": frozenset({"id", "client", "sessionOptions"}),
+}
+_OBSERVE_TRACING_KEYS = frozenset({"enableCommandPayload"})
+_COLLECTION_DATA_KEYS = frozenset({"databaseName", "collectionName", "documents"})
+_OPERATION_KEYS = frozenset(
+    {
+        "name",
+        "object",
+        "arguments",
+        "expectError",
+        "expectResult",
+        "ignoreResultAndError",
+        "saveResultAsEntity",
+    }
+)
+_EXPECT_ERROR_KEYS = frozenset(
+    {
+        "isError",
+        "isClientError",
+        "errorContains",
+        "errorCode",
+        "errorCodeName",
+        "errorLabelsContain",
+        "errorLabelsOmit",
+        "expectResult",
+    }
+)
+_EXPECT_EVENTS_KEYS = frozenset({"client", "eventType", "events", "ignoreExtraEvents"})
+_EVENT_KEYS: dict[str, frozenset[str]] = {
+    "commandStartedEvent": frozenset(
+        {"command", "commandName", "databaseName", "hasServiceId", "hasServerConnectionId"}
+    ),
+    "commandSucceededEvent": frozenset(
+        {"reply", "commandName", "databaseName", "hasServiceId", "hasServerConnectionId"}
+    ),
+    "commandFailedEvent": frozenset(
+        {"commandName", "databaseName", "hasServiceId", "hasServerConnectionId"}
+    ),
+}
+_EXPECT_TRACING_KEYS = frozenset({"client", "ignoreExtraSpans", "spans"})
+_SPAN_KEYS = frozenset({"name", "attributes", "nested"})
+_SESSION_OPTION_KEYS = frozenset({"causalConsistency", "defaultTransactionOptions"})
+# testRunner operations and their arguments (failPoint's `client`: one node, any client reaches it).
+_RUNNER_ARGUMENTS: dict[str, frozenset[str]] = {
+    "failPoint": frozenset({"client", "failPoint"}),
+    "targetedFailPoint": frozenset({"session", "failPoint"}),
+    "createEntities": frozenset({"entities"}),
+}
+
+
+def _only(document: Any, allowed: frozenset[str], where: str) -> None:
+    """Raise Unsupported naming every key of ``document`` outside ``allowed``."""
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        raise Unsupported(", ".join(f"{where}.{key}" for key in unknown))
+
+
+def check_schema_version(spec: dict[str, Any]) -> None:
+    """A file of another major version of the format is not ours to interpret."""
+    version = str(spec.get("schemaVersion", ""))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise Unsupported(f"schemaVersion {version!r}") from None
+    if major != SCHEMA_MAJOR:
+        raise Unsupported(f"schemaVersion {version} (the runner implements {SCHEMA_MAJOR}.x)")
+
+
+def check_supported(spec: dict[str, Any], test: dict[str, Any]) -> None:
+    """Raise Unsupported if the file or the test uses anything the runner does not implement.
+
+    Runs before any I/O, so a test is skipped before it can half-run.
+    """
+    check_schema_version(spec)
+    _only(spec, _FILE_KEYS, "file")
+    _only(test, _TEST_KEYS, "test")
+    for entity in spec.get("createEntities", []):
+        _check_entity(entity)
+    for item in spec.get("initialData", []):
+        _only(item, _COLLECTION_DATA_KEYS, "initialData")
+    for op in test["operations"]:
+        _check_operation(op)
+    for expected in test.get("expectEvents", []):
+        _only(expected, _EXPECT_EVENTS_KEYS, "expectEvents")
+        if expected.get("eventType", "command") != "command":
+            raise Unsupported(f"expectEvents.eventType {expected['eventType']}")
+        for event in expected["events"]:
+            ((kind, fields),) = event.items()
+            if kind not in _EVENT_KEYS:
+                raise Unsupported(f"event {kind}")
+            _only(fields, _EVENT_KEYS[kind], kind)
+    tracing = test.get("expectTracingMessages") or []
+    for item in tracing if isinstance(tracing, list) else [tracing]:
+        _only(item, _EXPECT_TRACING_KEYS, "expectTracingMessages")
+        _check_spans(item["spans"])
+    for item in test.get("outcome", []):
+        _only(item, _COLLECTION_DATA_KEYS, "outcome")
+    _check_operators(spec.get("createEntities", []))
+    _check_operators(test)
+
+
+def _check_entity(entity: dict[str, Any]) -> None:
+    if len(entity) != 1:
+        raise Unsupported(f"entity with keys {sorted(entity)}")
+    ((kind, fields),) = entity.items()
+    if kind not in _ENTITY_KEYS:
+        raise Unsupported(f"entity {kind}")
+    _only(fields, _ENTITY_KEYS[kind], kind)
+    if kind == "client":
+        for name in fields.get("observeEvents", []):
+            if name not in _EVENT_KEYS:
+                raise Unsupported(f"client.observeEvents {name}")
+        _only(fields.get("observeTracingMessages", {}), _OBSERVE_TRACING_KEYS, "observeTracing")
+    elif kind in ("database", "collection"):
+        rw_options(fields.get(f"{kind}Options", {}), f"{kind}Options")
+    elif kind == "session":
+        options = fields.get("sessionOptions", {})
+        _only(options, _SESSION_OPTION_KEYS, "sessionOptions")
+        txn_options(options.get("defaultTransactionOptions", {}))
+
+
+def _check_operation(op: dict[str, Any]) -> None:
+    _only(op, _OPERATION_KEYS, "operation")
+    name, args = op["name"], op.get("arguments", {})
+    if op["object"] == "testRunner":
+        if name not in _RUNNER_ARGUMENTS:
+            raise Unsupported(f"testRunner operation {name}")
+        _only(args, _RUNNER_ARGUMENTS[name], name)
+        for entity in args.get("entities", []):
+            _check_entity(entity)
+    else:
+        if name not in _ARGUMENTS:
+            raise Unsupported(f"operation {name}")
+        _only(args, _ARGUMENTS[name], name)
+        if name in ("withTransaction", "startTransaction"):
+            txn_options({k: v for k, v in args.items() if k != "callback"})
+        for nested in args.get("callback", []) if name == "withTransaction" else []:
+            _check_operation(nested)
+    _only(op.get("expectError", {}), _EXPECT_ERROR_KEYS, "expectError")
+
+
+def _check_spans(spans: list[dict[str, Any]]) -> None:
+    for span in spans:
+        _only(span, _SPAN_KEYS, "span")
+        _check_spans(span.get("nested", []))
+
+
+def _check_operators(value: Any) -> None:
+    """Every ``$$`` operator anywhere in ``value`` must be one the matcher implements."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.startswith("$$") and key not in OPERATORS:
+                raise Unsupported(f"operator {key}")
+            _check_operators(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_operators(item)
+
+
+def _read_concern(value: dict[str, Any], where: str) -> ReadConcern:
+    _only(value, frozenset({"level"}), f"{where}.readConcern")
+    return ReadConcern(**value)
+
+
+def _write_concern(value: dict[str, Any], where: str) -> WriteConcern:
+    _only(value, frozenset({"w", "wtimeoutMS", "journal"}), f"{where}.writeConcern")
+    return WriteConcern(w=value.get("w"), wtimeout=value.get("wtimeoutMS"), j=value.get("journal"))
+
+
+def _read_preference(value: dict[str, Any], where: str) -> Any:
+    _only(value, frozenset({"mode"}), f"{where}.readPreference")
+    return read_pref_mode_from_name(value["mode"])()
+
+
+def rw_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """collectionOrDatabaseOptions as ``get_database``/``get_collection`` keywords."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "readConcern":
+            out["read_concern"] = _read_concern(value, where)
+        elif key == "writeConcern":
+            out["write_concern"] = _write_concern(value, where)
+        elif key == "readPreference":
+            out["read_preference"] = _read_preference(value, where)
+        else:
+            raise Unsupported(f"{where}.{key}")
+    return out
+
+
+def txn_options(args: dict[str, Any]) -> dict[str, Any]:
+    """Transaction options as ``start_transaction``/``with_transaction`` keywords."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key == "maxCommitTimeMS":
+            out["max_commit_time_ms"] = value
+        elif key in ("readConcern", "writeConcern", "readPreference"):
+            out.update(rw_options({key: value}, "transaction option"))
+        else:
+            raise Unsupported(f"transaction option {key}")
+    return out
+
+
 class Runner:
     """Runs one test of one file with one driver against ``uri``."""
 
@@ -173,9 +419,11 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         try:
+            check_schema_version(self.spec)
             need = NEEDS.get(self.stem)
             if need:
                 raise Unsupported(need)
+            check_supported(self.spec, self.test)
             if self.uri not in _versions:
                 info = await self.internal.admin.command("buildInfo")
                 _versions[self.uri] = tuple(int(p) for p in info["versionArray"][:3])
@@ -209,9 +457,11 @@ class Runner:
             low = tuple(int(p) for p in req.get("minServerVersion", "0").split("."))
             high = tuple(int(p) for p in req.get("maxServerVersion", "99").split("."))
             if unknown:
-                reasons.append(f"requirement {sorted(unknown)}")
+                reasons.append(f"runner lacks requirement {sorted(unknown)}")
             elif "replicaset" not in req.get("topologies", ["replicaset"]):
                 reasons.append("topology")
+            elif req.get("serverless", "allow") not in ("allow", "forbid"):
+                reasons.append("serverless")  # never Atlas Serverless: "require" is not met
             elif not (low <= version[: len(low)] and version[: len(high)] <= high):
                 reasons.append("server version")
             else:
@@ -247,33 +497,30 @@ class Runner:
             if kind == "client":
                 self._client(spec)
             elif kind == "database":
-                self.entities[spec["id"]] = self.entities[spec["client"]][spec["databaseName"]]
+                client = self.entities[spec["client"]]
+                options = rw_options(spec.get("databaseOptions", {}), "databaseOptions")
+                self.entities[spec["id"]] = client.get_database(spec["databaseName"], **options)
             elif kind == "collection":
                 db = self.entities[spec["database"]]
-                self.entities[spec["id"]] = db.get_collection(spec["collectionName"])
+                options = rw_options(spec.get("collectionOptions", {}), "collectionOptions")
+                self.entities[spec["id"]] = db.get_collection(spec["collectionName"], **options)
             elif kind == "session":
                 await self._session(spec)
             else:
                 raise Unsupported(f"entity {kind}")
 
     def _client(self, spec: dict[str, Any]) -> None:
-        extra = set(spec) - {
-            "id",
-            "useMultipleMongoses",
-            "observeEvents",
-            "ignoreCommandMonitoringEvents",
-            "uriOptions",
-            "observeTracingMessages",
-        }
-        if extra:
-            raise Unsupported(f"client options {sorted(extra)}")
+        _only(spec, _ENTITY_KEYS["client"], "client")
         events = _Events(
             spec.get("observeEvents", []), spec.get("ignoreCommandMonitoringEvents", [])
         )
         options = {**CLIENT_OPTIONS, **spec.get("uriOptions", {}), "event_listeners": [events]}
         if "readConcernLevel" in options:
             options["readConcernLevel"] = options.pop("readConcernLevel")
-        client = self.driver.client(self.uri, **options)
+        try:
+            client = self.driver.client(self.uri, **options)
+        except ConfigurationError as exc:  # a uriOptions key or value this driver does not take
+            raise Unsupported(f"client uriOptions: {exc}") from exc
         exporter = None
         tracing = spec.get("observeTracingMessages")
         if self.driver.traced:
@@ -301,7 +548,7 @@ class Runner:
             from pymongo.client_session import TransactionOptions
 
             kwargs["default_transaction_options"] = TransactionOptions(
-                **self._txn_options(options.pop("defaultTransactionOptions"))
+                **txn_options(options.pop("defaultTransactionOptions"))
             )
         if "causalConsistency" in options:
             kwargs["causal_consistency"] = options.pop("causalConsistency")
@@ -310,26 +557,6 @@ class Runner:
         session = await _maybe(client.start_session(**kwargs))
         self.entities[spec["id"]] = session
         self.lsids[spec["id"]] = session.session_id
-
-    def _txn_options(self, args: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in args.items():
-            if key == "readConcern":
-                out["read_concern"] = ReadConcern(**value)
-            elif key == "writeConcern":
-                value = dict(value)
-                if "wtimeoutMS" in value:
-                    value["wtimeout"] = value.pop("wtimeoutMS")
-                if "journal" in value:
-                    value["j"] = value.pop("journal")
-                out["write_concern"] = WriteConcern(**value)
-            elif key == "readPreference":
-                out["read_preference"] = read_pref_mode_from_name(value["mode"])()
-            elif key == "maxCommitTimeMS":
-                out["max_commit_time_ms"] = value
-            else:
-                raise Unsupported(f"transaction option {key}")
-        return out
 
     # -- operations ------------------------------------------------------------------------
     async def _operation(self, op: dict[str, Any], in_callback: bool = False) -> None:
@@ -403,7 +630,7 @@ class Runner:
 
     async def _with_transaction(self, session: Any, args: dict[str, Any]) -> Any:
         ops = args.pop("callback")
-        options = self._txn_options(args)
+        options = txn_options(args)
 
         async def callback(_session: Any) -> None:
             for nested in ops:
@@ -451,8 +678,14 @@ class Runner:
                         assert event.command_name == value, f"event {i}: {event.command_name}"
                     elif key == "databaseName":
                         assert event.database_name == value
-                    elif key == "hasServiceId" or key == "hasServerConnectionId":
-                        continue
+                    elif key == "hasServiceId":  # set and not all zero bytes (load balancers only)
+                        service_id = getattr(event, "service_id", None)
+                        has = service_id is not None and service_id != ObjectId(bytes(12))
+                        assert has == value, f"event {i}: serviceId {service_id!r}"
+                    elif key == "hasServerConnectionId":  # a positive int32 from the handshake
+                        server_id = event.server_connection_id
+                        has = isinstance(server_id, int) and server_id > 0
+                        assert has == value, f"event {i}: serverConnectionId {server_id!r}"
                     else:
                         raise Unsupported(f"event field {key}")
 
@@ -612,7 +845,7 @@ async def _client_bulk_write(runner: Runner, obj: Any, args: dict[str, Any]) -> 
 
 async def _session_op(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     if method == "start_transaction":
-        result = obj.start_transaction(**runner._txn_options(args))
+        result = obj.start_transaction(**txn_options(args))
         return await _maybe(result) and None
     return await _maybe(getattr(obj, method)())
 
@@ -653,6 +886,59 @@ _OPERATIONS: dict[str, Handler] = {
     "commitTransaction": _bind(_session_op, "commit_transaction"),
     "abortTransaction": _bind(_session_op, "abort_transaction"),
     "endSession": _bind(_session_op, "end_session"),
+}
+
+
+_READ = frozenset({"session", "comment", "hint", "collation"})
+_WRITE = frozenset({"session", "comment", "hint", "collation", "let"})
+_FIND = _READ | {
+    "filter",
+    "sort",
+    "projection",
+    "limit",
+    "skip",
+    "batchSize",
+    "allowDiskUse",
+    "let",
+}
+_FIND_AND = _WRITE | {"filter", "sort", "projection", "returnDocument"}
+_TXN = frozenset({"readConcern", "writeConcern", "readPreference", "maxCommitTimeMS"})
+# Every operation's arguments the handlers pass on correctly (camelCase -> snake_case keyword
+# PyMongo and Motor take); anything else is Unsupported rather than sent somewhere by guesswork.
+_ARGUMENTS: dict[str, frozenset[str]] = {
+    "insertOne": frozenset({"session", "comment", "document", "bypassDocumentValidation"}),
+    "insertMany": frozenset(
+        {"session", "comment", "documents", "ordered", "bypassDocumentValidation"}
+    ),
+    "find": _FIND,
+    "findOne": _FIND,
+    "findOneAndUpdate": _FIND_AND | {"update", "upsert", "arrayFilters"},
+    "findOneAndReplace": _FIND_AND | {"replacement", "upsert"},
+    "findOneAndDelete": _FIND_AND - {"returnDocument"},
+    "updateOne": _WRITE | {"filter", "update", "upsert", "arrayFilters"},
+    "updateMany": _WRITE | {"filter", "update", "upsert", "arrayFilters"},
+    "replaceOne": _WRITE | {"filter", "replacement", "upsert"},
+    "deleteOne": _WRITE | {"filter"},
+    "deleteMany": _WRITE | {"filter"},
+    "aggregate": frozenset({"session", "comment", "pipeline", "let", "batchSize", "allowDiskUse"}),
+    "countDocuments": _READ | {"filter", "limit", "skip"},
+    "estimatedDocumentCount": frozenset({"comment"}),
+    "distinct": frozenset({"session", "comment", "fieldName", "filter"}),
+    "createIndex": frozenset({"session", "comment", "keys", "name", "unique"}),
+    "dropIndexes": frozenset({"session", "comment"}),
+    "listIndexes": frozenset({"session", "comment"}),
+    "listCollections": frozenset({"session", "comment", "filter"}),
+    "listDatabases": frozenset({"session", "comment"}),
+    "createCollection": frozenset({"session", "collection"}),
+    "dropCollection": frozenset({"session", "comment", "collection"}),
+    "clientBulkWrite": frozenset(
+        {"session", "comment", "models", "ordered", "verboseResults", "bypassDocumentValidation"}
+    ),
+    "withTransaction": _TXN | {"callback"},
+    "startTransaction": _TXN,
+    "commitTransaction": frozenset(),
+    "abortTransaction": frozenset(),
+    "endSession": frozenset(),
 }
 
 

@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
     if name in _SERVER:
         try:
             from motor_otel.testing import _server
-        except ImportError as exc:  # pragma: no cover - exercised by test_missing_extra
+        except ImportError as exc:  # tests/unit/test_testing_extra.py
             raise ImportError(
                 f"motor_otel.testing needs {exc.name!r}: pip install 'motor-otel[testing]'"
             ) from exc

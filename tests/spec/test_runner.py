@@ -1,0 +1,318 @@
+"""The unified-format runner itself: what it does not implement is a named skip, never ignored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pymongo
+import pytest
+
+from tests.spec.matching import Matcher
+from tests.spec.unified import (
+    _ARGUMENTS,
+    _OPERATIONS,
+    DRIVERS,
+    Runner,
+    Unsupported,
+    check_supported,
+)
+
+Mutation = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+def _file() -> dict[str, Any]:
+    return {
+        "description": "synthetic",
+        "schemaVersion": "1.27",
+        "createEntities": [
+            {"client": {"id": "client0", "observeEvents": ["commandStartedEvent"]}},
+            {"database": {"id": "database0", "client": "client0", "databaseName": "spec_runner"}},
+            {
+                "collection": {
+                    "id": "collection0",
+                    "database": "database0",
+                    "collectionName": "items",
+                }
+            },
+            {"session": {"id": "session0", "client": "client0"}},
+        ],
+        "initialData": [
+            {"databaseName": "spec_runner", "collectionName": "items", "documents": []}
+        ],
+        "tests": [],
+    }
+
+
+def _test() -> dict[str, Any]:
+    return {
+        "description": "synthetic test",
+        "operations": [
+            {"name": "insertOne", "object": "collection0", "arguments": {"document": {"_id": 1}}}
+        ],
+    }
+
+
+def _entity(spec: dict[str, Any], kind: str) -> dict[str, Any]:
+    (found,) = [e[kind] for e in spec["createEntities"] if kind in e]
+    return found  # type: ignore[no-any-return]
+
+
+def _op(test: dict[str, Any]) -> dict[str, Any]:
+    return test["operations"][0]  # type: ignore[no-any-return]
+
+
+def _with_transaction(test: dict[str, Any], nested: dict[str, Any], **options: Any) -> None:
+    test["operations"] = [
+        {
+            "name": "withTransaction",
+            "object": "session0",
+            "arguments": {"callback": [nested], **options},
+        }
+    ]
+
+
+# (what is unsupported, how to put it in an otherwise valid file/test, text the skip must name)
+CASES: list[tuple[str, Mutation, str]] = [
+    ("schema major", lambda s, t: s.update(schemaVersion="2.0"), "schemaVersion 2.0"),
+    ("file key", lambda s, t: s.update(newTopLevel=1), "file.newTopLevel"),
+    ("test key", lambda s, t: t.update(expectLogMessages=[]), "test.expectLogMessages"),
+    ("operation key", lambda s, t: _op(t).update(expectNothing=1), "operation.expectNothing"),
+    ("operation", lambda s, t: _op(t).update(name="runCommand"), "operation runCommand"),
+    (
+        "argument",
+        lambda s, t: _op(t)["arguments"].update(maxTimeMS=5),
+        "insertOne.maxTimeMS",
+    ),
+    (
+        "argument in a callback",
+        lambda s, t: _with_transaction(
+            t, {"name": "insertOne", "object": "collection0", "arguments": {"timeoutMS": 1}}
+        ),
+        "insertOne.timeoutMS",
+    ),
+    (
+        "testRunner operation",
+        lambda s, t: t["operations"].append(
+            {"name": "assertSessionPinned", "object": "testRunner", "arguments": {}}
+        ),
+        "testRunner operation assertSessionPinned",
+    ),
+    (
+        "expectError key",
+        lambda s, t: _op(t).update(expectError={"isTimeoutError": True}),
+        "expectError.isTimeoutError",
+    ),
+    ("entity", lambda s, t: s["createEntities"].append({"bucket": {"id": "b"}}), "entity bucket"),
+    (
+        "client key",
+        lambda s, t: _entity(s, "client").update(storeEventsAsEntities=[]),
+        "client.storeEventsAsEntities",
+    ),
+    (
+        "observed event",
+        lambda s, t: _entity(s, "client")["observeEvents"].append("poolClearedEvent"),
+        "client.observeEvents poolClearedEvent",
+    ),
+    (
+        "tracing option",
+        lambda s, t: _entity(s, "client").update(observeTracingMessages={"sample": 1}),
+        "observeTracing.sample",
+    ),
+    (
+        "collectionOptions key",
+        lambda s, t: _entity(s, "collection").update(collectionOptions={"timeoutMS": 10}),
+        "collectionOptions.timeoutMS",
+    ),
+    (
+        "databaseOptions read preference field",
+        lambda s, t: _entity(s, "database").update(
+            databaseOptions={"readPreference": {"mode": "primary", "tagSets": [{}]}}
+        ),
+        "databaseOptions.readPreference.tagSets",
+    ),
+    (
+        "session option",
+        lambda s, t: _entity(s, "session").update(sessionOptions={"snapshot": True}),
+        "sessionOptions.snapshot",
+    ),
+    (
+        "transaction option",
+        lambda s, t: _with_transaction(
+            t, _op(t), readConcern={"level": "majority", "afterClusterTime": 1}
+        ),
+        "transaction option.readConcern.afterClusterTime",
+    ),
+    (
+        "initialData key",
+        lambda s, t: s["initialData"][0].update(createOptions={"capped": True}),
+        "initialData.createOptions",
+    ),
+    (
+        "outcome key",
+        lambda s, t: t.update(
+            outcome=[{"databaseName": "d", "collectionName": "c", "documents": [], "sorted": 1}]
+        ),
+        "outcome.sorted",
+    ),
+    (
+        "eventType",
+        lambda s, t: t.update(expectEvents=[{"client": "client0", "eventType": "cmap"}]),
+        "expectEvents.eventType cmap",
+    ),
+    (
+        "expected event",
+        lambda s, t: t.update(
+            expectEvents=[{"client": "client0", "events": [{"poolReadyEvent": {}}]}]
+        ),
+        "event poolReadyEvent",
+    ),
+    (
+        "event field",
+        lambda s, t: t.update(
+            expectEvents=[
+                {"client": "client0", "events": [{"commandStartedEvent": {"requestId": 1}}]}
+            ]
+        ),
+        "commandStartedEvent.requestId",
+    ),
+    (
+        "tracing expectation key",
+        lambda s, t: t.update(
+            expectTracingMessages={"client": "client0", "spans": [], "ignoreOrder": True}
+        ),
+        "expectTracingMessages.ignoreOrder",
+    ),
+    (
+        "span key",
+        lambda s, t: t.update(
+            expectTracingMessages={
+                "client": "client0",
+                "spans": [{"name": "x", "attributes": {}, "nested": [{"name": "y", "kind": 1}]}],
+            }
+        ),
+        "span.kind",
+    ),
+    (
+        "$$ operator in a result",
+        lambda s, t: _op(t).update(expectResult={"insertedId": {"$$matchesEntity": "x"}}),
+        "operator $$matchesEntity",
+    ),
+    (
+        "$$ operator in an entity",
+        lambda s, t: _entity(s, "client").update(uriOptions={"appname": {"$$placeholder": 1}}),
+        "operator $$placeholder",
+    ),
+]
+
+
+def test_the_synthetic_file_is_supported() -> None:
+    """The base file and test the cases below change are themselves fully supported."""
+    check_supported(_file(), _test())
+
+
+@pytest.mark.parametrize(("mutate", "named"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_anything_unimplemented_is_a_named_skip(mutate: Mutation, named: str) -> None:
+    """A key, operation, argument, event field or operator the runner lacks is Unsupported, named."""
+    spec, test = _file(), _test()
+    mutate(spec, test)
+    with pytest.raises(Unsupported) as info:
+        check_supported(spec, test)
+    assert named in str(info.value)
+
+
+def test_every_operation_has_an_argument_whitelist() -> None:
+    """The argument whitelist covers exactly the operations the runner implements."""
+    assert set(_OPERATIONS) | {"withTransaction"} == set(_ARGUMENTS)
+
+
+def test_unknown_operator_while_matching_is_unsupported() -> None:
+    """A $$ operator reaching the matcher unchecked is Unsupported, not a failure."""
+    with pytest.raises(Unsupported, match=r"operator \$\$matchesHexBytes"):
+        Matcher(lambda name: None).match({"$$matchesHexBytes": "00"}, b"\x00")
+
+
+def _runner(uri: str, spec: dict[str, Any], test: dict[str, Any]) -> Runner:
+    return Runner(DRIVERS["AsyncMongoClient"], uri, spec, test, "synthetic")
+
+
+async def test_run_checks_before_running_anything(mongodb_uri: str) -> None:
+    """An unknown test key skips the test before set-up or any operation reaches the server."""
+    spec, test = _file(), _test()
+    spec["initialData"][0]["collectionName"] = "untouched"  # set-up would empty it
+    _entity(spec, "collection")["collectionName"] = "untouched"  # insertOne would add _id 1
+    test["expectLogMessages"] = []
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri)
+    coll = client.spec_runner.untouched
+    try:
+        await coll.drop()
+        await coll.insert_one({"_id": "before"})
+        with pytest.raises(Unsupported, match=r"test\.expectLogMessages"):
+            await _runner(mongodb_uri, spec, test).run()
+        assert await coll.find({}).to_list() == [{"_id": "before"}]
+    finally:
+        await coll.drop()
+        await client.close()
+
+
+async def test_serverless_require_is_not_met(mongodb_uri: str) -> None:
+    """runOnRequirements serverless: "require" is a skip (this is never Atlas Serverless)."""
+    spec = _file()
+    spec["runOnRequirements"] = [{"serverless": "require"}]
+    with pytest.raises(Unsupported, match="runOnRequirements not met: serverless"):
+        await _runner(mongodb_uri, spec, _test()).run()
+    spec["runOnRequirements"] = [{"serverless": "forbid"}]
+    await _runner(mongodb_uri, spec, _test()).run()
+
+
+def _with_events(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    test = _test()
+    test["expectEvents"] = [
+        {
+            "client": "client0",
+            "events": [{"commandStartedEvent": {"commandName": "insert", **fields}}],
+        }
+    ]
+    return _file(), test
+
+
+async def test_has_service_id_and_server_connection_id_are_checked(mongodb_uri: str) -> None:
+    """hasServerConnectionId and hasServiceId are asserted, not skipped: a wrong one fails."""
+    await _runner(
+        mongodb_uri, *_with_events({"hasServerConnectionId": True, "hasServiceId": False})
+    ).run()
+    with pytest.raises(AssertionError, match="serviceId"):
+        await _runner(mongodb_uri, *_with_events({"hasServiceId": True})).run()
+    with pytest.raises(AssertionError, match="serverConnectionId"):
+        await _runner(mongodb_uri, *_with_events({"hasServerConnectionId": False})).run()
+
+
+async def test_collection_and_database_options_reach_the_commands(mongodb_uri: str) -> None:
+    """databaseOptions and collectionOptions set the read and write concern the commands carry."""
+    spec, test = _file(), _test()
+    _entity(spec, "database")["databaseOptions"] = {"readConcern": {"level": "local"}}
+    _entity(spec, "collection")["collectionOptions"] = {"writeConcern": {"w": 1}}
+    test["operations"].append(
+        {"name": "find", "object": "collection0", "arguments": {"filter": {}}}
+    )
+    test["expectEvents"] = [
+        {
+            "client": "client0",
+            "events": [
+                {"commandStartedEvent": {"command": {"insert": "items", "writeConcern": {"w": 1}}}},
+                {
+                    "commandStartedEvent": {
+                        "command": {"find": "items", "readConcern": {"level": "local"}}
+                    }
+                },
+            ],
+        }
+    ]
+    await _runner(mongodb_uri, spec, test).run()
+    # The same expectations without the options: the runner really applied them.
+    for entity in spec["createEntities"]:
+        for fields in entity.values():
+            fields.pop("databaseOptions", None)
+            fields.pop("collectionOptions", None)
+    with pytest.raises(AssertionError):
+        await _runner(mongodb_uri, spec, test).run()
