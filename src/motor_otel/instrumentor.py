@@ -46,6 +46,9 @@ _global_listener: TracingCommandListener | None = None
 _suppressor = ContribSuppressor()
 _patcher: Patcher | None = None
 _users = 0  # global instrumentor + instrumented clients that need the class patches
+# Keywords BaseInstrumentor.instrument consumes itself (the auto-instrumentation loader passes
+# skip_dep_check=True); everything else must be a Settings field or a provider.
+_BASE_KEYWORDS = frozenset({"skip_dep_check", "raise_exception_on_conflict"})
 
 
 def _build(
@@ -270,8 +273,14 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ) -> None:
         """Trace every Motor client created from now on (and sessions of older ones).
 
-        Keywords override the ``OTEL_PYTHON_INSTRUMENTATION_MONGODB_*`` variables.
+        Keywords override the ``OTEL_PYTHON_INSTRUMENTATION_MONGODB_*`` variables. Beyond them
+        only ``BaseInstrumentor``'s own (``skip_dep_check``, ``raise_exception_on_conflict``,
+        which ``opentelemetry-instrument`` passes) are accepted: a misspelt setting raises
+        ``TypeError`` instead of being silently ignored.
         """
+        unknown = sorted(set(kwargs) - _BASE_KEYWORDS)
+        if unknown:
+            raise TypeError(f"unknown motor_otel setting(s): {', '.join(unknown)}")
         super().instrument(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
@@ -291,8 +300,8 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         global _global, _global_listener
         tracer_provider = kwargs.pop("tracer_provider", None)
         meter_provider = kwargs.pop("meter_provider", None)
-        settings = {k: v for k, v in kwargs.items() if k in Settings.__dataclass_fields__}
-        telemetry = _build(tracer_provider, meter_provider, settings)
+        settings = {k: v for k, v in kwargs.items() if k not in _BASE_KEYWORDS}  # older bases
+        telemetry = _build(tracer_provider, meter_provider, settings)  # rejects unknown keywords
         telemetry.native = native_tracing(None)
         if _global_listener is None:
             _global_listener = TracingCommandListener(telemetry, _suppressor)

@@ -3,15 +3,23 @@
 ``add_trace_context`` is a plain processor: put it in your chain and every log line carries the
 ids of the current span, so logs and traces line up. ``LifecycleLogger`` is an observer the
 instrumentation registers when ``log_lifecycle=True``: it says in logs what the spans say.
+
+A library must not print. While structlog is unconfigured (its defaults print to stdout), the
+events go to the stdlib logger ``motor_otel`` instead, fields in ``extra``, so the application's
+handlers, formatters and OTel's ``LoggingHandler`` get them; once the application configures
+structlog they go through it, so its processors run.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import logging
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+from structlog.stdlib import render_to_log_kwargs
 
 from motor_otel import attributes as A
 from motor_otel.events import AttemptInfo, OperationSummary, TransactionSummary
@@ -20,6 +28,12 @@ EventDict = MutableMapping[str, Any]
 """structlog's event dictionary."""
 
 LOGGER_NAME = "motor_otel"
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
@@ -35,16 +49,33 @@ def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> E
 
 
 class LifecycleLogger:
-    """Emits ``transaction.*`` events through ``structlog.get_logger("motor_otel")``.
+    """Emits ``transaction.*`` events, through structlog when it is configured, else stdlib.
 
     Levels: ``started`` debug; ``committed``/``aborted`` info; ``retry``/``commit_retry``
-    warning; ``failed`` error. Fields use the span attribute names.
+    warning; ``failed`` error. Fields are the span attribute names (the failure's class is
+    ``error.type``), plus the attributes the core hands over with each fact; the one extra field
+    is ``duration_s``, since a log line has no span duration.
     """
 
-    __slots__ = ("_logger",)
+    __slots__ = ("_explicit", "_stdlib", "_structlog")
 
     def __init__(self, logger: Any = None) -> None:
-        self._logger = logger if logger is not None else structlog.get_logger(LOGGER_NAME)
+        self._explicit = logger  # given: always used, whatever structlog's state
+        self._structlog = structlog.get_logger(LOGGER_NAME)  # a lazy proxy: binds per call
+        self._stdlib = logging.getLogger(LOGGER_NAME)
+
+    def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        logger = self._explicit
+        if logger is None and structlog.is_configured():
+            logger = self._structlog
+        if logger is not None:
+            getattr(logger, method)(event, **fields)
+            return
+        level = _LEVELS[method]
+        if self._stdlib.isEnabledFor(level):
+            self._stdlib.log(
+                level, **render_to_log_kwargs(self._stdlib, method, {"event": event, **fields})
+            )
 
     def _attempt_fields(self, info: AttemptInfo) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -54,16 +85,16 @@ class LifecycleLogger:
         }
         if info.error_labels:
             fields[A.ERROR_LABELS] = list(info.error_labels)
-        return fields
+        return _add_attributes(fields, info.attributes)
 
     def transaction_started(self, info: AttemptInfo) -> None:
-        self._logger.debug("transaction.started", **self._attempt_fields(info))
+        self._emit("debug", "transaction.started", self._attempt_fields(info))
 
     def transaction_retry(self, info: AttemptInfo) -> None:
-        self._logger.warning("transaction.retry", **self._attempt_fields(info))
+        self._emit("warning", "transaction.retry", self._attempt_fields(info))
 
     def commit_retry(self, info: AttemptInfo) -> None:
-        self._logger.warning("transaction.commit_retry", **self._attempt_fields(info))
+        self._emit("warning", "transaction.commit_retry", self._attempt_fields(info))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         fields: dict[str, Any] = {
@@ -77,9 +108,21 @@ class LifecycleLogger:
         if summary.error_labels:
             fields[A.ERROR_LABELS] = list(summary.error_labels)
         if summary.outcome == "failed":
-            self._logger.error("transaction.failed", error_type=summary.error_type, **fields)
+            fields[A.ERROR_TYPE] = summary.error_type
+        _add_attributes(fields, summary.attributes)
+        if summary.outcome == "failed":
+            self._emit("error", "transaction.failed", fields)
         else:
-            self._logger.info(f"transaction.{summary.outcome}", **fields)
+            self._emit("info", f"transaction.{summary.outcome}", fields)
 
     def operation_ended(self, summary: OperationSummary) -> None:
         pass
+
+
+def _add_attributes(
+    fields: dict[str, Any], attributes: Mapping[str, AttributeValue]
+) -> dict[str, Any]:
+    """The span's attributes fill in what the fact itself does not say; they override nothing."""
+    for key, value in attributes.items():
+        fields.setdefault(key, list(value) if isinstance(value, tuple) else value)
+    return fields

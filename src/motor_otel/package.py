@@ -1,9 +1,12 @@
 """Driver ranges this instrumentation supports, read by ``BaseInstrumentor``.
 
-PyMongo is required; Motor (which runs on PyMongo) is instrumented too when it is installed.
+``_instruments`` is the auto-instrumentation gate, and it names PyMongo alone on purpose: every
+client we trace (Motor's ``AsyncIOMotorClient``, PyMongo's ``AsyncMongoClient`` and
+``MongoClient``) runs on PyMongo, while Motor is a hard runtime dependency of ours, so gating on
+Motor would check nothing the installer has not already, and an application that uses only
+PyMongo must still be instrumented.
 """
 
 from __future__ import annotations
 
 _instruments = ("pymongo >= 4.9, < 5",)
-_supports = ("motor >= 3.6, < 4", "pymongo >= 4.9, < 5")

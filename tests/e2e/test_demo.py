@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from tests.integration.test_otlp_export import receiver  # noqa: F401  (fixture)
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,24 +53,64 @@ def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
     assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
 
 
-def test_demo_sends_to_an_otlp_endpoint(receiver: tuple[str, list[bytes]]) -> None:  # noqa: F811
-    """--otlp-endpoint exports the same spans over OTLP/HTTP."""
-    endpoint, bodies = receiver
-    done = _demo("--otlp-endpoint", endpoint.removesuffix("/v1/traces"))
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps every request body by path."""
+
+    bodies: dict[str, list[bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+    """Base URL of a loopback OTLP/HTTP collector, and what it received."""
+    bodies: dict[str, list[bytes]] = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("C", (_Collector,), {"bodies": bodies}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_demo_sends_to_an_otlp_endpoint(collector: tuple[str, dict[str, list[bytes]]]) -> None:
+    """--otlp-endpoint exports the same spans, and our transaction metrics, over OTLP/HTTP."""
+    endpoint, bodies = collector
+    done = _demo("--otlp-endpoint", endpoint)
     assert done.returncode == 0, done.stderr
     names = [
         span.name
-        for body in bodies
-        if body
-        for resource in _decode(body).resource_spans
+        for body in bodies.get("/v1/traces", [])
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
         for scope in resource.scope_spans
         for span in scope.spans
     ]
     assert names.count("withTransaction") == 7
-
-
-def _decode(body: bytes) -> ExportTraceServiceRequest:
-    return ExportTraceServiceRequest.FromString(body)
+    metrics = {
+        metric.name
+        for body in bodies.get("/v1/metrics", [])
+        for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource.scope_metrics
+        if scope.scope.name == "motor_otel"
+        for metric in scope.metrics
+    }
+    expected = {
+        "db.client.operation.duration",
+        "db.client.mongodb.transaction.duration",
+        "db.client.mongodb.transaction.attempts",
+        "db.client.mongodb.transactions",
+        "db.client.mongodb.transaction.retries",
+        "db.client.mongodb.transaction.commit_retries",
+    }
+    assert expected == metrics
 
 
 def test_demo_rejects_unknown_command() -> None:

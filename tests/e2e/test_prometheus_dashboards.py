@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,10 @@ async def _workload(client: AsyncIOMotorClient) -> None:
 
 
 async def test_every_dashboard_query_returns_data(
-    prometheus: str, metrics_endpoint: tuple[MeterProvider, int], mongodb_uri: str
+    prometheus: str,
+    metrics_endpoint: tuple[MeterProvider, int],
+    mongodb_uri: str,
+    summary_line: Callable[[str], None],
 ) -> None:
     """All PromQL in grafana/dashboards returns a non-empty result against real scrapes."""
     meter_provider, _ = metrics_endpoint
@@ -187,5 +190,7 @@ async def test_every_dashboard_query_returns_data(
     finally:
         await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         client.close()
-    print(f"checked {len(queries)} dashboard panel queries against Prometheus")
+    summary_line(
+        f"checked {len(queries)} dashboard panel queries against Prometheus, {len(empty)} empty"
+    )
     assert empty == [], f"panel queries with no data: {empty}"

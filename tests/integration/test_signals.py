@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,13 @@ UNKNOWN_COMMIT = {
     "configureFailPoint": "failCommand",
     "mode": {"times": 2},
     "data": {"failCommands": ["commitTransaction"], "errorCode": 91},
+}
+
+# HostUnreachable: "unknown" on commit like 91, without the wait for a new heartbeat.
+UNREACHABLE_COMMIT = {
+    "configureFailPoint": "failCommand",
+    "mode": {"times": 2},
+    "data": {"failCommands": ["commitTransaction"], "errorCode": 6},
 }
 
 
@@ -193,3 +201,86 @@ async def test_log_lines_carry_the_transaction_trace_ids(
     assert first["trace_id"] == format(span.context.trace_id, "032x")
     last = capture.entries[-1]
     assert spans[int(last["span_id"], 16)].name == "withTransaction"
+
+
+async def test_retry_log_event_carries_labels_and_attempt(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """transaction.retry (warning) names the next attempt and the labels that caused it."""
+    instrument_client(client, tracer_provider=tracer_provider, log_lifecycle=True)
+    await client.admin.command(TRANSIENT_INSERT)
+    with structlog.testing.capture_logs() as logs:
+        async with await client.start_session() as session:
+            await session.with_transaction(lambda s: client.signals.items.insert_one({}, session=s))
+    (retry,) = [e for e in logs if e["event"] == "transaction.retry"]
+    expected = ("warning", 2, ["TransientTransactionError"])
+    assert expected == (
+        retry["log_level"],
+        retry["db.mongodb.transaction.attempt"],
+        retry["db.mongodb.error_labels"],
+    )
+
+
+async def test_aborted_log_event(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """start_transaction settled by abort_transaction: transaction.aborted at info."""
+    instrument_client(client, tracer_provider=tracer_provider, log_lifecycle=True)
+    with structlog.testing.capture_logs() as logs:
+        async with await client.start_session() as session:
+            session.start_transaction()
+            await client.signals.items.insert_one({}, session=session)
+            await session.abort_transaction()
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert events == [("transaction.started", "debug"), ("transaction.aborted", "info")]
+    aborted = logs[-1]
+    assert aborted["db.mongodb.transaction.outcome"] == "aborted"
+    assert "error.type" not in aborted
+
+
+async def test_failed_log_event_has_error_type_and_labels(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """A commit error escaping Motor's loop: transaction.failed at error, with error.type."""
+    instrument_client(client, tracer_provider=tracer_provider, log_lifecycle=True)
+    await client.admin.command(UNREACHABLE_COMMIT)
+    with structlog.testing.capture_logs() as logs:
+        async with await client.start_session() as session:
+            with pytest.raises(PyMongoError) as raised:
+                await session.with_transaction(
+                    lambda s: client.signals.items.insert_one({}, session=s)
+                )
+    (failed,) = [e for e in logs if e["event"] == "transaction.failed"]
+    assert failed["log_level"] == "error"
+    assert type(raised.value).__name__ == failed["error.type"]
+    assert "error_type" not in failed
+    assert "UnknownTransactionCommitResult" in failed["db.mongodb.error_labels"]
+    assert failed["db.mongodb.transaction.outcome"] == "failed"
+
+
+async def test_lifecycle_events_reach_stdlib_when_structlog_is_unconfigured(
+    client: AsyncIOMotorClient,
+    tracer_provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No structlog configuration: stdlib records on "motor_otel", fields as attributes, no print."""
+    structlog.reset_defaults()  # capture_logs in other tests leaves structlog "configured"
+    caplog.set_level(logging.DEBUG, logger="motor_otel")
+    instrument_client(client, tracer_provider=tracer_provider, log_lifecycle=True)
+    await client.admin.command(TRANSIENT_INSERT)
+    async with await client.start_session() as session:
+        await session.with_transaction(lambda s: client.signals.items.insert_one({}, session=s))
+    records = [r for r in caplog.records if r.name == "motor_otel"]
+    expected = [
+        ("transaction.started", logging.DEBUG),
+        ("transaction.retry", logging.WARNING),
+        ("transaction.started", logging.DEBUG),
+        ("transaction.committed", logging.INFO),
+    ]
+    assert expected == [(r.getMessage(), r.levelno) for r in records]
+    retry, committed = records[1], records[-1]
+    assert getattr(retry, "db.mongodb.error_labels") == ["TransientTransactionError"]
+    assert getattr(committed, "db.mongodb.transaction.attempts") == 2
+    assert getattr(committed, "db.mongodb.transaction.outcome") == "committed"
+    assert capsys.readouterr().out == ""

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from pymongo import monitoring
 
-from motor_otel import instrument_client
+from motor_otel import InstrumentedAsyncIOMotorClientSession, instrument_client
 from tests.conftest import CLIENT_OPTIONS
 from tests.proof.conftest import FakeTime
 from tests.spans import ancestors, children, named
@@ -302,6 +302,7 @@ async def run_async(
     provider: TracerProvider | None,
     commits: Callable[[], int | None],
     fake_clock: ClockFactory,
+    mode: str = "driver",
 ) -> Observed:
     """One scenario through Motor or AsyncMongoClient."""
     options = {**CLIENT_OPTIONS, "event_listeners": [run.recorder]}
@@ -311,7 +312,7 @@ async def run_async(
         else pymongo.AsyncMongoClient(uri, **options)
     )
     if provider is not None:
-        instrument_client(client, tracer_provider=provider)
+        instrument_client(client, tracer_provider=provider, with_transaction=mode)
     scenario = run.scenario
     coll = client[DB][run.collection]
     reached = asyncio.Event()
@@ -350,7 +351,9 @@ async def run_async(
             await client.admin.command(fail_point)
         run.recorder.active = True
         clock = fake_clock(scenario.clock_step) if scenario.clock_step else contextlib.nullcontext()
-        with clock:
+        with clock as fake:
+            if fake is not None and isinstance(session, InstrumentedAsyncIOMotorClientSession):
+                session.clock = fake.monotonic  # "spec" mode's own loop reads the session's clock
             task = asyncio.create_task(body())
             if "block" in scenario.steps:  # cancel once the callback is inside the transaction
                 waiter = asyncio.create_task(reached.wait())
@@ -443,11 +446,12 @@ async def observe(
     provider: TracerProvider | None,
     commits: Callable[[], int | None],
     fake_clock: ClockFactory,
+    mode: str = "driver",
 ) -> Observed:
     run = Run(scenario, f"{scenario.name}_{driver}_{label}")
     if driver == "pymongo_sync":
         return await asyncio.to_thread(run_sync, run, uri, provider, commits, fake_clock)
-    return await run_async(driver, run, uri, provider, commits, fake_clock)
+    return await run_async(driver, run, uri, provider, commits, fake_clock, mode)
 
 
 def exception_events(span: ReadableSpan) -> list[tuple[str, list[str]]]:
@@ -474,10 +478,14 @@ def check_result(expect: Expect, observed: Observed) -> None:
 
 
 def check_spans(
-    driver: str, scenario: Scenario, observed: Observed, spans: Sequence[ReadableSpan]
+    driver: str,
+    scenario: Scenario,
+    observed: Observed,
+    spans: Sequence[ReadableSpan],
+    mode: str = "driver",
 ) -> None:
     """The instrumented run's span tree tells what happened."""
-    expect = scenario.expect(driver)
+    expect = scenario.pymongo if mode == "spec" else scenario.expect(driver)
     (wt,) = named(spans, "withTransaction")
     attrs = wt.attributes or {}
     attempts = [s for s in children(spans, wt) if s.name == "transaction"]
@@ -486,7 +494,7 @@ def check_spans(
         op for a in attempts for op in children(spans, a) if op.name == "commitTransaction admin"
     ]
 
-    assert attrs["db.mongodb.transaction.mode"] == "driver"
+    assert attrs["db.mongodb.transaction.mode"] == mode
     if expect.repeated:
         assert len(outcomes) >= 2
         assert set(outcomes) == set(expect.attempts)
@@ -563,3 +571,28 @@ async def test_fault_matrix(
     assert traced == plain
     check_result(scenario.expect(driver), plain)
     check_spans(driver, scenario, traced, exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name) for s in SCENARIOS])
+async def test_motor_in_spec_mode_behaves_as_pymongo(
+    scenario: Scenario,
+    mongodb_uri: str,
+    server_commits: Callable[[], int | None],
+    fake_clock: ClockFactory,
+    tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """with_transaction="spec": Motor does what a plain AsyncMongoClient does, deviations included."""
+    pymongo_run = await observe(
+        "pymongo_async", scenario, "plain", mongodb_uri, None, server_commits, fake_clock
+    )
+    spec_run = await observe(
+        "motor", scenario, "spec", mongodb_uri, tracer_provider, server_commits, fake_clock, "spec"
+    )
+    # Nothing differs, not even the exception classes: Motor raises PyMongo's own, and the
+    # scenarios where Motor's own loop deviates (``Scenario.motor``) are exactly what "spec" mode
+    # exists to fix. The loops bounded by the fake 120 s clock also match call for call: "spec"
+    # mode reads the session's clock where PyMongo reads ``time.monotonic``.
+    assert pymongo_run == spec_run
+    check_result(scenario.pymongo, spec_run)
+    check_spans("motor", scenario, spec_run, exporter.get_finished_spans(), mode="spec")

@@ -2,8 +2,10 @@
 
 The listener gets real ``pymongo.monitoring`` events built from generated commands and replies;
 ``_guard`` re-raises our internal errors under pytest, so any bug here fails the test instead of
-being logged. The session wrappers get call sequences a driver rejects, through real clients: the
-application must see exactly the exception it sees without us.
+being logged. The session wrappers get generated call sequences (start, insert, find, commit,
+abort, end_session, with_transaction, injected transient errors) on Motor, ``AsyncMongoClient``
+and ``MongoClient`` sessions, with and without us: the application must see exactly the results
+and exceptions it sees without us, and the correlation state must be empty once the session ends.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import datetime
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pymongo
@@ -29,8 +30,9 @@ from pymongo import monitoring
 
 from motor_otel import instrument_client
 from motor_otel.correlation import Attempt
-from motor_otel.instrumentor import _build
+from motor_otel.instrumentor import _build, telemetry_of
 from motor_otel.listener import TracingCommandListener
+from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
 
 LSID = uuid.UUID(int=7)
@@ -120,11 +122,12 @@ def test_listener_survives_any_event_sequence(
     telemetry = _build(provider, None, {})
     listener = TracingCommandListener(telemetry)
     attempt_span = telemetry.tracer.start_span("transaction")
-    telemetry.correlator.open_attempt(Attempt(attempt_span, str(LSID), 1, 1))
+    session = object()  # what the session side marks its attempts with
+    telemetry.correlator.open_attempt(Attempt(attempt_span, str(LSID), 1, 1, owner=session))
 
     for i, (kind, request_id, command, reply) in enumerate(actions):
         if i == end_session_at:
-            telemetry.correlator.forget_session(str(LSID))
+            telemetry.correlator.forget_session(str(LSID), session)
         if kind == "started":
             listener.started(
                 monitoring.CommandStartedEvent(command, "db", request_id, ADDRESS, None)
@@ -144,9 +147,11 @@ def test_listener_survives_any_event_sequence(
         listener.succeeded(
             monitoring.CommandSucceededEvent(DURATION, {"ok": 1}, "ping", request_id, ADDRESS, None)
         )
+    # The listener alone: no command left in flight, no attempt made up or dropped. The attempt
+    # the test opened is there until the test's own forget_session, which only it calls.
+    forgotten = end_session_at < len(actions)
+    assert (0 if forgotten else 1, 0) == telemetry.correlator.sizes()
     attempt_span.end()
-    telemetry.correlator.forget_session(str(LSID))
-    assert telemetry.correlator.sizes() == (0, 0)
     started = sum(1 for kind, *_ in actions if kind == "started")
     finished = exporter.get_finished_spans()
     assert len(finished) <= started + 1
@@ -158,77 +163,125 @@ def test_listener_survives_any_event_sequence(
 
 
 # -- session wrappers: what the driver rejects, we reject identically -------------------------
+STEPS = (
+    "start",  # start_transaction()
+    "insert",
+    "find",
+    "commit",
+    "abort",
+    "end",  # end_session()
+    "with",  # with_transaction(callback that inserts)
+    "with_raising",  # with_transaction(callback that raises the application's ValueError)
+    "with_not_awaitable",  # with_transaction(plain function): a TypeError on the async drivers
+    "fail_next_insert",  # the next insert fails with WriteConflict (TransientTransactionError)
+)
+DRIVERS = ("motor", "pymongo_async", "pymongo_sync")
+Outcome = tuple[Any, ...]
+
+
 async def _maybe(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _commit_without_start(client: Any, session: Any) -> Any:
-    return await session.commit_transaction()
+def _client(driver: str, uri: str) -> Any:
+    if driver == "motor":
+        return AsyncIOMotorClient(uri, **CLIENT_OPTIONS)
+    if driver == "pymongo_async":
+        return pymongo.AsyncMongoClient(uri, **CLIENT_OPTIONS)
+    return pymongo.MongoClient(uri, **CLIENT_OPTIONS)
 
 
-async def _double_start(client: Any, session: Any) -> Any:
-    await _maybe(session.start_transaction())
-    return await _maybe(session.start_transaction())
+def _callback(sync: bool, coll: Any, step: str) -> Any:
+    """The with_transaction callback for a step, sync or async as the driver needs."""
+    if sync or step == "with_not_awaitable":
+
+        def plain(session: Any) -> str:
+            if step == "with_raising":
+                raise ValueError("the application's own error")
+            if step == "with":
+                coll.insert_one({}, session=session)
+            return "done"
+
+        return plain
+
+    async def callback(session: Any) -> str:
+        if step == "with_raising":
+            raise ValueError("the application's own error")
+        await coll.insert_one({}, session=session)
+        return "done"
+
+    return callback
 
 
-async def _abort_after_commit(client: Any, session: Any) -> Any:
-    await _maybe(session.start_transaction())
-    await client.robust.items.insert_one({}, session=session)
-    await session.commit_transaction()
-    return await session.abort_transaction()
+async def _step(step: str, sync: bool, client: Any, coll: Any, session: Any) -> Any:
+    """One call on the session, its result reduced to what is the same on every run."""
+    if step == "start":
+        await _maybe(session.start_transaction())
+        return None
+    if step == "insert":
+        return (await _maybe(coll.insert_one({}, session=session))).acknowledged
+    if step == "find":
+        return (await _maybe(coll.find_one({}, session=session))) is not None
+    if step == "commit":
+        return await _maybe(session.commit_transaction())
+    if step == "abort":
+        return await _maybe(session.abort_transaction())
+    if step == "end":
+        return await _maybe(session.end_session())
+    if step == "fail_next_insert":
+        return (await _maybe(client.admin.command(fail_command("insert", mode=1, error_code=112))))[
+            "ok"
+        ]
+    return await _maybe(session.with_transaction(_callback(sync, coll, step)))
 
 
-async def _end_twice_then_use(client: Any, session: Any) -> Any:
-    await session.end_session()
-    await session.end_session()
-    return await client.robust.items.find_one({}, session=session)
+def _describe(exc: BaseException) -> Outcome:
+    labels = sorted(getattr(exc, "_error_labels", None) or ())
+    return ("raised", type(exc).__qualname__, getattr(exc, "code", None), labels)
 
 
-async def _plain_function_callback(client: Any, session: Any) -> Any:
-    return await session.with_transaction(lambda s: "not awaitable")
-
-
-async def _start_after_end(client: Any, session: Any) -> Any:
-    await session.end_session()
-    return await _maybe(session.start_transaction())
-
-
-SEQUENCES: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
-    "commit without start": _commit_without_start,
-    "double start": _double_start,
-    "abort after commit": _abort_after_commit,
-    "end twice then use": _end_twice_then_use,
-    "plain function callback": _plain_function_callback,
-    "start after end": _start_after_end,
-}
-
-
-async def _outcome(
-    client_class: Any, uri: str, sequence: Callable[[Any, Any], Awaitable[Any]], traced: bool
-) -> tuple[str, str]:
-    client = client_class(uri, **CLIENT_OPTIONS)
+async def _run_steps(
+    driver: str, uri: str, steps: list[str], traced: bool
+) -> tuple[list[Outcome], tuple[int, int] | None]:
+    """The steps on one session of a fresh client; with ``traced``, the correlator's sizes after."""
+    client = _client(driver, uri)
+    telemetry = None
     if traced:
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-        instrument_client(client, tracer_provider=provider)
-    session = await _maybe(client.start_session())
+        instrument_client(client, tracer_provider=TracerProvider())
+        telemetry = telemetry_of(client)
+        assert telemetry is not None
+    coll = client.robust[f"steps_{driver}_{'otel' if traced else 'plain'}"]
+    outcomes: list[Outcome] = []
     try:
-        result = await sequence(client, session)
-        outcome = ("returned", repr(result))
-    except Exception as exc:  # the point: which exception, with which message
-        outcome = (type(exc).__qualname__, str(exc))
+        await _maybe(coll.drop())
+        session = await _maybe(client.start_session())
+        for step in steps:
+            try:
+                outcomes.append(
+                    ("returned", await _step(step, driver == "pymongo_sync", client, coll, session))
+                )
+            except Exception as exc:  # the point: which exception
+                outcomes.append(_describe(exc))
+        await _maybe(session.end_session())
+        sizes = None if telemetry is None else telemetry.correlator.sizes()
     finally:
-        await session.end_session()
+        await _maybe(client.admin.command(fail_command("insert", mode="off")))
         await _maybe(client.close())
-    return outcome
+    return outcomes, sizes
 
 
-@pytest.mark.parametrize("sequence", list(SEQUENCES))
-@pytest.mark.parametrize("client_class", [AsyncIOMotorClient, pymongo.AsyncMongoClient])
-async def test_unexpected_session_calls_fail_exactly_as_without_us(
-    client_class: Any, sequence: str, mongodb_uri: str
+@pytest.mark.parametrize("driver", DRIVERS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(st.sampled_from(STEPS), min_size=1, max_size=8))
+async def test_session_call_sequences_behave_exactly_as_without_us(
+    driver: str, steps: list[str], mongodb_uri: str
 ) -> None:
-    """Same exception type and message (or same result) with and without instrumentation."""
-    plain = await _outcome(client_class, mongodb_uri, SEQUENCES[sequence], traced=False)
-    traced = await _outcome(client_class, mongodb_uri, SEQUENCES[sequence], traced=True)
-    assert traced == plain
+    """Any call sequence: same results and exceptions (type, code, labels); nothing left behind."""
+    plain, _ = await _run_steps(driver, mongodb_uri, steps, traced=False)
+    traced, sizes = await _run_steps(driver, mongodb_uri, steps, traced=True)
+    assert plain == traced
+    assert sizes == (0, 0)
