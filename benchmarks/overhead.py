@@ -11,6 +11,11 @@ passed as an event listener (command spans only); (c) the driver + ``motor_otel.
 (withTransaction, transaction-attempt, operation and command spans). (b) and (c) each have an SDK
 ``TracerProvider`` + ``BatchSpanProcessor`` + an exporter that drops and counts spans; the timed
 region ends with ``force_flush`` so export work is charged to the variant that caused it.
+
+A fourth client, (l), the driver + a command listener that does nothing, runs interleaved too: it
+is what PyMongo charges any listener for building and publishing command events, (b) and (c)
+alike, and the last table splits (c)'s added CPU into that, the SDK's own cost for the spans (c)
+emits (bare spans), and the rest (our code, plus what the SDK costs beyond a bare span in a loop).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.instrumentation.pymongo import CommandTracer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 import motor_otel
 from motor_otel.testing import fail_command
 
-VARIANTS = ("a", "b", "c")
+VARIANTS = ("a", "b", "c")  # the table's columns
+MEASURED = ("a", "l", "b", "c")  # interleaved in this order; (l) only feeds the breakdown
 HEADERS = {"a": "(a) uninstrumented", "b": "(b) contrib pymongo", "c": "(c) motor-otel"}
 FAIL_ONCE = fail_command("insert", error_code=112, error_labels=["TransientTransactionError"])
 
@@ -73,7 +79,7 @@ class Sample:
 
 @dataclass
 class Series:
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {k: [] for k in VARIANTS})
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {k: [] for k in MEASURED})
 
     def median(self, key: str, attr: str) -> float:
         return statistics.median(getattr(s, attr) for s in self.samples[key])
@@ -81,7 +87,9 @@ class Series:
 
 def _client(driver: str, uri: str, key: str) -> Variant:
     kwargs: dict[str, Any] = dict(CLIENT_OPTIONS)
-    provider, exporter = counting_provider() if key != "a" else (None, None)
+    provider, exporter = counting_provider() if key in ("b", "c") else (None, None)
+    if key == "l":
+        kwargs["event_listeners"] = [_SilentListener()]
     if key == "b":
         assert provider is not None
         kwargs["event_listeners"] = [CommandTracer(provider.get_tracer("bench.contrib"))]
@@ -89,6 +97,19 @@ def _client(driver: str, uri: str, key: str) -> Variant:
     if key == "c":
         motor_otel.instrument_client(client, tracer_provider=provider)
     return Variant(key, client, provider, exporter)
+
+
+class _SilentListener(monitoring.CommandListener):
+    """Makes PyMongo build and publish command events, and does nothing with them."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 async def _close(driver: str, variant: Variant) -> None:
@@ -176,17 +197,24 @@ async def _measure(v: Variant, admin: Any, sizes: Sizes, work: Workload) -> Samp
     return Sample(cpu / units, wall / units, spans / units)
 
 
-def bare_span(n: int, attributes: int) -> Sample:
-    """A bare SDK span with as many attributes as motor-otel's average, same processor set-up."""
+def bare_span(n: int, attributes: int, after: int = 0) -> Sample:
+    """A bare SDK span: ``attributes`` at start, ``after`` more set once started (as a reply's).
+
+    With motor-otel's average attribute count it is the yardstick of the per-span target; with
+    12 + 2 it is shaped like our command spans, what the SDK alone charges for one of those.
+    """
     provider, exporter = counting_provider()
     tracer = provider.get_tracer("bench.bare")
     attrs: dict[str, str | int] = {
         f"bench.attribute.{i}": (i if i % 2 else f"value-{i}") for i in range(attributes)
     }
+    later: dict[str, str | int] = {f"bench.reply.{i}": i << 32 for i in range(after)}
     gc.collect()
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(n):
         span = tracer.start_span("bench.bare", kind=SpanKind.CLIENT, attributes=attrs)
+        if later:
+            span.set_attributes(later)
         span.end()
     provider.force_flush()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -195,20 +223,21 @@ def bare_span(n: int, attributes: int) -> Sample:
     return Sample(cpu / n, wall / n, 1.0)
 
 
-async def run(uri: str, sizes: Sizes) -> tuple[dict[int, Series], list[float], float]:
+async def run(uri: str, sizes: Sizes) -> tuple[dict[int, Series], list[float], float, list[float]]:
     admin: Any = AsyncIOMotorClient(uri, **CLIENT_OPTIONS)
     await admin.admin.command("ping")
     clients = {
-        driver: {key: _client(driver, uri, key) for key in VARIANTS}
+        driver: {key: _client(driver, uri, key) for key in MEASURED}
         for driver in ("motor", "pymongo")
     }
     results = {i: Series() for i in range(len(WORKLOADS))}
     bare: list[Sample] = []
+    command_like: list[Sample] = []
     attrs_per_span: list[float] = []
     try:
         for round_no in range(sizes.rounds + 1):  # round 0 warms pools, caches and the JIT-less VM
             for i, (driver, _name, _unit, work) in enumerate(WORKLOADS):
-                for key in VARIANTS:
+                for key in MEASURED:
                     v = clients[driver][key]
                     a0 = (v.exporter.spans, v.exporter.attributes) if v.exporter else (0, 0)
                     sample = await _measure(v, admin, sizes, work)
@@ -221,6 +250,7 @@ async def run(uri: str, sizes: Sizes) -> tuple[dict[int, Series], list[float], f
             if round_no:
                 attributes = round(statistics.median(attrs_per_span))
                 bare.append(bare_span(sizes.bare_spans, attributes))
+                command_like.append(bare_span(sizes.bare_spans, 12, after=2))
             print(f"round {round_no}/{sizes.rounds} done", file=sys.stderr, flush=True)
     finally:
         await admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
@@ -228,14 +258,25 @@ async def run(uri: str, sizes: Sizes) -> tuple[dict[int, Series], list[float], f
             for v in per_driver[1].values():
                 await _close(per_driver[0], v)
         admin.close()
-    return results, [s.cpu for s in bare], statistics.median(attrs_per_span)
+    return (
+        results,
+        [s.cpu for s in bare],
+        statistics.median(attrs_per_span),
+        [s.cpu for s in command_like],
+    )
 
 
 def _us(x: float) -> str:
     return f"{x * 1e6:,.1f}"
 
 
-def report(results: dict[int, Series], bare_cpu: list[float], attrs: float, sizes: Sizes) -> str:
+def report(
+    results: dict[int, Series],
+    bare_cpu: list[float],
+    attrs: float,
+    sizes: Sizes,
+    command_like_cpu: list[float],
+) -> str:
     bare = statistics.median(bare_cpu)
     lines = [
         f"motor-otel overhead: medians of {sizes.rounds} interleaved rounds; client CPU "
@@ -248,6 +289,10 @@ def report(results: dict[int, Series], bare_cpu: list[float], attrs: float, size
     targets = [
         f"{'targets (added client CPU vs (a))':<52}{'(b) added':>12}{'(c) added':>12}"
         f"{'c<=b':>8}{'(b)/span':>10}{'(c)/span':>10}{'x bare':>8}{'<=1.5x':>8}{'c/a CPU':>9}{'<=1.25':>8}"
+    ]
+    breakdown = [
+        f"{'where (c) added CPU goes, per unit':<52}{'(c) added':>12}{'PyMongo events':>16}"
+        f"{'SDK, bare':>12}{'the rest':>12}{'rest/span':>11}"
     ]
     for i, (driver, name, unit, _work) in enumerate(WORKLOADS):
         series = results[i]
@@ -275,14 +320,29 @@ def report(results: dict[int, Series], bare_cpu: list[float], attrs: float, size
             f"{_verdict(over_c <= over_b):>8}{_us(per_b_span) + ' us':>10}{_us(per_span) + ' us':>10}{per_span / bare:>7.2f}x"
             f"{_verdict(per_span <= 1.5 * bare):>8}{ratio:>9.2f}{_verdict(ratio <= 1.25):>8}"
         )
+        events = series.median("l", "cpu") - cpu["a"]
+        sdk = bare * spans["c"]
+        rest = over_c - events - sdk
+        breakdown.append(
+            f"{first:<52}{_us(over_c) + ' us':>12}{_us(events) + ' us':>16}{_us(sdk) + ' us':>12}"
+            f"{_us(rest) + ' us':>12}{_us(rest / spans['c']) + ' us' if spans['c'] else '':>11}"
+        )
     lines += [
         "",
         f"bare SDK span (start_span + {round(attrs)} attributes + end, BatchSpanProcessor, "
         f"same exporter): {_us(bare)} us CPU",
+        "an SDK span shaped like our command spans (12 attributes at start, 2 from the reply): "
+        f"{_us(statistics.median(command_like_cpu))} us CPU",
         "(c)/span = ((c) - (a)) CPU per unit / (c) spans per unit; x bare = that / bare SDK span;",
         "(b)/span = the same for the contrib instrumentation, for comparison",
         "",
         *targets,
+        "",
+        "PyMongo events = (l) - (a): PyMongo building and publishing command events to a listener",
+        "that does nothing ((b) pays it too); SDK, bare = (c) spans per unit x bare SDK span; the",
+        "rest = our code, plus what the SDK costs in place beyond a bare span in a tight loop",
+        "",
+        *breakdown,
     ]
     return "\n".join(lines)
 
@@ -301,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes.rounds = args.rounds
     started = time.perf_counter()
     with simulator_process() as uri:
-        results, bare, attrs = asyncio.run(run(uri, sizes))
-    print(report(results, bare, attrs, sizes))
+        results, bare, attrs, command_like = asyncio.run(run(uri, sizes))
+    print(report(results, bare, attrs, sizes, command_like))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 

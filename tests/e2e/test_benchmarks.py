@@ -23,7 +23,7 @@ def _run(script: str, *args: str) -> str:
 
 
 def test_overhead_prints_the_three_columns_ratios_and_targets() -> None:
-    """overhead.py --quick: a, b, c columns, c/a and c/b, spans per transaction, bare span, targets."""
+    """overhead.py --quick: a, b, c columns, ratios, spans, bare spans, targets and the breakdown."""
     out = _run("overhead.py")
     header = next(line for line in out.splitlines() if line.startswith("workload"))
     for column in ("(a) uninstrumented", "(b) contrib pymongo", "(c) motor-otel", "c/a", "c/b"):
@@ -44,6 +44,10 @@ def test_overhead_prints_the_three_columns_ratios_and_targets() -> None:
     assert re.search(r"^bare SDK span \(start_span \+ \d+ attributes.*: [\d,.]+ us CPU$", out, re.M)
     verdicts = re.findall(r"\s(met|MISSED)\s+[\d.]+\s+(met|MISSED)$", out, re.M)
     assert len(verdicts) == 7
+    assert re.search(r"^an SDK span shaped like our command spans .*: [\d,.]+ us CPU$", out, re.M)
+    breakdown = out[out.index("where (c) added CPU goes") :].splitlines()[1:]
+    signed = r"\s+-?[\d,]+\.\d+ us"  # a difference of medians: noise can make it negative
+    assert len([line for line in breakdown if re.search(rf"({signed}){{5}}$", line)]) == 7
 
 
 def test_memory_prints_checkpoints_and_flatness_verdicts() -> None:
