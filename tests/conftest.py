@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pymongo
@@ -73,3 +75,31 @@ def sync_client(mongodb_uri: str) -> Iterator[pymongo.MongoClient[Any]]:
     yield client
     client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     client.close()
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps every request body by path (``/v1/traces``, ...)."""
+
+    bodies: dict[str, list[bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_collector() -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+    """Base URL of a loopback OTLP/HTTP collector, and the bodies it received by path."""
+    bodies: dict[str, list[bytes]] = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("C", (_Collector,), {"bodies": bodies}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()

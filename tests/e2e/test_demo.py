@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -53,37 +48,11 @@ def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
     assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
 
 
-class _Collector(BaseHTTPRequestHandler):
-    """An OTLP/HTTP collector that keeps every request body by path."""
-
-    bodies: dict[str, list[bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.bodies.setdefault(self.path, []).append(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-    """Base URL of a loopback OTLP/HTTP collector, and what it received."""
-    bodies: dict[str, list[bytes]] = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("C", (_Collector,), {"bodies": bodies}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
-
-
-def test_demo_sends_to_an_otlp_endpoint(collector: tuple[str, dict[str, list[bytes]]]) -> None:
+def test_demo_sends_to_an_otlp_endpoint(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
     """--otlp-endpoint exports the same spans, and our transaction metrics, over OTLP/HTTP."""
-    endpoint, bodies = collector
+    endpoint, bodies = otlp_collector
     done = _demo("--otlp-endpoint", endpoint)
     assert done.returncode == 0, done.stderr
     names = [

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,33 +14,6 @@ from motor_otel import instrument_client
 from tests.conftest import CLIENT_OPTIONS
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.path.endswith("/v1/traces"):  # metrics posts are accepted and dropped
-            self.bodies.append(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[bytes]]]:
-    bodies: list[bytes] = []
-    handler = type("Handler", (_Receiver,), {"bodies": bodies})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", bodies
-    server.shutdown()
-    server.server_close()
-
-
 def _value(any_value: Any) -> Any:
     kind = any_value.WhichOneof("value")
     if kind == "array_value":
@@ -53,12 +22,13 @@ def _value(any_value: Any) -> Any:
 
 
 async def test_transaction_tree_survives_otlp_export(
-    receiver: tuple[str, list[bytes]], mongodb_uri: str
+    otlp_collector: tuple[str, dict[str, list[bytes]]], mongodb_uri: str
 ) -> None:
     """Names, parent ids and typed attributes (int64 included) arrive as they were recorded."""
-    endpoint, bodies = receiver
+    base, received = otlp_collector
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(client, tracer_provider=provider, with_transaction="spec")
     await client.admin.command(
@@ -75,7 +45,7 @@ async def test_transaction_tree_survives_otlp_export(
     provider.shutdown()
 
     spans = []
-    for body in bodies:
+    for body in received.get("/v1/traces", []):
         request = ExportTraceServiceRequest.FromString(body)
         for resource in request.resource_spans:
             for scope in resource.scope_spans:
