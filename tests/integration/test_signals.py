@@ -127,6 +127,38 @@ async def test_metrics_match_a_retried_transaction(
     ]
 
 
+async def test_metric_kinds_and_units_are_the_documented_ones(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """Each metric has the kind and unit of the README's metric table."""
+    reader = InMemoryMetricReader()
+    instrument_client(
+        client,
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        with_transaction="spec",
+    )
+    await _retried_transaction(client)
+    data = reader.get_metrics_data()
+    assert data is not None
+    actual = {
+        metric.name: (type(metric.data).__name__, metric.unit)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        if scope.scope.name == "motor_otel"
+        for metric in scope.metrics
+    }
+    expected = {
+        "db.client.operation.duration": ("Histogram", "s"),
+        "db.client.mongodb.transaction.duration": ("Histogram", "s"),
+        "db.client.mongodb.transaction.attempts": ("Histogram", "{attempt}"),
+        "db.client.mongodb.transactions": ("Sum", "{transaction}"),
+        "db.client.mongodb.transaction.retries": ("Sum", "{retry}"),
+        "db.client.mongodb.transaction.commit_retries": ("Sum", "{retry}"),
+    }
+    assert expected == actual
+
+
 async def test_failed_transaction_metrics(
     client: AsyncIOMotorClient, tracer_provider: TracerProvider
 ) -> None:
