@@ -73,10 +73,10 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return out
 
 
-async def test_metrics_match_a_retried_transaction(
+async def _metrics_of_a_retried_transaction(
     client: AsyncIOMotorClient, tracer_provider: TracerProvider
-) -> None:
-    """attempts=2, one transaction retry, one commit retry, one committed transaction."""
+) -> InMemoryMetricReader:
+    """What the metrics say after ``_retried_transaction`` in spec mode."""
     reader = InMemoryMetricReader()
     instrument_client(
         client,
@@ -85,6 +85,14 @@ async def test_metrics_match_a_retried_transaction(
         with_transaction="spec",
     )
     await _retried_transaction(client)
+    return reader
+
+
+async def test_metrics_match_a_retried_transaction(
+    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+) -> None:
+    """attempts=2, one transaction retry, one commit retry, one committed transaction."""
+    reader = await _metrics_of_a_retried_transaction(client, tracer_provider)
     points = _points(reader)
 
     (attempts,) = points["db.client.mongodb.transaction.attempts"]
@@ -131,14 +139,7 @@ async def test_metric_kinds_and_units_are_the_documented_ones(
     client: AsyncIOMotorClient, tracer_provider: TracerProvider
 ) -> None:
     """Each metric has the kind and unit of the README's metric table."""
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client,
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        with_transaction="spec",
-    )
-    await _retried_transaction(client)
+    reader = await _metrics_of_a_retried_transaction(client, tracer_provider)
     data = reader.get_metrics_data()
     assert data is not None
     actual = {
