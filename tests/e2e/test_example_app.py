@@ -9,8 +9,6 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.integration.test_otlp_export import receiver  # noqa: F401  (fixture)
-
 APP = Path(__file__).resolve().parents[2] / "examples" / "shop_app.py"
 
 
@@ -20,9 +18,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_example_app_exports_retried_transactions(receiver: tuple[str, list[bytes]]) -> None:  # noqa: F811
+def test_example_app_exports_retried_transactions(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
     """Five orders, one retried: five withTransaction traces, six transaction attempts."""
-    endpoint, bodies = receiver
+    endpoint, bodies = otlp_collector
     done = subprocess.run(
         [
             sys.executable,
@@ -31,7 +31,7 @@ def test_example_app_exports_retried_transactions(receiver: tuple[str, list[byte
             "--transactions",
             "5",
             "--otlp-endpoint",
-            endpoint.removesuffix("/v1/traces"),
+            endpoint,
             "--metrics-port",
             str(_free_port()),
         ],
@@ -43,7 +43,7 @@ def test_example_app_exports_retried_transactions(receiver: tuple[str, list[byte
     assert done.returncode == 0, done.stderr
     names = [
         span.name
-        for body in bodies
+        for body in bodies.get("/v1/traces", [])
         for resource in ExportTraceServiceRequest.FromString(body).resource_spans
         for scope in resource.scope_spans
         for span in scope.spans
