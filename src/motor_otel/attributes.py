@@ -171,6 +171,13 @@ def error_labels_of(failure: Mapping[str, Any]) -> list[str]:
     return [str(label) for label in labels] if isinstance(labels, list) else []
 
 
+def add_labels(target: list[str], labels: Iterable[str]) -> None:
+    """Append the labels ``target`` lacks, keeping the order they were first seen in."""
+    for label in labels:
+        if label not in target:
+            target.append(label)
+
+
 def query_text(command: Mapping[str, Any], max_length: int, raw_values: bool) -> str | None:
     """Relaxed Extended JSON of the command, values redacted unless opted in, truncated."""
     if max_length <= 0:

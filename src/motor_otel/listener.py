@@ -203,9 +203,7 @@ def _times(reply: Any, attrs: dict[str, Any]) -> None:
 
 def _note_labels(attempt: Attempt | None, labels: list[str]) -> None:
     if attempt is not None:
-        for label in labels:
-            if label not in attempt.error_labels:
-                attempt.error_labels.append(label)
+        A.add_labels(attempt.error_labels, labels)
 
 
 _CONN_DEPTH: dict[CodeType, int] = {}  # publishing function -> frames up to the connection

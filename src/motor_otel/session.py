@@ -113,12 +113,6 @@ def _option_attributes(
     return attrs
 
 
-def _add_labels(target: list[str], labels: list[str]) -> None:
-    for label in labels:
-        if label not in target:
-            target.append(label)
-
-
 def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
     """Hand a fact to every observer with ``span`` current, so log lines carry its ids."""
     token = otel_context.attach(trace.set_span_in_context(span))
@@ -232,7 +226,7 @@ class _TransactionTracer:
         span = attempt.span
         labels = list(attempt.error_labels)
         if exc is not None:
-            _add_labels(labels, error_labels(exc))
+            A.add_labels(labels, error_labels(exc))
             record_exception(span, exc)
         elif outcome != "committed" and attempt.unsettled is not None:
             # Nobody retried the unknown commit: that is the failure (its event is already there).
@@ -246,9 +240,9 @@ class _TransactionTracer:
         if wt is not None:
             wt.last_outcome = outcome
             wt.last_attempt_end = time.perf_counter()
-            _add_labels(wt.labels, labels)
+            A.add_labels(wt.labels, labels)
         else:
-            _add_labels(self._otel.tx_labels, labels)
+            A.add_labels(self._otel.tx_labels, labels)
             self._emit_summary(
                 t,
                 span,
@@ -324,7 +318,7 @@ class _TransactionTracer:
                 wt.last_commit_error = exc
             with guard("session.commit_failed"):
                 labels = error_labels(exc)
-                _add_labels(attempt.error_labels, labels)
+                A.add_labels(attempt.error_labels, labels)
                 if UTCR not in labels:  # a commit that might be retried keeps its attempt open
                     self._close_attempt("failed", exc)
                 else:  # the event now; ERROR status only if no retry commits it after all
@@ -401,7 +395,7 @@ class _TransactionTracer:
             attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
             labels = error_labels(exc)
-            _add_labels(wt.labels, labels)
+            A.add_labels(wt.labels, labels)
             record_exception(span, exc)
             if (
                 t.settings.with_transaction == "driver"
