@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.trace import Span, Tracer
 
 from motor_otel.config import Settings
-from motor_otel.events import TransactionObserver
+from motor_otel.events import RetryCause, TransactionObserver
 
 MAX_ATTEMPTS = 100_000
 MAX_COMMANDS = 100_000
@@ -35,6 +35,8 @@ class Attempt:
     unsettled: BaseException | None = None  # a commit whose result is unknown, maybe retried
     attributes: dict[str, Any] = field(default_factory=dict)  # the span's, from its start
     owner: object = None  # the session object's token: an lsid outlives its session (pooled)
+    started: float = 0.0  # perf_counter() when it opened: its share of the time lost to retries
+    retry_cause: RetryCause | None = None  # the first operation that failed with TTE in it
 
 
 class Correlator:

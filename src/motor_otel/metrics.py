@@ -13,7 +13,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.util.types import AttributeValue
 
 from motor_otel import attributes as A
-from motor_otel.events import AttemptInfo, OperationSummary, TransactionSummary
+from motor_otel.events import AttemptInfo, OperationSummary, RetryCause, TransactionSummary
 from motor_otel.version import __version__
 
 OPERATION_DURATION = "db.client.operation.duration"
@@ -22,6 +22,8 @@ TRANSACTION_ATTEMPTS = "db.client.mongodb.transaction.attempts"
 TRANSACTIONS = "db.client.mongodb.transactions"
 TRANSACTION_RETRIES = "db.client.mongodb.transaction.retries"
 COMMIT_RETRIES = "db.client.mongodb.transaction.commit_retries"
+WASTED_DURATION = "db.client.mongodb.transaction.wasted_duration"
+COMMIT_NOT_RETRIED = "db.client.mongodb.transaction.commit_not_retried"
 
 ERROR_LABEL = "db.mongodb.error_label"
 """On retry counters: one data point per label of the error that caused the retry (``none``
@@ -49,16 +51,31 @@ def _labels(labels: Sequence[str]) -> Sequence[str]:
     return labels or ("none",)
 
 
+def _cause_attributes(cause: RetryCause | None, *, error_type: bool) -> dict[str, AttributeValue]:
+    """A retry cause as metric attributes: the app's collections and the driver's operation
+    names (bounded), and optionally its ``error.type``."""
+    if cause is None:
+        return {}
+    attrs: dict[str, AttributeValue] = {A.DB_OPERATION_NAME: cause.operation}
+    if cause.collection is not None:
+        attrs[A.DB_COLLECTION_NAME] = cause.collection
+    if error_type:
+        attrs[A.ERROR_TYPE] = cause.error_type
+    return attrs
+
+
 class MongoMetrics:
     """Records operation and transaction metrics; see the README's metric table."""
 
     __slots__ = (
         "_attempts",
+        "_commit_not_retried",
         "_commit_retries",
         "_operation_duration",
         "_retries",
         "_transaction_duration",
         "_transactions",
+        "_wasted_duration",
     )
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
@@ -94,17 +111,40 @@ class MongoMetrics:
             unit="{retry}",
             description="commitTransaction retries, by the error label that caused them.",
         )
+        self._wasted_duration = meter.create_histogram(
+            WASTED_DURATION,
+            unit="s",
+            description="Time lost to retries by one with_transaction call: its attempts that "
+            "did not commit plus the backoff between them (calls that retried only).",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._commit_not_retried = meter.create_counter(
+            COMMIT_NOT_RETRIED,
+            unit="{commit}",
+            description="Commit errors Motor's with_transaction let escape where the documented "
+            "loop retries (driver mode).",
+        )
 
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
 
     def transaction_retry(self, info: AttemptInfo) -> None:
+        cause = _cause_attributes(info.retry_cause, error_type=True)
         for label in _labels(info.error_labels):
-            self._retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+            self._retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label, **cause})
 
     def commit_retry(self, info: AttemptInfo) -> None:
         for label in _labels(info.error_labels):
             self._commit_retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+
+    def commit_not_retried(self, info: AttemptInfo) -> None:
+        attrs: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            ERROR_LABELS: ",".join(sorted(info.error_labels)) or "none",
+        }
+        if info.error_type is not None:
+            attrs[A.ERROR_TYPE] = info.error_type
+        self._commit_not_retried.add(1, attrs)
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         attrs: dict[str, AttributeValue] = {
@@ -117,6 +157,15 @@ class MongoMetrics:
         self._attempts.record(summary.attempts, attrs)
         labels = ",".join(sorted(summary.error_labels)) or "none"
         self._transactions.add(1, {**attrs, ERROR_LABELS: labels})
+        if summary.wasted_s > 0:
+            self._wasted_duration.record(
+                summary.wasted_s,
+                {
+                    A.DB_SYSTEM_NAME: A.MONGODB,
+                    A.TXN_OUTCOME: summary.outcome,
+                    **_cause_attributes(summary.retry_cause, error_type=False),
+                },
+            )
 
     def operation_ended(self, summary: OperationSummary) -> None:
         attrs = {k: summary.attributes[k] for k in _OPERATION_KEYS if k in summary.attributes}

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from motor_otel import attributes as A
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.events import OperationSummary
+from motor_otel.events import OperationSummary, RetryCause
 
 
 @dataclass(slots=True, eq=False)
@@ -146,6 +146,8 @@ def finish_operation(
         code = getattr(exc, "code", None)
         if code is not None:
             attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+        if scope.attempt is not None:
+            note_retry_cause(scope.attempt, scope.attrs, exc)
     span.end()
     if telemetry.observers:
         summary = OperationSummary(time.perf_counter() - started, attrs)
@@ -154,6 +156,29 @@ def finish_operation(
                 observer.operation_ended(summary)
             except Exception as error:
                 report("observer.operation_ended", error)
+
+
+TTE = "TransientTransactionError"
+
+
+def retry_cause_error_type(exc: BaseException) -> str:
+    """``error.type`` of a retry's cause: the one place that decides it."""
+    return type(exc).__name__
+
+
+def note_retry_cause(attempt: Attempt, attrs: dict[str, Any], exc: BaseException) -> None:
+    """Remember the first operation whose TransientTransactionError ends ``attempt``.
+
+    The first, not the last: once the server has aborted the transaction, later operations
+    (the commit included) fail only because of it.
+    """
+    if attempt.retry_cause is None and TTE in error_labels(exc):
+        attempt.retry_cause = RetryCause(
+            summary=attrs[A.DB_OPERATION_SUMMARY],
+            operation=attrs[A.DB_OPERATION_NAME],
+            collection=attrs.get(A.DB_COLLECTION_NAME),
+            error_type=retry_cause_error_type(exc),
+        )
 
 
 def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:

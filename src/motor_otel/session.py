@@ -30,12 +30,13 @@ from pymongo.synchronous.client_session import ClientSession
 from motor_otel import attributes as A
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
+from motor_otel.events import AttemptInfo, Outcome, RetryCause, TransactionSummary
 from motor_otel.operations import (
     error_labels,
     exception_attributes,
     operation_span,
     record_exception,
+    retry_cause_error_type,
 )
 
 T = TypeVar("T")
@@ -66,6 +67,8 @@ class _WithTransaction:
     last_commit_error: BaseException | None = None
     last_attempt_end: float | None = None
     backoff_ms: float = 0.0  # summed over retries
+    lost_s: float = 0.0  # time in attempts that did not commit
+    causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
 
 
 @dataclass(slots=True, eq=False)
@@ -173,6 +176,7 @@ class _TransactionTracer:
     def _open_attempt(self, t: Telemetry, options: dict[str, Any]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
+        started = time.perf_counter()
         wt = self._otel.wt
         self._otel.attempt_commits = 0
         backoff: dict[str, Any] = {}
@@ -185,7 +189,7 @@ class _TransactionTracer:
                 wt.backoff_ms += waited
                 backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
-                self._notify("transaction_retry", wt.labels, wt.span, backoff)
+                self._notify("transaction_retry", wt.labels, wt.span, backoff, _last_cause(wt))
         else:
             number = 1
             parent = None
@@ -205,7 +209,15 @@ class _TransactionTracer:
         span = t.tracer.start_span(
             "transaction", context=parent, kind=SpanKind.CLIENT, attributes=attrs
         )
-        attempt = Attempt(span, lsid, txn_number, number, attributes=attrs, owner=self._otel.owner)
+        attempt = Attempt(
+            span,
+            lsid,
+            txn_number,
+            number,
+            attributes=attrs,
+            owner=self._otel.owner,
+            started=started,
+        )
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
@@ -234,6 +246,8 @@ class _TransactionTracer:
         attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
         if labels:
             attrs[A.ERROR_LABELS] = labels
+        if outcome != "committed" and attempt.retry_cause is not None:
+            attrs[A.TXN_RETRY_CAUSE] = attempt.retry_cause.summary
         span.set_attributes(attrs)
         span.end()
         wt = self._otel.wt
@@ -241,6 +255,7 @@ class _TransactionTracer:
             wt.last_outcome = outcome
             wt.last_attempt_end = time.perf_counter()
             A.add_labels(wt.labels, labels)
+            _count_lost_attempt(wt, attempt, outcome)
         else:
             A.add_labels(self._otel.tx_labels, labels)
             self._emit_summary(
@@ -266,6 +281,8 @@ class _TransactionTracer:
         duration: float,
         exc: BaseException | None,
         attributes: dict[str, Any],
+        wasted_s: float = 0.0,
+        cause: RetryCause | None = None,
     ) -> None:
         if not t.observers:
             return
@@ -279,11 +296,19 @@ class _TransactionTracer:
             error_labels=tuple(labels),
             error_type=type(exc).__name__ if exc is not None else None,
             attributes=attributes,
+            wasted_s=wasted_s,
+            retry_cause=cause,
         )
         _tell(t, span, "transaction_ended", summary)
 
     def _notify(
-        self, what: str, labels: list[str], span: Span, attributes: dict[str, Any] | None = None
+        self,
+        what: str,
+        labels: list[str],
+        span: Span,
+        attributes: dict[str, Any] | None = None,
+        cause: RetryCause | None = None,
+        error_type: str | None = None,
     ) -> None:
         t = self._otel.telemetry
         if t is None or not t.observers:
@@ -295,6 +320,8 @@ class _TransactionTracer:
             self._txn_number(),
             error_labels=tuple(labels),
             attributes=attributes or {},
+            retry_cause=cause,
+            error_type=error_type,
         )
         _tell(t, span, what, info)
 
@@ -404,8 +431,14 @@ class _TransactionTracer:
                 and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
             ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
                 span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
+                self._notify(
+                    "commit_not_retried", labels, span, error_type=retry_cause_error_type(exc)
+                )
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
+        wasted_s = _wasted_s(wt)
+        if wasted_s > 0:
+            attrs[A.TXN_WASTED_MS] = round(wasted_s * 1000.0, 3)
         span.set_attributes(attrs)
         span.end()
         self._emit_summary(
@@ -418,7 +451,41 @@ class _TransactionTracer:
             time.perf_counter() - wt.started,
             exc,
             {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction, **attrs},
+            wasted_s,
+            _one_cause(wt) if wasted_s > 0 else None,
         )
+
+
+# -- time lost to retries, and what caused them ----------------------------------------------
+
+
+def _count_lost_attempt(wt: _WithTransaction, attempt: Attempt, outcome: Outcome) -> None:
+    """An attempt of a ``with_transaction`` call ended: if it did not commit, its time is lost."""
+    if outcome != "committed" and wt.last_attempt_end is not None:
+        wt.lost_s += wt.last_attempt_end - attempt.started
+        wt.causes.append(attempt.retry_cause)
+
+
+def _last_cause(wt: _WithTransaction) -> RetryCause | None:
+    """What ended the attempt just before this retry."""
+    return wt.causes[-1] if wt.causes else None
+
+
+def _wasted_s(wt: _WithTransaction) -> float:
+    """Time lost to retries: 0 for a call that did not retry; else its attempts that did not
+    commit plus the backoff between them."""
+    if wt.attempts < 2:
+        return 0.0
+    return wt.lost_s + wt.backoff_ms / 1000.0
+
+
+def _one_cause(wt: _WithTransaction) -> RetryCause | None:
+    """The cause every retry shared (by collection and operation), if there was one."""
+    retried = wt.causes[: wt.attempts - 1]  # not a failed call's last attempt: nothing retried it
+    found = {(c.collection, c.operation): c for c in retried if c is not None}
+    if len(found) != 1 or None in retried:
+        return None
+    return next(iter(found.values()))
 
 
 # -- Motor -----------------------------------------------------------------------------------
