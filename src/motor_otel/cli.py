@@ -49,12 +49,12 @@ async def _shop(client: Any, transactions: int, progress: bool) -> list[tuple[in
     for n in range(1, transactions + 1):
         item = ITEMS[n % len(ITEMS)]
         if n % 5 == 0:
-            injected.append((n, "TransientTransactionError in the callback"))
+            injected.append((n, "WriteConflict on the stock update (a fail point)"))
             await client.admin.command(
                 {
                     "configureFailPoint": "failCommand",
                     "mode": {"times": 1},
-                    "data": {"failCommands": ["insert"], "errorCode": 112},
+                    "data": {"failCommands": ["update"], "errorCode": 112},
                 }
             )
         elif n % 7 == 0:
