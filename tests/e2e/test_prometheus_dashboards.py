@@ -133,7 +133,7 @@ def _error_type_panels() -> list[dict[str, Any]]:
         panel
         for _, panel in _panels()
         if panel["type"] == "table"
-        and any("error_type" in target.get("expr", "") for target in panel["targets"])
+        and any("error_type" in target.get("expr", "") for target in panel.get("targets", []))
     ]
 
 
@@ -141,6 +141,8 @@ def test_every_panel_type_renders_its_queries() -> None:
     """Each panel's type can draw what each of its queries returns."""
     checked = 0
     for name, panel in _panels():
+        if panel["type"] in {"row", "text"}:
+            continue  # layout and prose, no query
         assert panel["targets"], f"{name}: panel {panel['title']!r} has no query"
         for target in panel["targets"]:
             assert panel["type"] in _renderers(target, panel), (
@@ -176,7 +178,7 @@ def test_trace_search_is_a_table_whose_trace_ids_open_the_trace() -> None:
     [panel] = [
         panel
         for panel in json.loads(TRANSACTIONS.read_text())["panels"]
-        if panel["datasource"]["type"] == "jaeger"
+        if panel.get("datasource", {}).get("type") == "jaeger"
     ]
     assert panel["type"] == "table"
     [target] = panel["targets"]
@@ -202,9 +204,10 @@ def test_trace_search_is_a_table_whose_trace_ids_open_the_trace() -> None:
 def test_error_codes_have_readable_names() -> None:
     """error.type carries the server code; value mappings show each common code's codeName."""
     panels = _error_type_panels()
-    assert [panel["title"] for panel in panels] == ["Failed operations by error type"]
+    assert "Failed operations by error type" in [panel["title"] for panel in panels]
     expected = {code: f"{name} ({code})" for code, name in CODE_NAMES.items()}
-    assert _mapped_texts(panels[0]) == expected
+    for panel in panels:
+        assert _mapped_texts(panel) == expected, panel["title"]
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -338,7 +341,11 @@ async def test_every_dashboard_query_returns_data(
         f"checked {len(queries)} dashboard panel queries against Prometheus, {len(empty)} empty"
     )
     assert empty == [], f"panel queries with no data: {empty}"
-    [failures] = _error_type_panels()
+    [failures] = [
+        panel
+        for panel in _error_type_panels()
+        if panel["title"] == "Failed operations by error type"
+    ]
     error_types = {
         series["metric"]["error_type"]
         for series in _query(prometheus, failures["targets"][0]["expr"])
