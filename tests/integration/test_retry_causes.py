@@ -319,3 +319,35 @@ async def test_two_transactions_conflicting_on_one_document(
     (wasted,) = run.points(WASTED)
     assert _seconds(first) <= wasted.sum <= _seconds(call)
     assert call.attributes["db.mongodb.transaction.wasted_ms"] > 0
+
+
+def test_sync_mongo_client_names_the_cause(
+    sync_client: pymongo.MongoClient[Any], tracer_provider: TracerProvider, exporter: Any
+) -> None:
+    """The sync MongoClient's loop reports the same cause, retries point and wasted time."""
+    reader = InMemoryMetricReader()
+    instrument_client(
+        sync_client,
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    sync_client.causes.stock.replace_one({"_id": "fig"}, {"qty": 10}, upsert=True)
+    sync_client.admin.command(CONFLICT_ON_UPDATE)
+    with sync_client.start_session() as session:
+        session.with_transaction(
+            lambda s: sync_client.causes.stock.update_one(
+                {"_id": "fig"}, {"$inc": {"qty": -1}}, session=s
+            )
+        )
+    run = Run(sync_client, sync_client.causes, exporter, reader)
+    spans = run.spans()
+    (call,) = named(spans, "withTransaction")
+    first = next(s for s in children(spans, call) if s.name == "transaction")
+    assert first.attributes["db.mongodb.transaction.retry_cause"] == "update causes.stock"
+    (retry,) = run.points(RETRIES)
+    assert (retry.attributes["db.collection.name"], retry.attributes["error.type"]) == (
+        "stock",
+        ERROR_TYPE,
+    )
+    (wasted,) = run.points(WASTED)
+    assert _seconds(first) <= wasted.sum <= _seconds(call)
