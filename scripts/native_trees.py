@@ -25,8 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pymongo
+import structlog
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,6 +47,9 @@ NOTES = (
 )
 OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000}
 RETRY = fail_command("insert", error_code=112, error_labels=["TransientTransactionError"])
+# Fails the commit and PyMongo's own retry of it: UnknownTransactionCommitResult reaches the loop.
+COMMIT_RETRY = fail_command("commitTransaction", mode=2, error_code=91)
+KINDS = ("plain", "with_transaction", "retried", "commit retried")
 
 
 def render(spans: Sequence[ReadableSpan]) -> list[str]:
@@ -165,7 +171,7 @@ async def scenario(
     how: tuple[str, str],
     client_name: str,
     kind: str,
-) -> list[ReadableSpan]:
+) -> tuple[list[ReadableSpan], list[str]]:
     pymongo_switch, ours_switch = how
     cls, mode = CLIENTS[client_name]
     options = dict(OPTIONS)
@@ -175,27 +181,40 @@ async def scenario(
         os.environ.pop(ENV, None)
         options["tracing"] = {"enabled": True}
     instrumentor = MotorInstrumentor()
+    reader = InMemoryMetricReader()
+    ours = {
+        "tracer_provider": provider,
+        "meter_provider": MeterProvider([reader]),
+        "with_transaction": mode,
+        "log_lifecycle": True,
+    }
     if ours_switch == "MotorInstrumentor":
-        instrumentor.instrument(tracer_provider=provider, with_transaction=mode)
+        instrumentor.instrument(**ours)
     client = cls(uri, **options)
     if ours_switch == "instrument_client":
-        instrument_client(client, tracer_provider=provider, with_transaction=mode)
+        instrument_client(client, **ours)
     os.environ.pop(ENV, None)  # the branch has read it: clients made from now on trace or not
     coll = client.native.items
+    outcome = "returned"
     try:
-        if kind == "retried":
-            command = client.admin.command(RETRY)
+        fail_point = {"retried": RETRY, "commit retried": COMMIT_RETRY}.get(kind)
+        if fail_point is not None:
+            command = client.admin.command(fail_point)
             if not isinstance(client, pymongo.MongoClient):
                 await command
         exporter.clear()
-        if isinstance(client, pymongo.MongoClient):
-            body = plain_sync if kind == "plain" else with_transaction_sync
-            await asyncio.to_thread(body, client, coll)
-            await asyncio.to_thread(coll.find_one, {})
-        else:
-            await (plain if kind == "plain" else with_transaction)(client, coll)
-            await coll.find_one({})
-        return list(exporter.get_finished_spans())
+        with structlog.testing.capture_logs() as logs:
+            try:
+                if isinstance(client, pymongo.MongoClient):
+                    body = plain_sync if kind == "plain" else with_transaction_sync
+                    await asyncio.to_thread(body, client, coll)
+                    await asyncio.to_thread(coll.find_one, {})
+                else:
+                    await (plain if kind == "plain" else with_transaction)(client, coll)
+                    await coll.find_one({})
+            except pymongo.errors.PyMongoError as exc:  # Motor's loop does not retry a commit
+                outcome = f"raised {type(exc).__name__} {sorted(exc._error_labels)}"
+        return list(exporter.get_finished_spans()), [outcome, *signals(reader, logs)]
     finally:
         if ours_switch == "instrument_client":
             uninstrument_client(client)
@@ -206,6 +225,49 @@ async def scenario(
             await closing
 
 
+def signals(reader: InMemoryMetricReader, logs: list[dict[str, Any]]) -> list[str]:
+    """Our metric points and log lines, in one line each."""
+    points = []
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                wanted = metric.name.startswith("db.client.mongodb.transaction")
+                if not wanted and metric.name != "db.client.operation.duration":
+                    continue
+                for point in metric.data.data_points:
+                    attrs = point.attributes or {}
+                    value = getattr(point, "value", None)
+                    if value is None:
+                        value = f"count={point.count}"
+                    detail = ",".join(
+                        f"{k.rsplit('.', 1)[-1]}={v}"
+                        for k, v in sorted(attrs.items())
+                        if k
+                        in (
+                            "db.mongodb.transaction.outcome",
+                            "db.mongodb.error_label",
+                            "db.operation.name",
+                            "error.type",
+                        )
+                    )
+                    points.append(f"{metric.name.rsplit('.', 1)[-1]}{{{detail}}} {value}")
+    lines = ["metrics: " + "; ".join(sorted(points))]
+    lines.append(
+        "logs: "
+        + "; ".join(
+            e["event"]
+            + (
+                "(" + ",".join(e["db.mongodb.error_labels"]) + ")"
+                if e.get("db.mongodb.error_labels")
+                else ""
+            )
+            for e in logs
+        )
+    )
+    return lines
+
+
 async def main() -> int:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -214,7 +276,7 @@ async def main() -> int:
     from pymongo import _otel  # noqa: F401  (fails loudly on a PyMongo without the branch)
 
     print(f"pymongo {pymongo.__version__} from {os.path.dirname(pymongo.__file__)}")
-    bad = 0
+    bad = total = 0
     with SimulatedReplicaSet() as rs:
         for how in (
             ("env", "MotorInstrumentor"),
@@ -223,16 +285,20 @@ async def main() -> int:
             ("tracing option", "instrument_client"),
         ):
             for client_name in CLIENTS:
-                for kind in ("plain", "with_transaction", "retried"):
-                    spans = await scenario(rs.uri, exporter, provider, how, client_name, kind)
+                for kind in KINDS:
+                    spans, notes = await scenario(
+                        rs.uri, exporter, provider, how, client_name, kind
+                    )
                     problems = verdict(spans)
                     bad += bool(problems)
+                    total += 1
                     print(
                         f"\n== PyMongo on by {how[0]}, ours by {how[1]}: {client_name}, {kind}"
                         f" -> {'; '.join(problems) if problems else 'OK: one story'}"
                     )
                     print("\n".join(render(spans)))
-    print(f"\n{bad} of 48 scenarios wrong")
+                    print("\n".join(f"  ({note})" for note in notes))
+    print(f"\n{bad} of {total} scenarios wrong")
     return 0
 
 
