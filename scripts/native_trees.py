@@ -94,7 +94,7 @@ def verdict(spans: Sequence[ReadableSpan]) -> list[str]:
     ]
     if empty:
         problems.append(f"{len(empty)} of our attempt span(s) empty")
-    # A command or operation traced twice: two spans of one name under one parent chain level.
+    # A command or operation traced twice: one name from both scopes.
     seen = Counter(
         (s.name, s.instrumentation_scope.name if s.instrumentation_scope else "")
         for s in spans
@@ -214,15 +214,15 @@ async def scenario(
                     await coll.find_one({})
             except pymongo.errors.PyMongoError as exc:  # Motor's loop does not retry a commit
                 outcome = f"raised {type(exc).__name__} {sorted(exc._error_labels)}"
+        closing = client.close()  # endSessions: whose span is it?
+        if asyncio.iscoroutine(closing):
+            await closing
         return list(exporter.get_finished_spans()), [outcome, *signals(reader, logs)]
     finally:
         if ours_switch == "instrument_client":
             uninstrument_client(client)
         else:
             instrumentor.uninstrument()
-        closing = client.close()
-        if asyncio.iscoroutine(closing):
-            await closing
 
 
 def signals(reader: InMemoryMetricReader, logs: list[dict[str, Any]]) -> list[str]:

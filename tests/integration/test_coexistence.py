@@ -484,7 +484,7 @@ def scoped_tree(spans: Sequence[ReadableSpan]) -> list[str]:
     return lines
 
 
-def _attempt(insert_fails: bool, end: str) -> list[str]:
+def _attempt(end: str) -> list[str]:
     return [
         "transaction [ours]",
         "  insert native.items [pymongo]",
@@ -501,16 +501,16 @@ FIND = [
     "  endSessions [pymongo]",
 ]
 ONE_STORY = {
-    "plain": [*_attempt(False, "commit"), *FIND],
+    "plain": [*_attempt("commit"), *FIND],
     "with_transaction": [
         "withTransaction [ours]",
-        *("  " + line for line in _attempt(False, "commit")),
+        *("  " + line for line in _attempt("commit")),
         *FIND,
     ],
     "retried": [
         "withTransaction [ours]",
-        *("  " + line for line in _attempt(True, "abort")),
-        *("  " + line for line in _attempt(False, "commit")),
+        *("  " + line for line in _attempt("abort")),
+        *("  " + line for line in _attempt("commit")),
         *FIND,
     ],
 }
