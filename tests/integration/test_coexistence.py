@@ -735,3 +735,18 @@ def test_without_the_module_there_is_no_native_tracing() -> None:
     assert coexistence.native_tracing(client) is False
     assert coexistence.native_default() is False
     client.close()
+
+
+def test_a_session_without_the_transaction_span_slot_is_left_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lending leans on PyMongo's private ``_transaction.span``: without it, a warning, no error."""
+    coexistence.forget_native_module()
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(connect=False)
+    session = client.start_session()  # PyMongo 4.20: no span slot on its _Transaction
+    coexistence.lend_transaction_span(session, trace.INVALID_SPAN)
+    coexistence.lend_transaction_span(object(), trace.INVALID_SPAN)
+    assert not hasattr(session._transaction, "span")
+    assert caplog.text.count("no transaction span slot") == 1
+    session.end_session()
+    client.close()
