@@ -132,7 +132,7 @@ class TracingCommandListener(monitoring.CommandListener):
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
         if text is not None:
             attrs[A.DB_QUERY_TEXT] = text
-        return attrs
+        return A.with_old_names(attrs) if self.telemetry.old_names else attrs
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))

@@ -131,7 +131,11 @@ def start_operation(
     if telemetry.native:
         return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True)
     span = telemetry.tracer.start_span(
-        name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
+        name,
+        context=ctx,
+        kind=SpanKind.CLIENT,
+        attributes=A.with_old_names(dict(attrs)) if telemetry.old_names else attrs,
+        links=links,
     )
     return OperationScope(span, attempt, attrs)
 
