@@ -339,10 +339,8 @@ async def test_database_dup_adds_the_old_names_beside_the_stable_ones(
     }
     for span in (command, operation):
         attrs = dict(span.attributes or {})
-        assert {old: attrs[new] for old, new in pairs.items()} == {
-            old: attrs[old] for old in pairs
-        }
-        assert "mongodb" == attrs["db.system"]
+        assert {old: attrs[new] for old, new in pairs.items()} == {old: attrs[old] for old in pairs}
+        assert attrs["db.system"] == "mongodb"
     command_attrs = dict(command.attributes or {})
     assert command_attrs["server.address"] == command_attrs["net.peer.name"]
     assert command_attrs["server.port"] == command_attrs["net.peer.port"]
@@ -404,7 +402,9 @@ async def test_tracer_and_meter_carry_the_schema_url_of_the_names_we_emit(traced
     )
     schema = "https://opentelemetry.io/schemas/1.30.0"
     spans = exporter.get_finished_spans()
-    assert {schema} == {s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope}
+    assert {schema} == {
+        s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope
+    }
     data = reader.get_metrics_data()
     assert data is not None
     scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
@@ -443,11 +443,11 @@ async def test_a_bad_environment_value_is_ignored_with_one_warning(
     (warning,) = [r for r in caplog.records if r.name == "motor_otel"]
     assert ENV + variable in warning.getMessage() and repr(value) in warning.getMessage()
     assert setting in warning.getMessage()
-    assert {"n": 1} == await _transaction(client, {"n": 1})
+    assert await _transaction(client, {"n": 1}) == {"n": 1}
     names = {s.name for s in exporter.get_finished_spans()}
     assert {"withTransaction", "transaction", "insert config_e2e.items", "insert"} <= names
     (wt,) = named(exporter.get_finished_spans(), "withTransaction")
-    assert "driver" == (wt.attributes or {})["db.mongodb.transaction.mode"]
+    assert (wt.attributes or {})["db.mongodb.transaction.mode"] == "driver"
     assert not [s for s in _command_spans(exporter) if "db.query.text" in (s.attributes or {})]
 
 

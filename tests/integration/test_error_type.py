@@ -221,7 +221,7 @@ async def test_an_ok_1_reply_without_write_errors_is_a_success(
     await client.shop.orders.insert_one({"_id": 1})
     spans = exporter.get_finished_spans()
     for span in named(spans, "insert") + named(spans, "insert shop.orders"):
-        assert (None, None, StatusCode.UNSET) == _failure(span)
+        assert _failure(span) == (None, None, StatusCode.UNSET)
     (point,) = _operation_points(reader)
     host, port = server.address
     assert {
@@ -257,7 +257,7 @@ async def test_a_fail_point_failure_has_one_error_type(
             await client.errors_e2e.items.insert_one({"n": 1})
     finally:
         await client.admin.command(FAIL_POINT_OFF)
-    assert 112 == caught.value.code
+    assert caught.value.code == 112
     _assert_one_error_type(exporter, reader, "insert errors_e2e.items", "insert", "112")
     (point,) = [
         p for p in _operation_points(reader) if p.attributes["db.operation.name"] == "insert"
@@ -296,8 +296,8 @@ async def test_a_duplicate_key_has_one_error_type_up_to_with_transaction(
             await session.with_transaction(callback)
     _assert_one_error_type(exporter, reader, "insert errors_e2e.unique_items", "insert", "11000")
     (wt,) = named(exporter.get_finished_spans(), "withTransaction")
-    assert ("11000", "11000", StatusCode.ERROR) == _failure(wt)
-    assert "failed" == (wt.attributes or {})["db.mongodb.transaction.outcome"]
+    assert _failure(wt) == ("11000", "11000", StatusCode.ERROR)
+    assert (wt.attributes or {})["db.mongodb.transaction.outcome"] == "failed"
 
 
 async def test_an_unknown_commit_result_escaping_motor_fails_both_transaction_spans_alike(

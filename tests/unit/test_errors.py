@@ -50,9 +50,7 @@ def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseExcep
         (ValueError("bad"), "ValueError"),
     ],
 )
-def test_error_type_is_the_code_else_the_qualified_class(
-    exc: BaseException, expected: str
-) -> None:
+def test_error_type_is_the_code_else_the_qualified_class(exc: BaseException, expected: str) -> None:
     """The server code as a string where there is one, else the fully qualified class name."""
     assert expected == error_type(exc)
     code = error_code(exc)
@@ -66,13 +64,13 @@ def test_a_wrapper_reports_the_original_error() -> None:
     """with_transaction's time limit wraps the last error (code 50): the original's code wins."""
     original = _raised(OperationFailure("Write conflict", 112, {"ok": 0, "code": 112}))
     wrapper = _raised(ExecutionTimeout("timed out", 50, {"ok": 0, "code": 50}), original)
-    assert "112" == error_type(wrapper)
-    assert 112 == error_code(wrapper)
+    assert error_type(wrapper) == "112"
+    assert error_code(wrapper) == 112
     network = _raised(AutoReconnect("connection closed"), ConnectionResetError(104, "reset"))
-    assert "pymongo.errors.AutoReconnect" == error_type(network)  # an OSError is not a wrapper
+    assert error_type(network) == "pymongo.errors.AutoReconnect"  # an OSError is not a wrapper
     retried = _raised(AutoReconnect("connection closed"), None)
     retried.__context__ = OperationFailure("earlier attempt", 112)  # a retry's implicit context
-    assert "pymongo.errors.AutoReconnect" == error_type(retried)
+    assert error_type(retried) == "pymongo.errors.AutoReconnect"
 
 
 @pytest.mark.parametrize(
