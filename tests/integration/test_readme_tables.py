@@ -123,7 +123,7 @@ async def _workload(client: AsyncIOMotorClient) -> None:
     coll = client.readme_tables.items
     await coll.delete_many({})
     await coll.insert_many([{"_id": n} for n in range(3)])
-    assert [0, 1, 2] == [doc["_id"] async for doc in coll.find({}, batch_size=1).sort("_id")]
+    assert [doc["_id"] async for doc in coll.find({}, batch_size=1).sort("_id")] == [0, 1, 2]
 
     calls = 0
 
@@ -242,8 +242,6 @@ def test_the_configuration_table_is_the_settings() -> None:
     assert settings <= keywords
     assert keywords <= accepted
     assert keywords <= settings | set(inspect.signature(instrument_client).parameters)
-    expected = {
-        ENV_PREFIX + name.upper(): name for name in settings if not name.endswith("_hook")
-    }
+    expected = {ENV_PREFIX + name.upper(): name for name in settings if not name.endswith("_hook")}
     expected["OTEL_SEMCONV_STABILITY_OPT_IN"] = ""
     assert expected == variables
