@@ -1,8 +1,10 @@
 """One ``error.type`` per failure, the same on every signal that reports it.
 
-OpenTelemetry's MongoDB conventions (semantic-conventions ``docs/db/mongodb.md``) count every
-MongoDB error code as an error and make ``error.type`` that code as a string; without a code it
-is the exception's fully qualified class name. The command span (from the reply or failure
+OpenTelemetry's MongoDB conventions (semantic-conventions ``docs/db/mongodb.md``, notes on
+``db.response.status_code`` and ``error.type``): "All MongoDB error codes SHOULD be considered
+errors", ``error.type`` SHOULD match ``db.response.status_code``, else be the canonical exception
+name, the original preferred over a wrapper. So: the code as a string; without a code, the
+exception's fully qualified class name. The command span (from the reply or failure
 document), the operation span, the ``transaction``/``withTransaction`` span, the
 ``db.client.operation.duration`` point, the transaction summary and the log line all take it
 from here, so a dashboard's "failed operations by error type" joins to the traces.
