@@ -21,7 +21,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError, WriteConcernError
+from pymongo.errors import (
+    AutoReconnect,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 
 from motor_otel import instrument_client, uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
@@ -144,13 +150,17 @@ def _assert_one_error_type(
     operation: str,
     command: str,
     code: str,
+    *,
+    server_code: bool = True,
 ) -> None:
-    """The command span(s), the operation span and the metric point carry ``code`` alike."""
+    """The command span(s), the operation span and the metric point carry ``code`` alike, as
+    error.type and (when it is the server's) as db.response.status_code."""
+    status_code = code if server_code else None
     spans = exporter.get_finished_spans()
     (op_span,) = named(spans, operation)
     commands = named(spans, command)
     assert commands
-    expected = (code, code, StatusCode.ERROR)
+    expected = (code, status_code, StatusCode.ERROR)
     assert [expected] * len(commands) == [_failure(s) for s in commands]
     assert expected == _failure(op_span)
     for span in [op_span, *commands]:
@@ -161,9 +171,9 @@ def _assert_one_error_type(
         for p in _operation_points(reader)
         if p.attributes["db.operation.name"] == name and "error.type" in p.attributes
     ]
-    assert (code, code) == (
+    assert (code, status_code) == (
         point.attributes["error.type"],
-        point.attributes["db.response.status_code"],
+        point.attributes.get("db.response.status_code"),
     )
 
 
@@ -267,6 +277,39 @@ async def test_a_fail_point_failure_has_one_error_type(
     assert (command_attrs["server.address"], command_attrs["server.port"]) == (
         point.attributes["server.address"],
         point.attributes["server.port"],
+    )
+
+
+async def test_a_network_error_has_one_error_type_and_no_status_code(
+    traced: Callable[[str], Any],
+    mongodb_uri: str,
+    exporter: InMemorySpanExporter,
+    reader: InMemoryMetricReader,
+) -> None:
+    """The connection closes under the insert and its retry: no server code, so error.type is
+    the class name, pymongo.errors.AutoReconnect, on both command spans, the operation and the
+    point, and no db.response.status_code anywhere."""
+    client = traced(mongodb_uri)
+    await client.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 2},
+            "data": {"failCommands": ["insert"], "closeConnection": True},
+        }
+    )
+    try:
+        with pytest.raises(AutoReconnect):
+            await client.errors_e2e.items.insert_one({"n": 1})
+    finally:
+        await client.admin.command(FAIL_POINT_OFF)
+    assert len(named(exporter.get_finished_spans(), "insert")) == 2  # the retryable write's retry
+    _assert_one_error_type(
+        exporter,
+        reader,
+        "insert errors_e2e.items",
+        "insert",
+        "pymongo.errors.AutoReconnect",
+        server_code=False,
     )
 
 
