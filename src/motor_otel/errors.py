@@ -55,9 +55,9 @@ def _own_code(exc: BaseException) -> int | None:
     if isinstance(details, Mapping):
         # BulkWriteError and ClientBulkWriteException say 65 ("batch op errors occurred"), a
         # code PyMongo makes up: the server's is the first write (concern) error's.
-        code = _first_code(details.get("writeErrors")) or _first_code(
-            details.get("writeConcernErrors")
-        )
+        code = _first_code(details.get("writeErrors"))
+        if code is None:
+            code = _first_code(details.get("writeConcernErrors"))
         if code is not None:
             return code
         error = details.get("error")  # ClientBulkWriteException's top-level error
