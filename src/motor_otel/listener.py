@@ -22,7 +22,7 @@ from pymongo.errors import OperationFailure
 from motor_otel import attributes as A
 from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
-from motor_otel.coexistence import ContribSuppressor
+from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.operations import CURRENT_OPERATION
 
@@ -48,7 +48,10 @@ class TracingCommandListener(monitoring.CommandListener):
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            if not t.native:
+            scope = CURRENT_OPERATION.get()
+            if scope.native if scope is not None else pymongo_traces_command(t.native):
+                self._native_started(event)
+            else:
                 self._started(event, _driver_connection_id(sys._getframe(1)))
         except Exception as exc:
             report("listener.started", exc)
@@ -91,6 +94,19 @@ class TracingCommandListener(monitoring.CommandListener):
         self.telemetry.correlator.start_command(
             (event.connection_id, event.request_id), span, attempt
         )
+
+    def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
+        """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
+        command = event.command
+        txn = A.txn_number_of(command)
+        if txn is None:
+            return
+        lsid = A.lsid_to_str(command.get("lsid"))
+        attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
+        if attempt is not None:
+            self.telemetry.correlator.start_command(
+                (event.connection_id, event.request_id), trace.INVALID_SPAN, attempt
+            )
 
     def _start_attributes(
         self,
@@ -162,6 +178,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 else:
                     _record_failure(span, _write_failure(reply), error, attrs, labels)
                 call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
+                _note_labels(attempt, A.error_labels_of(event.reply))
         except Exception as exc:
             report("listener.succeeded", exc)
         span.end()
@@ -183,6 +201,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 error = E.reply_error(failure) or (E.class_name(OperationFailure), None)
                 _record_failure(span, failure, error, attrs, labels)
                 call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
+                _note_labels(attempt, A.error_labels_of(event.failure))
         span.end()
 
 

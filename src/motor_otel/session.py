@@ -30,6 +30,7 @@ from pymongo.synchronous.client_session import ClientSession
 from motor_otel import attributes as A
 from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
+from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
 from motor_otel.operations import (
@@ -209,6 +210,8 @@ class _TransactionTracer:
         attempt = Attempt(span, lsid, txn_number, number, attributes=attrs, owner=self._otel.owner)
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
+        if t.native:  # PyMongo traces this client: our attempt is its transaction span too
+            lend_transaction_span(self._otel.session, span)
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
         if t.observers:
             _tell(
@@ -310,6 +313,8 @@ class _TransactionTracer:
             wt.commit_attempts += 1
         else:
             self._otel.tx_commits += 1
+        if t.native:  # else PyMongo opens a span of its own for a commit retried by hand
+            lend_transaction_span(self._otel.session, attempt.span)
         if self._otel.attempt_commits:
             self._notify("commit_retry", attempt.error_labels, attempt.span)
         self._otel.attempt_commits += 1
