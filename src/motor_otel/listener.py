@@ -50,6 +50,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 self.suppressor.enforce()
             scope = CURRENT_OPERATION.get()
             if scope.native if scope is not None else pymongo_traces_command(t.native):
+                if scope is not None:  # our metric's server.*, though PyMongo makes the span
+                    scope.address = event.connection_id
                 self._native_started(event)
             else:
                 self._started(event, _driver_connection_id(sys._getframe(1)))
