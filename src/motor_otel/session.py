@@ -28,6 +28,7 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
@@ -228,13 +229,15 @@ class _TransactionTracer:
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
         span = attempt.span
         labels = list(attempt.error_labels)
+        failure: dict[str, str] = {}
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-            record_exception(span, exc)
+            failure = record_exception(span, exc)
         elif outcome != "committed" and attempt.unsettled is not None:
             # Nobody retried the unknown commit: that is the failure (its event is already there).
-            record_exception(span, attempt.unsettled, event=False)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
+            exc = attempt.unsettled
+            failure = record_exception(span, exc, event=False)
+        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session), **failure}
         if labels:
             attrs[A.ERROR_LABELS] = labels
         span.set_attributes(attrs)
@@ -280,7 +283,7 @@ class _TransactionTracer:
             lsid=self._otel.lsid,
             txn_number=self._txn_number(),
             error_labels=tuple(labels),
-            error_type=type(exc).__name__ if exc is not None else None,
+            error_type=E.error_type(exc) if exc is not None else None,
             attributes=attributes,
         )
         _tell(t, span, "transaction_ended", summary)
@@ -401,7 +404,7 @@ class _TransactionTracer:
         if exc is not None:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
-            record_exception(span, exc)
+            attrs.update(record_exception(span, exc))
             if (
                 t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
