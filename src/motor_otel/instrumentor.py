@@ -18,7 +18,8 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pymongo import monitoring
 
-from motor_otel._guard import guard
+from motor_otel import attributes as A
+from motor_otel._guard import guard, report
 from motor_otel.coexistence import (
     ContribSuppressor,
     native_default,
@@ -62,17 +63,37 @@ def _build(
     settings: dict[str, Any],
 ) -> Telemetry:
     resolved = Settings.resolve(**settings)
-    tracer = trace.get_tracer(
-        "motor_otel",
-        __version__,
-        tracer_provider,
-        schema_url="https://opentelemetry.io/schemas/1.26.0",
-    )
-    telemetry = Telemetry(tracer=tracer, settings=resolved)
+    tracer = trace.get_tracer("motor_otel", __version__, tracer_provider, schema_url=A.SCHEMA_URL)
+    telemetry = Telemetry(tracer=tracer, settings=resolved, old_names=_old_names_opted_in())
     telemetry.observers.append(MongoMetrics(meter_provider))
     if resolved.log_lifecycle:
         telemetry.observers.append(LifecycleLogger())
     return telemetry
+
+
+def _old_names_opted_in() -> bool:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup``, read by contrib's own helper.
+
+    Decided once per ``instrument()``, never per span. Contrib's default without the variable
+    is the old names only; ours is the stable names only (the MongoDB tracing spec's), so only
+    ``database/dup`` changes anything here. The helper is private to contrib: if it moves, we
+    keep the stable names and say so once.
+    """
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetrySemanticConventionStability,
+            _OpenTelemetryStabilitySignalType,
+            _StabilityMode,
+        )
+
+        _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
+        mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+            _OpenTelemetryStabilitySignalType.DATABASE
+        )
+        return bool(mode == _StabilityMode.DATABASE_DUP)
+    except Exception as exc:
+        report("instrumentor.semconv_opt_in", exc)
+        return False
 
 
 def _client_of(obj: Any) -> Any:

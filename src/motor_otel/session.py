@@ -28,6 +28,7 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
@@ -37,7 +38,6 @@ from motor_otel.operations import (
     exception_attributes,
     operation_span,
     record_exception,
-    retry_cause_error_type,
 )
 
 T = TypeVar("T")
@@ -240,13 +240,15 @@ class _TransactionTracer:
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
         span = attempt.span
         labels = list(attempt.error_labels)
+        failure: dict[str, str] = {}
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-            record_exception(span, exc)
+            failure = record_exception(span, exc)
         elif outcome != "committed" and attempt.unsettled is not None:
             # Nobody retried the unknown commit: that is the failure (its event is already there).
-            record_exception(span, attempt.unsettled, event=False)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
+            exc = attempt.unsettled
+            failure = record_exception(span, exc, event=False)
+        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session), **failure}
         if labels:
             attrs[A.ERROR_LABELS] = labels
         if outcome != "committed" and attempt.retry_cause is not None:
@@ -297,7 +299,7 @@ class _TransactionTracer:
             lsid=self._otel.lsid,
             txn_number=self._txn_number(),
             error_labels=tuple(labels),
-            error_type=type(exc).__name__ if exc is not None else None,
+            error_type=E.error_type(exc) if exc is not None else None,
             attributes=attributes,
             wasted_s=wasted_s,
             retry_cause=cause,
@@ -428,7 +430,7 @@ class _TransactionTracer:
         if exc is not None:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
-            record_exception(span, exc)
+            attrs.update(record_exception(span, exc))
             if (
                 t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
@@ -436,9 +438,7 @@ class _TransactionTracer:
                 and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
             ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
                 span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
-                self._notify(
-                    "commit_not_retried", labels, span, error_type=retry_cause_error_type(exc)
-                )
+                self._notify("commit_not_retried", labels, span, error_type=E.error_type(exc))
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
         wasted_s = _wasted_s(wt)

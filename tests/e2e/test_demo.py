@@ -56,7 +56,7 @@ def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
     lines = _metric_lines(out)
     assert "db.client.mongodb.transactions {error_labels=none, outcome=committed} 5" in lines
     assert (
-        "db.client.mongodb.transaction.retries {collection.name=stock, error.type=OperationFailure,"
+        "db.client.mongodb.transaction.retries {collection.name=stock, error.type=112,"
         " error_label=TransientTransactionError, operation.name=update} 1"
     ) in lines
     wasted = [line for line in lines if "transaction.wasted_duration" in line]

@@ -593,6 +593,8 @@ async def test_both_tracers_on_tell_one_story(
         assert retries.attributes["db.mongodb.error_label"] == "TransientTransactionError"
     operations = {p.attributes["db.operation.name"] for p in points["db.client.operation.duration"]}
     assert {"insert", "commitTransaction", "find"} <= operations
+    # PyMongo makes the command spans, yet each point names the server that answered.
+    assert all("server.port" in p.attributes for p in points["db.client.operation.duration"])
 
 
 async def test_a_commit_retried_by_hand_stays_in_its_attempt(

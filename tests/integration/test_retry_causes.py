@@ -33,7 +33,7 @@ from tests.spans import children, named
 TTE = ["TransientTransactionError"]
 CONFLICT_ON_UPDATE = fail_command("update", error_code=112, error_labels=TTE)
 CONFLICT_ON_COMMIT = fail_command("commitTransaction", error_code=112, error_labels=TTE)
-ERROR_TYPE = "OperationFailure"  # error.type of a server error
+ERROR_TYPE = "112"  # error.type of a server error: its code (WriteConflict)
 RETRIES = "db.client.mongodb.transaction.retries"
 WASTED = "db.client.mongodb.transaction.wasted_duration"
 NOT_RETRIED = "db.client.mongodb.transaction.commit_not_retried"
