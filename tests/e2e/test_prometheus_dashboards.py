@@ -387,6 +387,9 @@ async def test_every_dashboard_query_returns_data(
     assert error_types, "the workload's failures are not in the error-type table"
     summary_line(f"error types in the failures table: {sorted(error_types)}")
     codes = {value for value in error_types if value.isdigit()}
+    # The workload's fail points answer 112 (WriteConflict) and 91 (ShutdownInProgress): error.type
+    # is the server code, and the table names each one.
+    assert {"112", "91"} <= codes, f"the workload's server codes are not error types: {codes}"
     assert codes <= _mapped_texts(failures).keys(), f"server codes without a name: {codes}"
     causes = _series_labels(
         prometheus,
