@@ -76,9 +76,26 @@ async def _shop(client: Any, transactions: int, progress: bool) -> list[tuple[in
                 await session.with_transaction(buy)
             except Exception as exc:  # what the application would see, shown not hidden
                 print(f"transaction {n}: with_transaction raised {type(exc).__name__}")
+                await _release(client, session)
         if progress and (n % 10 == 0 or n == transactions):
             print(f"[{n}/{transactions}] transactions done", flush=True)
     return injected
+
+
+async def _release(client: Any, session: Any) -> None:
+    """End the server session of a transaction ``with_transaction`` gave up on.
+
+    A commit that failed and was not retried (Motor's loop, ``driver`` mode) may leave the
+    transaction open on the server, holding its documents until mongod's
+    ``transactionLifetimeLimitSeconds`` (60 s) expires it; every later writer of those documents
+    then conflicts. ``killSessions`` aborts it at once (MongoDB manual, "killSessions").
+    """
+    from pymongo.errors import PyMongoError
+
+    try:
+        await client.admin.command({"killSessions": [session.session_id]})
+    except PyMongoError as exc:
+        print(f"  (killSessions failed: {type(exc).__name__})")
 
 
 async def _contention(client: Any, buyers: int) -> list[str]:
@@ -122,6 +139,7 @@ async def _contention(client: Any, buyers: int) -> list[str]:
             try:
                 await session.with_transaction(buy)
             except PyMongoError as exc:
+                await _release(client, session)
                 code = getattr(exc, "code", None)
                 return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
         return "committed"
