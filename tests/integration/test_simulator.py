@@ -76,7 +76,9 @@ async def test_with_transaction_retries_transient_commit_error(mongodb_uri: str)
 
 
 async def test_write_conflict_between_transactions(motor_client: AsyncIOMotorClient) -> None:
-    """Two transactions changing one document: the second commit gets a transient WriteConflict."""
+    """The second transaction writing a document fails at once (112, transient) and is aborted
+    on the server; the first still commits (mongod: "In-progress Transactions and Write
+    Conflicts")."""
     coll = motor_client.sim_conflict.items
     await coll.drop()
     await coll.insert_one({"_id": 1, "v": 0})
@@ -85,13 +87,17 @@ async def test_write_conflict_between_transactions(motor_client: AsyncIOMotorCli
     s1.start_transaction()
     s2.start_transaction()
     await coll.update_one({"_id": 1}, {"$set": {"v": 1}}, session=s1)
-    await coll.update_one({"_id": 1}, {"$set": {"v": 2}}, session=s2)
-    await s1.commit_transaction()
     with pytest.raises(OperationFailure) as info:
-        await s2.commit_transaction()
-    assert info.value.code == 112
+        await coll.update_one({"_id": 1}, {"$set": {"v": 2}}, session=s2)
+    assert (info.value.code, info.value.details["codeName"]) == (112, "WriteConflict")
     assert info.value.has_error_label("TransientTransactionError")
+    with pytest.raises(OperationFailure) as aborted:  # B's next command: it is gone
+        await coll.find_one({"_id": 1}, session=s2)
+    assert (aborted.value.code, aborted.value.details["codeName"]) == (251, "NoSuchTransaction")
+    assert aborted.value.has_error_label("TransientTransactionError")
+    await s1.commit_transaction()
     assert (await coll.find_one({"_id": 1}))["v"] == 1
+    await s2.abort_transaction()
     await s1.end_session()
     await s2.end_session()
 

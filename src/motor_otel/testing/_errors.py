@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 CODE_NAMES: dict[int, str] = {
+    1: "InternalError",
     2: "BadValue",
+    9: "FailedToParse",
     11: "UserNotFound",
     24: "LockTimeout",
     26: "NamespaceNotFound",
@@ -15,10 +17,12 @@ CODE_NAMES: dict[int, str] = {
     50: "MaxTimeMSExpired",
     59: "CommandNotFound",
     64: "WriteConcernFailed",
+    72: "InvalidOptions",
     79: "UnknownReplWriteConcern",
     91: "ShutdownInProgress",
     100: "UnsatisfiableWriteConcern",
     112: "WriteConflict",
+    115: "CommandNotSupported",
     189: "PrimarySteppedDown",
     225: "TransactionTooOld",
     244: "TransactionAborted",
@@ -63,6 +67,32 @@ class CommandError(Exception):
         if self.labels:
             reply["errorLabels"] = self.labels
         return reply
+
+
+def write_error(index: int, error: CommandError, **extra: Any) -> dict[str, Any]:
+    """One ``writeErrors`` entry, shaped as mongod sends it (MongoDB docs, "insert" command,
+    "Output": ``index``, ``code``, ``codeName``, ``errmsg``; DuplicateKey adds ``keyPattern``
+    and ``keyValue``)."""
+    entry: dict[str, Any] = {
+        "index": index,
+        "code": error.code,
+        "codeName": CODE_NAMES.get(error.code, "UnknownError"),
+        "errmsg": error.errmsg,
+    }
+    entry.update(extra)
+    return entry
+
+
+def write_conflict() -> CommandError:
+    """WriteConflict (112), which mongod labels ``TransientTransactionError`` inside a transaction
+    (MongoDB docs, "In-progress Transactions and Write Conflicts"; transactions spec test
+    ``errors.json``, "write conflict commit")."""
+    return CommandError(
+        112,
+        "Caused by :: Write conflict during plan execution and yielding is disabled. :: Please "
+        "retry your operation or multi-document transaction.",
+        ["TransientTransactionError"],
+    )
 
 
 def no_such_transaction(txn_number: int) -> CommandError:

@@ -22,7 +22,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mockupdb import OPCODES, MockupDB, OpMsg, mock_server_receive
 
-from motor_otel.testing._engine import Doc, Engine, TransactionView, View
+from motor_otel.testing._engine import Context, Doc, Engine, HangUp, TransactionView, View
 from motor_otel.testing._errors import (
     RETRYABLE_WRITE_CODES,
     TRANSIENT_TRANSACTION_CODES,
@@ -30,9 +30,19 @@ from motor_otel.testing._errors import (
     no_such_transaction,
 )
 from motor_otel.testing._failpoints import FailPoints
+from motor_otel.testing._locks import DocumentLocks
 
 _MAX_MESSAGE = 48_000_000
-_RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+_RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
+# What a multi-document transaction may run (MongoDB manual, "Transactions and Operations");
+# anything else is OperationNotSupportedInTransaction (263), as the transactions spec test
+# count.json expects.
+_IN_TRANSACTION = frozenset(
+    {
+        "aggregate", "distinct", "find", "getMore", "killCursors", "insert", "update", "delete",
+        "findAndModify", "bulkWrite", "create", "createIndexes",
+    }
+)  # fmt: skip
 _TXN_ENDING = frozenset({"commitTransaction", "abortTransaction"})
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
 
@@ -61,11 +71,21 @@ class _ClusterClock:
             return Timestamp(self._secs, self._inc)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Txn:
     number: int
     state: str  # "in_progress" | "committed" | "aborted"
     view: TransactionView | None
+
+
+@dataclass(slots=True)
+class _Session:
+    """What the server remembers of one logical session (keyed by lsid)."""
+
+    number: int = -1  # the highest txnNumber seen
+    txn: _Txn | None = None  # the transaction ``number`` started, if it was one
+    # The retryable write ``number``: its applied statements' results, by statement index.
+    statements: dict[int, Doc] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -142,16 +162,22 @@ class SimulatedReplicaSet:
         set_name: str = "rs0",
         server_version: str = "8.0.0",
         users: Mapping[str, str] | None = None,
+        transaction_lifetime_limit_seconds: float = 60.0,
     ) -> None:
         self.set_name = set_name
         self.users = dict(users or {})  # SASL PLAIN (authSource=$external), for credential tests
         self.server_version = server_version
         self._host = host
         self._port = port
-        self._engine = Engine()
         self._clock = _ClusterClock()
         self._failpoints = FailPoints()
-        self._sessions: dict[bytes, _Txn] = {}
+        lock = threading.RLock()
+        # mongod aborts a transaction older than transactionLifetimeLimitSeconds (default 60).
+        locks = DocumentLocks(
+            lock, lifetime_limit=transaction_lifetime_limit_seconds, expire=self._expire
+        )
+        self._engine = Engine(lock, locks, self._failpoints)
+        self._sessions: dict[bytes, _Session] = {}
         self._connection_ids = itertools.count(1)
         self.transactions = TransactionCounters()
         self._server: _Protocol | None = None
@@ -211,7 +237,9 @@ class SimulatedReplicaSet:
         if name in _HELLO:
             request.reply(self._hello(command, conn))
             return
-        action = self._failpoints.match(name, conn.app_name)
+        target = command.get(name)
+        namespace = f"{command.get('$db', 'admin')}.{target}" if isinstance(target, str) else None
+        action = self._failpoints.match(name, conn.app_name, namespace)
         if action is not None:
             if action.block_ms:
                 time.sleep(action.block_ms / 1000)
@@ -228,19 +256,29 @@ class SimulatedReplicaSet:
                 err.labels = list(labels)
                 request.reply(self._stamp(err.to_reply()))
                 return
-        reply = self._run(name, command)
+        try:
+            reply = self._run(name, command)
+        except HangUp:  # onPrimaryTransactionalWrite: the write happened, the reply is lost
+            request.hangup()
+            return
         if action is not None and action.write_concern_error is not None:
             reply["writeConcernError"] = dict(action.write_concern_error)
             labels = action.error_labels
             if labels is None:
-                code = int(action.write_concern_error.get("code", 0))
-                labels = self._labels_for(name, command, code) if code != 64 else []
+                labels = self._write_concern_labels(name, command, action.write_concern_error)
             if labels:
                 reply["errorLabels"] = list(labels)
         request.reply(self._stamp(reply))
 
     def _labels_for(self, name: str, command: Doc, code: int) -> list[str]:
-        """The labels mongod itself attaches when a fail point gives none."""
+        """The labels mongod itself attaches to a command error when a fail point gives none.
+
+        ``TransientTransactionError`` inside a transaction (transactions.md, "Transient
+        Transaction Error": "the server adds the label"; spec test error-labels.json,
+        "NotWritablePrimary errors contain transient label"); ``RetryableWriteError`` on a
+        retryable write or commit/abort (retryable-writes.md, "RetryableWriteError Labels": 4.4+
+        servers add it, only when the command carries a txnNumber).
+        """
         in_txn = command.get("autocommit") is False
         if name in _TXN_ENDING:
             if code in RETRYABLE_WRITE_CODES:
@@ -250,6 +288,23 @@ class SimulatedReplicaSet:
             transient = TRANSIENT_TRANSACTION_CODES | RETRYABLE_WRITE_CODES
             return ["TransientTransactionError"] if code in transient else []
         if name in _RETRYABLE_WRITES and "txnNumber" in command and code in RETRYABLE_WRITE_CODES:
+            return ["RetryableWriteError"]
+        return []
+
+    def _write_concern_labels(self, name: str, command: Doc, error: Doc) -> list[str]:
+        """Labels for an ``ok: 1`` reply with a writeConcernError: ``RetryableWriteError`` for a
+        retryable write, commit or abort whose writeConcernError code is retryable
+        (retryable-writes.md, "RetryableWriteError Labels"), and never
+        ``TransientTransactionError``: a writeConcernError is not a command error
+        (transactions.md, "Command Error"), and inside a transaction no label at all (spec test
+        error-labels.json, "do not add RetryableWriteError label to writeConcernError
+        ShutdownInProgress that occurs within transaction")."""
+        code = int(error.get("code", 0))
+        if code not in RETRYABLE_WRITE_CODES or "txnNumber" not in command:
+            return []
+        if name in _TXN_ENDING or (
+            name in _RETRYABLE_WRITES and command.get("autocommit") is not False
+        ):
             return ["RetryableWriteError"]
         return []
 
@@ -293,6 +348,8 @@ class SimulatedReplicaSet:
     def _run(self, name: str, command: Doc) -> Doc:
         try:
             return self._dispatch(name, command)
+        except HangUp:
+            raise
         except CommandError as err:
             return err.to_reply()
         except Exception as exc:  # an engine bug must not kill the connection
@@ -325,12 +382,21 @@ class SimulatedReplicaSet:
             return self._sasl_plain(command)
         if name in _TXN_ENDING:
             return self._end_transaction(name, command)
-        handler = self._engine.handlers.get(name)
-        if handler is None:
+        if name not in self._engine.handlers:
             raise CommandError(59, f"no such command: '{name}'")
         with self._engine.lock:
-            view = self._view_for(command)
-            return handler(view, db, command)
+            ctx = self._context_for(name, command)
+            try:
+                reply = self._engine.run(name, ctx, db, command)
+            except CommandError:
+                # A failed command inside a transaction aborts it on the server (transactions.md,
+                # "Handling command errors"; spec test errors.json, "write conflict commit").
+                if isinstance(ctx.txn, _Txn):
+                    self._abort(ctx.txn)
+                raise
+            if isinstance(ctx.txn, _Txn) and reply.get("writeErrors"):
+                self._abort(ctx.txn)  # mongod aborts a transaction whose write failed
+            return reply
 
     def _sasl_plain(self, command: Doc) -> Doc:
         """SASL PLAIN, one round trip: enough for drivers to send real credentials."""
@@ -344,41 +410,66 @@ class SimulatedReplicaSet:
             raise CommandError(18, "Authentication failed.")
         return {"conversationId": 1, "done": True, "payload": b"", "ok": 1}
 
-    # -- transactions ---------------------------------------------------------------------------
-    def _view_for(self, command: Doc) -> View:
+    # -- transactions and retryable writes ----------------------------------------------------
+    def _context_for(self, name: str, command: Doc) -> Context:
+        """Where the command runs, from its lsid, txnNumber and autocommit fields."""
+        max_time = command.get("maxTimeMS")
+        deadline = time.monotonic() + int(max_time) / 1000 if max_time else None
         lsid = command.get("lsid")
         txn_number = command.get("txnNumber")
         if lsid is None or txn_number is None:
-            return View(self._engine.main)
-        key = bytes(lsid["id"])
+            return Context(View(self._engine.main), deadline=deadline)
         number = int(txn_number)
-        txn = self._sessions.get(key)
-        if command.get("autocommit") is not False:  # a retryable write
-            if txn is not None and number < txn.number:
-                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
-            if txn is not None and txn.state == "in_progress" and number > txn.number:
-                self._abort(txn)
-            return View(self._engine.main)
+        session = self._sessions.setdefault(bytes(lsid["id"]), _Session())
+        if command.get("autocommit") is not False:  # a retryable write (retryable-writes.md)
+            if number < session.number:
+                raise CommandError(
+                    225,
+                    f"Retryable write with txnNumber {number} is prohibited on session "
+                    f"because a newer retryable write with txnNumber {session.number} has "
+                    "already started on this session.",
+                )
+            if number > session.number:
+                if session.txn is not None and session.txn.state == "in_progress":
+                    self._abort(session.txn)
+                session.number, session.txn, session.statements = number, None, {}
+            statements = session.statements if name in _RETRYABLE_WRITES else None
+            return Context(
+                View(self._engine.main),
+                statements=statements,
+                transactional=True,
+                deadline=deadline,
+            )
+        if name not in _IN_TRANSACTION:
+            raise CommandError(263, f"Cannot run '{name}' in a multi-document transaction.")
         if command.get("startTransaction"):
-            if txn is not None and number < txn.number:
-                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
-            if txn is not None and number == txn.number:
+            if number < session.number:
+                raise CommandError(225, f"txnNumber {number} is less than last {session.number}")
+            if number == session.number:
                 raise CommandError(225, f"transaction {number} has already been started")
-            if txn is not None and txn.state == "in_progress":
-                self._abort(txn)
+            if session.txn is not None and session.txn.state == "in_progress":
+                self._abort(session.txn)
             txn = _Txn(number, "in_progress", TransactionView(self._engine.main))
-            self._sessions[key] = txn
+            session.number, session.txn, session.statements = number, txn, {}
+            self._engine.locks.begin(txn)
             with self.transactions.lock:
                 self.transactions.total_started += 1
-            return txn.view  # type: ignore[return-value]
+            return Context(txn.view, txn=txn, transactional=True, deadline=deadline)  # type: ignore[arg-type]
+        txn = session.txn  # type: ignore[assignment]
         if txn is None or txn.number != number or txn.state != "in_progress" or txn.view is None:
             raise no_such_transaction(number)
-        return txn.view
+        return Context(txn.view, txn=txn, transactional=True, deadline=deadline)
 
     def _abort(self, txn: _Txn) -> None:
         txn.state, txn.view = "aborted", None
+        self._engine.locks.end(txn, committed=False)
         with self.transactions.lock:
             self.transactions.total_aborted += 1
+
+    def _expire(self, txn: object) -> None:
+        """mongod's transactionLifetimeLimitSeconds: an open transaction that old is aborted."""
+        if isinstance(txn, _Txn) and txn.state == "in_progress":
+            self._abort(txn)
 
     def _end_transaction(self, name: str, command: Doc) -> Doc:
         lsid, txn_number = command.get("lsid"), command.get("txnNumber")
@@ -386,7 +477,8 @@ class SimulatedReplicaSet:
             raise CommandError(2, f"{name} requires lsid and txnNumber")
         number = int(txn_number)
         with self._engine.lock:
-            txn = self._sessions.get(bytes(lsid["id"]))
+            session = self._sessions.get(bytes(lsid["id"]))
+            txn = session.txn if session is not None else None
             if txn is None or txn.number != number:
                 raise no_such_transaction(number)
             if name == "abortTransaction":
@@ -400,12 +492,9 @@ class SimulatedReplicaSet:
                 return {"ok": 1}  # a retried commit of a committed transaction succeeds
             if txn.state == "aborted" or txn.view is None:
                 raise no_such_transaction(number)
-            try:
-                txn.view.commit_into(self._engine.main)
-            except CommandError:
-                self._abort(txn)
-                raise
+            txn.view.commit_into(self._engine.main, self._engine.locks.held(txn))
             txn.state, txn.view = "committed", None
+            self._engine.locks.end(txn, committed=True)
             with self.transactions.lock:
                 self.transactions.total_committed += 1
             return {"ok": 1}
