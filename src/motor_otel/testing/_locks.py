@@ -38,6 +38,8 @@ class DocumentLocks:
         expire: Callable[[object], None],
     ) -> None:
         self._released = threading.Condition(lock)
+        self._waiters_changed = threading.Condition(lock)
+        self.waiting = 0  # writes outside transactions now waiting for a holder to end
         self._lifetime_limit = lifetime_limit
         self._expire = expire
         self._holder: dict[Key, object] = {}
@@ -103,8 +105,17 @@ class DocumentLocks:
             if deadline <= now:
                 raise CommandError(50, "operation exceeded time limit")
             wait = min(wait, deadline - now)
-        self._released.wait(wait)
+        self.waiting += 1
+        self._waiters_changed.notify_all()
+        try:
+            self._released.wait(wait)
+        finally:
+            self.waiting -= 1
         return False
+
+    def wait_for_waiting(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` writes wait for a transaction (True) or ``timeout`` passes."""
+        return self._waiters_changed.wait_for(lambda: self.waiting >= count, timeout)
 
     def wrote(self, keys: Iterable[Key]) -> None:
         """Committed writes to ``keys`` happened now (they conflict with older snapshots)."""

@@ -221,6 +221,16 @@ class SimulatedReplicaSet:
         host, port = self.address
         return f"mongodb://{host}:{port}/?replicaSet={self.set_name}"
 
+    def wait_for_blocked_writes(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until ``count`` writes outside transactions are waiting for a transaction that
+        holds their document (True), or until ``timeout`` seconds pass (False).
+
+        Lets a test see the wait mongod imposes ("In-progress Transactions and Write Conflicts")
+        without sleeping: call it from a thread (``asyncio.to_thread``) while the write is sent.
+        """
+        with self._engine.lock:
+            return self._engine.locks.wait_for_waiting(count, timeout)
+
     # -- request handling ----------------------------------------------------------------------
     def _new_connection(self) -> _Connection:
         return _Connection(next(self._connection_ids))
