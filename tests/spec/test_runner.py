@@ -8,13 +8,12 @@ from typing import Any
 import pymongo
 import pytest
 
-from tests.spec.matching import Matcher
+from tests.spec.matching import Matcher, Unsupported
 from tests.spec.unified import (
     _ARGUMENTS,
     _OPERATIONS,
     DRIVERS,
     Runner,
-    Unsupported,
     check_supported,
 )
 
@@ -78,7 +77,11 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("file key", lambda s, t: s.update(newTopLevel=1), "file.newTopLevel"),
     ("test key", lambda s, t: t.update(expectLogMessages=[]), "test.expectLogMessages"),
     ("operation key", lambda s, t: _op(t).update(expectNothing=1), "operation.expectNothing"),
-    ("operation", lambda s, t: _op(t).update(name="runCommand"), "operation runCommand"),
+    (
+        "operation",
+        lambda s, t: _op(t).update(name="createChangeStream"),
+        "operation createChangeStream",
+    ),
     (
         "argument",
         lambda s, t: _op(t)["arguments"].update(maxTimeMS=5),
@@ -94,9 +97,9 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "testRunner operation",
         lambda s, t: t["operations"].append(
-            {"name": "assertSessionPinned", "object": "testRunner", "arguments": {}}
+            {"name": "assertSameLsidOnLastTwoCommands", "object": "testRunner", "arguments": {}}
         ),
-        "testRunner operation assertSessionPinned",
+        "testRunner operation assertSameLsidOnLastTwoCommands",
     ),
     (
         "expectError key",
@@ -127,9 +130,9 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "databaseOptions read preference field",
         lambda s, t: _entity(s, "database").update(
-            databaseOptions={"readPreference": {"mode": "primary", "tagSets": [{}]}}
+            databaseOptions={"readPreference": {"mode": "primary", "hedge": {"enabled": True}}}
         ),
-        "databaseOptions.readPreference.tagSets",
+        "databaseOptions.readPreference.hedge",
     ),
     (
         "session option",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
-from tests.spec.unified import DRIVERS, Runner, Unsupported, load
+from tests.spec.matching import Unsupported
+from tests.spec.unified import DRIVERS, Runner, load
 
 MOTOR_COMMIT_NOT_RETRIED = (
     "Motor 3.7's with_transaction commits in its start_transaction context manager's __aexit__, "
@@ -15,6 +17,7 @@ MOTOR_COMMIT_NOT_RETRIED = (
 
 # (suite directory, drivers) — see the README section "Specification tests".
 PYMONGO_TRACED = ("AsyncMongoClient+otel", "MongoClient+otel")
+FOUR = ("AsyncMongoClient", "AsyncMongoClient+otel", "Motor", "Motor+driver")
 SUITES: dict[str, tuple[str, ...]] = {
     "transactions-convenient-api/tests/unified": (
         "AsyncMongoClient",
@@ -26,6 +29,8 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
     "open-telemetry/tests/transaction": ("Motor+driver", "Motor+spec", *PYMONGO_TRACED),
     "open-telemetry/tests/operation": ("Motor+driver", *PYMONGO_TRACED),
+    "transactions/tests/unified": FOUR,
+    "command-logging-and-monitoring/tests/monitoring": FOUR,
 }
 
 # Tests that fail only because of Motor's commit loop (verified one by one: each passes with
@@ -70,6 +75,64 @@ MOTOR_XFAIL: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+# Until the simulator does what mongod does here (requests R2-R10 in the team's sim-notes; each
+# entry goes when the simulator is fixed: strict, so a fixed one fails until it is removed).
+_SECONDARY = "simulator: no secondary member, so selecting one for a read times out"
+SIMULATOR_GAPS: dict[tuple[str, str], str] = {
+    ("read-pref", "secondary readPreference"): _SECONDARY,
+    ("run-command", "run command fails with explicit secondary read preference"): _SECONDARY,
+    (
+        "run-command",
+        "run command fails with secondary read preference from transaction options",
+    ): _SECONDARY,
+    ("transaction-options", "readPreference inherited from client"): _SECONDARY,
+    ("transaction-options", "readPreference inherited from defaultTransactionOptions"): _SECONDARY,
+    ("transaction-options", "startTransaction overrides readPreference"): _SECONDARY,
+    ("abort", "abort ignores TransactionAborted"): (
+        "simulator: a write error does not abort the transaction"
+    ),
+    ("errors", "write conflict commit"): "simulator: write conflicts are found at commit",
+    ("errors", "write conflict abort"): "simulator: write conflicts are found at commit",
+    ("commit", "write concern error on commit"): (
+        "simulator: w greater than the members is not UnsatisfiableWriteConcern"
+    ),
+    (
+        "error-labels",
+        "do not add RetryableWriteError label to writeConcernError ShutdownInProgress that occurs within transaction",
+    ): "simulator: labels a writeConcernError TransientTransactionError",
+    ("create-collection", "explicitly create collection using create command"): (
+        "simulator: create in a transaction is visible before commit"
+    ),
+    ("create-index", "create index on a non-existing collection"): (
+        "simulator: createIndexes in a transaction is lost"
+    ),
+    ("create-index", "create index on a collection created within the same transaction"): (
+        "simulator: createIndexes in a transaction is lost"
+    ),
+    ("retryable-commit", "commitTransaction fails after Interrupted"): (
+        "simulator: fail point code 11601 has no codeName Interrupted"
+    ),
+    ("deleteOne", "A successful deleteOne with write errors"): (
+        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
+    ),
+    ("deleteMany", "A successful deleteMany with write errors"): (
+        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
+    ),
+    ("updateOne", "A successful updateOne with write errors"): (
+        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
+    ),
+    ("updateMany", "A successful updateMany with write errors"): (
+        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
+    ),
+    ("find", "A successful find with showRecordId and returnKey"): (
+        "simulator: find ignores returnKey"
+    ),
+    ("writeConcernError", "A retryable write with write concern errors publishes success event"): (
+        "simulator: a retried write is applied twice"
+    ),
+}
+
+
 def _short(suite: str) -> str:
     """``open-telemetry/tests/operation`` -> ``open-telemetry/operation``."""
     parts = suite.split("/")
@@ -85,6 +148,8 @@ def _params() -> list[Any]:
                 key = (stem, test["description"])
                 if driver in ("Motor", "Motor+driver") and key in MOTOR_XFAIL:
                     marks.append(pytest.mark.xfail(reason=MOTOR_COMMIT_NOT_RETRIED, strict=True))
+                elif key in SIMULATOR_GAPS and not os.environ.get("MONGODB_URI"):
+                    marks.append(pytest.mark.xfail(reason=SIMULATOR_GAPS[key], strict=True))
                 params.append(
                     pytest.param(
                         suite,
