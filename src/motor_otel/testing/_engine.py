@@ -516,6 +516,8 @@ class Engine:
         if limit:
             cursor = cursor.limit(abs(limit))
         docs = list(cursor)
+        if cmd.get("returnKey"):
+            docs = _index_keys(coll, cmd.get("filter") or {}, cmd.get("sort") or {}, docs)
         single = bool(cmd.get("singleBatch")) or limit < 0
         return self._cursor_reply(f"{db}.{cmd['find']}", docs, cmd.get("batchSize"), single)
 
@@ -751,6 +753,20 @@ class Engine:
         except mongomock.OperationFailure as exc:
             raise CommandError(27, str(exc)) from None
         return {"nIndexesWas": before, "ok": 1}
+
+
+def _index_keys(coll: Any, flt: Doc, sort: Doc, docs: list[Doc]) -> list[Doc]:
+    """``returnKey``: each document reduced to the keys of the index the query used, or ``{}``
+    when it used none (MongoDB manual, "cursor.returnKey()"). The index is the first whose
+    leading field the filter or the sort names, as a planner with one candidate would pick."""
+    wanted = [k for k in list(flt) + list(sort) if not str(k).startswith("$")]
+    fields: list[str] = []
+    for index in coll.list_indexes():
+        keys = list(index["key"])
+        if keys and keys[0] in wanted:
+            fields = keys
+            break
+    return [{f: doc[f] for f in fields if f in doc} for doc in docs]
 
 
 def _project(coll: Any, doc: Doc, fields: Doc) -> Doc | None:

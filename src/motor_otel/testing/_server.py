@@ -178,6 +178,7 @@ class SimulatedReplicaSet:
         )
         self._engine = Engine(lock, locks, self._failpoints)
         self._sessions: dict[bytes, _Session] = {}
+        self._data_bearing = 1  # members that acknowledge writes
         self._connection_ids = itertools.count(1)
         self.transactions = TransactionCounters()
         self._server: _Protocol | None = None
@@ -271,6 +272,9 @@ class SimulatedReplicaSet:
         except HangUp:  # onPrimaryTransactionalWrite: the write happened, the reply is lost
             request.hangup()
             return
+        unsatisfiable = self._unsatisfiable(command)
+        if unsatisfiable is not None and reply.get("ok") == 1:
+            reply["writeConcernError"] = unsatisfiable
         if action is not None and action.write_concern_error is not None:
             reply["writeConcernError"] = dict(action.write_concern_error)
             labels = action.error_labels
@@ -279,6 +283,27 @@ class SimulatedReplicaSet:
             if labels:
                 reply["errorLabels"] = list(labels)
         request.reply(self._stamp(reply))
+
+    def _unsatisfiable(self, command: Doc) -> Doc | None:
+        """The writeConcernError mongod adds when a write concern names more members than the set
+        has, or a mode it does not know; the write itself is applied (MongoDB manual, "Write
+        Concern", "w Option"; transactions spec test commit.json, "write concern error on
+        commit")."""
+        concern = command.get("writeConcern")
+        w = concern.get("w") if isinstance(concern, dict) else None
+        if isinstance(w, int) and not isinstance(w, bool) and w > self._data_bearing:
+            return {
+                "code": 100,
+                "codeName": "UnsatisfiableWriteConcern",
+                "errmsg": "Not enough data-bearing nodes",
+            }
+        if isinstance(w, str) and w != "majority":
+            return {
+                "code": 79,
+                "codeName": "UnknownReplWriteConcern",
+                "errmsg": f"No write concern mode named '{w}' found in replica set configuration",
+            }
+        return None
 
     def _labels_for(self, name: str, command: Doc, code: int) -> list[str]:
         """The labels mongod itself attaches to a command error when a fail point gives none.
@@ -387,6 +412,7 @@ class SimulatedReplicaSet:
                 "ok": 1,
             }
         if name in ("endSessions", "killAllSessions", "killSessions"):
+            self._end_sessions(name, command)
             return {"ok": 1}
         if name == "saslStart":
             return self._sasl_plain(command)
@@ -469,6 +495,23 @@ class SimulatedReplicaSet:
         if txn is None or txn.number != number or txn.state != "in_progress" or txn.view is None:
             raise no_such_transaction(number)
         return Context(txn.view, txn=txn, transactional=True, deadline=deadline)
+
+    def _end_sessions(self, name: str, command: Doc) -> None:
+        """Ending or killing a session aborts its open transaction, releasing what it holds
+        (MongoDB manual, "endSessions", "killSessions", "killAllSessions")."""
+        if name == "killAllSessions":
+            ids = list(self._sessions)
+        else:
+            listed = command.get(name) or []
+            ids = [bytes(s["id"]) for s in listed if isinstance(s, dict) and "id" in s]
+        with self._engine.lock:
+            for key in ids:
+                session = self._sessions.get(key)
+                if session is not None and session.txn is not None:
+                    if session.txn.state == "in_progress":
+                        self._abort(session.txn)
+                if name != "killAllSessions":
+                    self._sessions.pop(key, None)
 
     def _abort(self, txn: _Txn) -> None:
         txn.state, txn.view = "aborted", None
