@@ -507,9 +507,9 @@ class SimulatedReplicaSet:
         with self._engine.lock:
             for key in ids:
                 session = self._sessions.get(key)
-                if session is not None and session.txn is not None:
-                    if session.txn.state == "in_progress":
-                        self._abort(session.txn)
+                txn = session.txn if session is not None else None
+                if txn is not None and txn.state == "in_progress":
+                    self._abort(txn)
                 if name != "killAllSessions":
                     self._sessions.pop(key, None)
 
