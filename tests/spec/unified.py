@@ -74,6 +74,13 @@ NEEDS = {
         "server deprecated mapReduce in 5.0), so neither PyMongo nor Motor has one to trace"
     ),
 }
+# Operations neither PyMongo nor Motor has: the test cannot be run through them.
+_DRIVERS_LACK = {
+    "count": (
+        "needs a driver count operation: PyMongo 4 removed Collection.count (the CRUD spec "
+        "deprecated it for countDocuments), so neither PyMongo nor Motor has one"
+    ),
+}
 _versions: dict[str, tuple[int, ...]] = {}
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
 
@@ -438,6 +445,8 @@ def _check_operation(op: dict[str, Any]) -> None:
         for entity in args.get("entities", []):
             _check_entity(entity)
     else:
+        if name in _DRIVERS_LACK:
+            raise Unsupported(_DRIVERS_LACK[name])
         if name not in _ARGUMENTS:
             raise Unsupported(f"operation {name}")
         _only(args, _ARGUMENTS[name], name)
@@ -598,7 +607,8 @@ class Runner:
             if unknown:
                 reasons.append(f"runner lacks requirement {sorted(unknown)}")
             elif "replicaset" not in req.get("topologies", ["replicaset"]):
-                reasons.append("topology")
+                needs = " or ".join(req["topologies"])
+                reasons.append(f"topology {needs} (this server is a replica set)")
             elif req.get("serverless", "allow") not in ("allow", "forbid"):
                 reasons.append("serverless")  # never Atlas Serverless: "require" is not met
             elif "auth" in req and req["auth"] != self._auth:
