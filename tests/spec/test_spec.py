@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 import pytest
 
 from tests.spec.matching import Unsupported
+from tests.spec.mongos import SimulatedMongos
 from tests.spec.unified import DRIVERS, Runner, load
 
 MOTOR_COMMIT_NOT_RETRIED = (
@@ -75,9 +78,10 @@ MOTOR_XFAIL: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-# Until the simulator does what mongod does here (requests R2-R10 in the team's sim-notes; each
-# entry goes when the simulator is fixed: strict, so a fixed one fails until it is removed).
+# Until the simulator does what mongod does here (each entry goes when the simulator is fixed:
+# strict, so a fixed one fails until it is removed).
 _SECONDARY = "simulator: no secondary member, so selecting one for a read times out"
+_BAD_DELETE = "simulator: a delete's unknown query operator fails the command, not one writeError"
 SIMULATOR_GAPS: dict[tuple[str, str], str] = {
     ("read-pref", "secondary readPreference"): _SECONDARY,
     ("run-command", "run command fails with explicit secondary read preference"): _SECONDARY,
@@ -88,48 +92,8 @@ SIMULATOR_GAPS: dict[tuple[str, str], str] = {
     ("transaction-options", "readPreference inherited from client"): _SECONDARY,
     ("transaction-options", "readPreference inherited from defaultTransactionOptions"): _SECONDARY,
     ("transaction-options", "startTransaction overrides readPreference"): _SECONDARY,
-    ("abort", "abort ignores TransactionAborted"): (
-        "simulator: a write error does not abort the transaction"
-    ),
-    ("errors", "write conflict commit"): "simulator: write conflicts are found at commit",
-    ("errors", "write conflict abort"): "simulator: write conflicts are found at commit",
-    ("commit", "write concern error on commit"): (
-        "simulator: w greater than the members is not UnsatisfiableWriteConcern"
-    ),
-    (
-        "error-labels",
-        "do not add RetryableWriteError label to writeConcernError ShutdownInProgress that occurs within transaction",
-    ): "simulator: labels a writeConcernError TransientTransactionError",
-    ("create-collection", "explicitly create collection using create command"): (
-        "simulator: create in a transaction is visible before commit"
-    ),
-    ("create-index", "create index on a non-existing collection"): (
-        "simulator: createIndexes in a transaction is lost"
-    ),
-    ("create-index", "create index on a collection created within the same transaction"): (
-        "simulator: createIndexes in a transaction is lost"
-    ),
-    ("retryable-commit", "commitTransaction fails after Interrupted"): (
-        "simulator: fail point code 11601 has no codeName Interrupted"
-    ),
-    ("deleteOne", "A successful deleteOne with write errors"): (
-        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
-    ),
-    ("deleteMany", "A successful deleteMany with write errors"): (
-        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
-    ),
-    ("updateOne", "A successful updateOne with write errors"): (
-        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
-    ),
-    ("updateMany", "A successful updateMany with write errors"): (
-        "simulator: write errors are ok: 0, not ok: 1 with writeErrors"
-    ),
-    ("find", "A successful find with showRecordId and returnKey"): (
-        "simulator: find ignores returnKey"
-    ),
-    ("writeConcernError", "A retryable write with write concern errors publishes success event"): (
-        "simulator: a retried write is applied twice"
-    ),
+    ("deleteOne", "A successful deleteOne with write errors"): _BAD_DELETE,
+    ("deleteMany", "A successful deleteMany with write errors"): _BAD_DELETE,
 }
 
 
@@ -164,12 +128,30 @@ def _params() -> list[Any]:
     return params
 
 
+@pytest.fixture(scope="session")
+def sharded(simulator: Any) -> Iterator[SimulatedMongos | None]:
+    """Two simulated mongos routers in front of the simulator (none with MONGODB_URI)."""
+    if simulator is None:
+        yield None
+        return
+    ((host, port),) = pymongo.uri_parser.parse_uri(simulator.uri)["nodelist"]
+    routers = SimulatedMongos((host, port))
+    yield routers
+    routers.close()
+
+
 @pytest.mark.parametrize(("suite", "driver", "stem", "spec", "test"), _params())
 async def test_unified(
-    suite: str, driver: str, stem: str, spec: dict[str, Any], test: dict[str, Any], mongodb_uri: str
+    suite: str,
+    driver: str,
+    stem: str,
+    spec: dict[str, Any],
+    test: dict[str, Any],
+    mongodb_uri: str,
+    sharded: SimulatedMongos | None,
 ) -> None:
     """The test passes as MongoDB's suite describes it, or is skipped naming what is missing."""
-    runner = Runner(DRIVERS[driver], mongodb_uri, spec, test, stem)
+    runner = Runner(DRIVERS[driver], mongodb_uri, spec, test, stem, sharded)
     try:
         await runner.run()
     except Unsupported as exc:

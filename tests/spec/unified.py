@@ -82,6 +82,8 @@ _DRIVERS_LACK = {
     ),
 }
 _versions: dict[str, tuple[int, ...]] = {}
+_MIN_HEARTBEAT = pymongo.common.MIN_HEARTBEAT_INTERVAL  # PyMongo's own (0.5 s)
+_mongos: dict[str, bool] = {}  # whether the server at a URI is a mongos
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
 
 
@@ -290,8 +292,8 @@ _TEST_KEYS = frozenset(
     }
 )
 _ENTITY_KEYS: dict[str, frozenset[str]] = {
-    # useMultipleMongoses only matters on sharded and load-balanced topologies; the runner runs
-    # on a replica set (see the topology check in runOnRequirements), where it has no effect.
+    # useMultipleMongoses: on a sharded topology, every router in the URI or only the first; on a
+    # replica set it has no effect.
     "client": frozenset(
         {
             "id",
@@ -525,14 +527,29 @@ def txn_options(args: dict[str, Any]) -> dict[str, Any]:
 
 
 class Runner:
-    """Runs one test of one file with one driver against ``uri``."""
+    """Runs one test of one file with one driver against ``uri``.
+
+    ``sharded`` (an object with ``uri`` and ``single_uri``: tests/spec/mongos.py) offers a sharded
+    topology in front of the same data as well: a test whose requirements the server at ``uri``
+    does not meet runs there when they allow a sharded cluster.
+    """
 
     def __init__(
-        self, driver: Driver, uri: str, spec: dict[str, Any], test: dict[str, Any], stem: str = ""
+        self,
+        driver: Driver,
+        uri: str,
+        spec: dict[str, Any],
+        test: dict[str, Any],
+        stem: str = "",
+        sharded: Any = None,
     ):
         self.driver = driver
         self.stem = stem
         self.uri = uri
+        self.sharded = sharded
+        # topology -> (URI with every router, URI with one), filled in once the server is known
+        self.topologies: dict[str, tuple[str, str]] = {}
+        self.topology = "replicaset"
         self.spec = spec
         self.test = test
         self.entities: dict[str, Any] = {}
@@ -565,15 +582,24 @@ class Runner:
                 raise Unsupported(need)
             if self.uri not in _versions:
                 info = await self.internal.admin.command("buildInfo")
+                hello = await self.internal.admin.command("hello")
                 _versions[self.uri] = tuple(int(p) for p in info["versionArray"][:3])
+                _mongos[self.uri] = hello.get("msg") == "isdbgrid"
             self.server_version = _versions[self.uri]
+            if _mongos[self.uri]:
+                first = pymongo.uri_parser.parse_uri(self.uri)["nodelist"][0]
+                self.topologies["sharded"] = (self.uri, f"mongodb://{first[0]}:{first[1]}/")
+            else:
+                self.topologies["replicaset"] = (self.uri, self.uri)
+                if self.sharded is not None:
+                    self.topologies["sharded"] = (self.sharded.uri, self.sharded.single_uri)
             # What the test needs of the server comes first: a test this server cannot run is
             # skipped for that reason, whatever else it uses.
-            self._check_requirements(self.spec.get("runOnRequirements"))
-            self._check_requirements(self.test.get("runOnRequirements"))
+            self.topology = self._choose_topology()
             check_supported(self.spec, self.test)
             if self.test.get("skipReason"):
                 raise Unsupported(f"skipReason: {self.test['skipReason']}")
+            await self._kill_all_sessions()
             await self._initial_data(self.spec.get("initialData", []))
             await self._create_entities(self.spec.get("createEntities", []))
             for op in self.test["operations"]:
@@ -589,9 +615,24 @@ class Runner:
         """Whether the server authenticates us: the simulator never; a URI with credentials."""
         return bool(pymongo.uri_parser.parse_uri(self.uri).get("username"))
 
-    def _check_requirements(self, reqs: list[dict[str, Any]] | None) -> None:
+    def _choose_topology(self) -> str:
+        """The first topology here that meets the file's and the test's runOnRequirements."""
+        reasons: list[str] = []
+        for topology in self.topologies:
+            missing = [
+                reason
+                for reqs in (self.spec.get("runOnRequirements"), self.test.get("runOnRequirements"))
+                if (reason := self._unmet(reqs, topology))
+            ]
+            if not missing:
+                return topology
+            reasons.extend(r for r in missing if r not in reasons)
+        raise Unsupported(f"runOnRequirements not met: {'; '.join(reasons)}")
+
+    def _unmet(self, reqs: list[dict[str, Any]] | None, topology: str) -> str | None:
+        """Why no requirement of ``reqs`` is met on ``topology`` (None: one is)."""
         if not reqs:
-            return
+            return None
         reasons = []
         for req in reqs:
             unknown = set(req) - {
@@ -606,9 +647,9 @@ class Runner:
             high = tuple(int(p) for p in req.get("maxServerVersion", "99").split("."))
             if unknown:
                 reasons.append(f"runner lacks requirement {sorted(unknown)}")
-            elif "replicaset" not in req.get("topologies", ["replicaset"]):
+            elif topology not in req.get("topologies", [topology]):
                 needs = " or ".join(req["topologies"])
-                reasons.append(f"topology {needs} (this server is a replica set)")
+                reasons.append(f"topology {needs} (here: {', '.join(self.topologies)})")
             elif req.get("serverless", "allow") not in ("allow", "forbid"):
                 reasons.append("serverless")  # never Atlas Serverless: "require" is not met
             elif "auth" in req and req["auth"] != self._auth:
@@ -616,8 +657,8 @@ class Runner:
             elif not (low <= version[: len(low)] and version[: len(high)] <= high):
                 reasons.append("server version")
             else:
-                return
-        raise Unsupported(f"runOnRequirements not met: {', '.join(reasons)}")
+                return None
+        return ", ".join(reasons)
 
     async def _close(self) -> None:
         for name, entity in list(self.entities.items()):
@@ -628,6 +669,17 @@ class Runner:
             await _maybe(c.client.close())
         await self.internal.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         await self.internal.close()
+
+    async def _kill_all_sessions(self) -> None:
+        """unified-test-format.md "Terminating Open Transactions": a transaction left open by an
+        earlier test (a commit that never reached the server, a failed test) would hold its
+        documents and block this test's set-up. Interrupted (11601) and Unauthorized (13) may be
+        ignored, the format says."""
+        try:
+            await self.internal.admin.command({"killAllSessions": []})
+        except OperationFailure as exc:
+            if exc.code not in (11601, 13):
+                raise
 
     async def _initial_data(self, data: list[dict[str, Any]]) -> None:
         for item in data:
@@ -670,10 +722,19 @@ class Runner:
         options = {**CLIENT_OPTIONS, **spec.get("uriOptions", {}), "event_listeners": [events]}
         if "readConcernLevel" in options:
             options["readConcernLevel"] = options.pop("readConcernLevel")
+        every, one = self.topologies[self.topology]
+        uri = every if spec.get("useMultipleMongoses") else one
+        # The format: no lowered minHeartbeatFrequency for a client that sets heartbeatFrequencyMS
+        # (see run()); its monitors take PyMongo's own minimum when they are created.
+        lowered = pymongo.common.MIN_HEARTBEAT_INTERVAL
+        if "heartbeatFrequencyMS" in spec.get("uriOptions", {}):
+            pymongo.common.MIN_HEARTBEAT_INTERVAL = _MIN_HEARTBEAT
         try:
-            client = self.driver.client(self.uri, **options)
+            client = self.driver.client(uri, **options)
         except ConfigurationError as exc:  # a uriOptions key or value this driver does not take
             raise Unsupported(f"client uriOptions: {exc}") from exc
+        finally:
+            pymongo.common.MIN_HEARTBEAT_INTERVAL = lowered
         exporter = None
         tracing = spec.get("observeTracingMessages")
         if self.driver.traced:
@@ -819,9 +880,14 @@ class Runner:
             await self._create_entities(args["entities"])
             return None
         if name in ("assertSessionPinned", "assertSessionUnpinned"):
-            pinned = _pymongo_session(self.entities[args["session"]])._pinned_address
-            want = name == "assertSessionPinned"
-            assert (pinned is not None) == want, f"{name}: pinned to {pinned!r}"
+            # The transaction keeps its mongos after commit (a commit may be retried there);
+            # the session's own view forgets it once the transaction is not active.
+            session = _pymongo_session(self.entities[args["session"]])
+            pinned = session._transaction.pinned_address
+            if name == "assertSessionPinned":
+                assert pinned is not None, "assertSessionPinned: not pinned"
+            else:
+                assert pinned is None and session._pinned_address is None, f"pinned to {pinned}"
             return None
         if name == "assertSessionTransactionState":
             state = _pymongo_session(self.entities[args["session"]])._transaction.state
