@@ -422,3 +422,37 @@ async def test_network_error_in_commit_surfaces_unknown_commit(mongodb_uri: str)
     assert await client.sim_net.items.count_documents({}) == 1
     await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     await client.close()
+
+
+async def test_secondary_member_serves_secondary_reads() -> None:
+    """secondaries=1: the set has a secondary the driver discovers; reads with a secondary read
+    preference go there, writes go to the primary, w: 2 is satisfiable and w: 3 is not."""
+    async with SimulatedReplicaSet(secondaries=1) as rs:
+        client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(rs.uri, **CLIENT_OPTIONS)
+        direct: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+            "mongodb://{}:{}/?directConnection=true".format(*rs.secondary_addresses[0]),
+            **CLIENT_OPTIONS,
+        )
+        try:
+            await client.db.items.insert_one({"_id": 1})
+            hello = await client.admin.command("hello")
+            assert len(hello["hosts"]) == 2
+            secondary = client.db.get_collection(
+                "items", read_preference=pymongo.ReadPreference.SECONDARY
+            )
+            assert await secondary.find_one({}) == {"_id": 1}
+            two = await client.db.command(
+                {"insert": "items", "documents": [{"_id": 2}], "writeConcern": {"w": 2}}
+            )
+            three = await client.db.command(
+                {"insert": "items", "documents": [{"_id": 3}], "writeConcern": {"w": 3}}
+            )
+            assert "writeConcernError" not in two
+            assert (three["n"], three["writeConcernError"]["code"]) == (1, 100)
+            assert (await direct.admin.command("hello"))["secondary"] is True
+            with pytest.raises(pymongo.errors.NotPrimaryError) as refused:
+                await direct.db.command({"insert": "items", "documents": [{"_id": 4}]})
+            assert refused.value.details["code"] == 10107
+        finally:
+            await client.close()
+            await direct.close()

@@ -245,7 +245,8 @@ async def test_write_errors_are_ok_1_with_write_errors(motor_client: AsyncIOMoto
 
 async def test_update_counts_and_upserted_as_mongod(motor_client: AsyncIOMotorClient) -> None:
     """update answers n (matched + upserted), nModified (changed only) and upserted [{index,
-    _id}]; an unknown modifier is a FailedToParse (9) write error."""
+    _id}]; an unknown modifier is a FailedToParse (9) write error, an unknown query operator a
+    BadValue (2) one (command-monitoring tests "A successful update*/delete* with write errors")."""
     coll = await _fresh(motor_client, "counts", {"_id": 1, "v": 1}, {"_id": 2, "v": 2})
     reply = await coll.database.command(
         {
@@ -260,6 +261,13 @@ async def test_update_counts_and_upserted_as_mongod(motor_client: AsyncIOMotorCl
     assert (reply["n"], reply["nModified"], reply["upserted"]) == (3, 1, [{"index": 1, "_id": 9}])
     (error,) = reply["writeErrors"]
     assert (error["index"], error["code"], error["codeName"]) == (2, 9, "FailedToParse")
+    deleted = await coll.database.command(
+        {"delete": coll.name, "deletes": [{"q": {"_id": {"$unsupported": 1}}, "limit": 1}]}
+    )
+    assert (deleted["ok"], deleted["n"]) == (1.0, 0)
+    (error,) = deleted["writeErrors"]
+    assert (error["index"], error["code"], error["codeName"]) == (0, 2, "BadValue")
+    assert error["errmsg"] == "unknown operator: $unsupported"
 
 
 async def test_duplicate_key_in_a_transaction_aborts_it(motor_client: AsyncIOMotorClient) -> None:

@@ -270,7 +270,10 @@ class Engine:
         """Apply one write statement once; ``apply`` returns its result and any keys it created."""
         if ctx.statements is not None and index in ctx.statements:
             return ctx.statements[index]  # a retry: the first result, not a second write
-        keys = self._claim(ctx, keys_of)
+        try:
+            keys = self._claim(ctx, keys_of)
+        except mongomock.OperationFailure as exc:  # e.g. an unknown query operator
+            raise WriteError(exc.code or 2, str(exc)) from None
         failure = self._fail_points.transactional_write() if ctx.transactional else None
         if failure is not None and failure.error_code is not None:
             if failure.close_connection:

@@ -44,6 +44,9 @@ _IN_TRANSACTION = frozenset(
     }
 )  # fmt: skip
 _TXN_ENDING = frozenset({"commitTransaction", "abortTransaction"})
+_WRITE_COMMANDS = _RETRYABLE_WRITES | _TXN_ENDING | {
+    "create", "drop", "dropDatabase", "createIndexes", "dropIndexes",
+}  # fmt: skip
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
 
 
@@ -91,6 +94,7 @@ class _Session:
 @dataclass(slots=True)
 class _Connection:
     id: int
+    member: int = 0  # 0 is the primary, then the secondaries
     app_name: str | None = None
 
 
@@ -107,13 +111,14 @@ class TransactionCounters:
 class _Protocol(MockupDB):  # type: ignore[misc]
     """mockupdb with a concurrent, crash-proof per-connection loop."""
 
-    def __init__(self, simulator: SimulatedReplicaSet, host: str, port: int) -> None:
+    def __init__(self, simulator: SimulatedReplicaSet, host: str, port: int, member: int) -> None:
         super().__init__(port=port or None, auto_ismaster=False)
         self._address = (host, port or None)
         self._simulator = simulator
+        self._member = member
 
     def _server_loop(self, client: socket.socket, client_addr: Any) -> None:
-        conn = self._simulator._new_connection()
+        conn = self._simulator._new_connection(self._member)
         try:
             while not self._stopped:
                 try:
@@ -163,6 +168,7 @@ class SimulatedReplicaSet:
         server_version: str = "8.0.0",
         users: Mapping[str, str] | None = None,
         transaction_lifetime_limit_seconds: float = 60.0,
+        secondaries: int = 0,
     ) -> None:
         self.set_name = set_name
         self.users = dict(users or {})  # SASL PLAIN (authSource=$external), for credential tests
@@ -178,20 +184,29 @@ class SimulatedReplicaSet:
         )
         self._engine = Engine(lock, locks, self._failpoints)
         self._sessions: dict[bytes, _Session] = {}
-        self._data_bearing = 1  # members that acknowledge writes
+        self.secondaries = secondaries
+        self._data_bearing = 1 + secondaries  # members that acknowledge writes
         self._connection_ids = itertools.count(1)
         self.transactions = TransactionCounters()
         self._server: _Protocol | None = None
+        self._secondary_servers: list[_Protocol] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> SimulatedReplicaSet:
         if self._server is None:
-            self._server = _Protocol(self, self._host, self._port)
+            self._server = _Protocol(self, self._host, self._port, 0)
             self._server.run()
+            for member in range(1, 1 + self.secondaries):
+                secondary = _Protocol(self, self._host, 0, member)
+                secondary.run()
+                self._secondary_servers.append(secondary)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
+            for secondary in self._secondary_servers:
+                secondary.stop()
+            self._secondary_servers = []
             self._server.stop()
             self._server = None
 
@@ -233,8 +248,14 @@ class SimulatedReplicaSet:
             return self._engine.locks.wait_for_waiting(count, timeout)
 
     # -- request handling ----------------------------------------------------------------------
-    def _new_connection(self) -> _Connection:
-        return _Connection(next(self._connection_ids))
+    @property
+    def secondary_addresses(self) -> list[tuple[str, int]]:
+        """The secondaries' addresses (``secondaries=N``): they answer hello as secondaries and
+        serve reads from the same data, so a read preference can select them."""
+        return [(self._host, int(s.port)) for s in self._secondary_servers]
+
+    def _new_connection(self, member: int = 0) -> _Connection:
+        return _Connection(next(self._connection_ids), member)
 
     def _handle(self, request: Any, conn: _Connection) -> None:
         try:
@@ -248,6 +269,11 @@ class SimulatedReplicaSet:
         if name in _HELLO:
             request.reply(self._hello(command, conn))
             return
+        if conn.member and name != "configureFailPoint":
+            refusal = self._secondary_refusal(name, command)
+            if refusal is not None:
+                request.reply(self._stamp(refusal.to_reply()))
+                return
         target = command.get(name)
         namespace = f"{command.get('$db', 'admin')}.{target}" if isinstance(target, str) else None
         action = self._failpoints.match(name, conn.app_name, namespace)
@@ -283,6 +309,17 @@ class SimulatedReplicaSet:
             if labels:
                 reply["errorLabels"] = list(labels)
         request.reply(self._stamp(reply))
+
+    def _secondary_refusal(self, name: str, command: Doc) -> CommandError | None:
+        """A secondary refuses writes (NotWritablePrimary, 10107) and reads that did not ask for
+        a secondary (NotPrimaryNoSecondaryOk, 13435), as mongod's secondaries do (server
+        discovery and monitoring spec, "not writable primary" and "node is recovering" errors)."""
+        if name in _WRITE_COMMANDS:
+            return CommandError(10107, "not primary")
+        mode = (command.get("$readPreference") or {}).get("mode", "primary")
+        if mode == "primary" and name not in ("ping", "buildInfo", "buildinfo", "endSessions"):
+            return CommandError(13435, "not primary and secondaryOk=false")
+        return None
 
     def _unsatisfiable(self, command: Doc) -> Doc | None:
         """The writeConcernError mongod adds when a write concern names more members than the set
@@ -356,17 +393,19 @@ class SimulatedReplicaSet:
         app = ((command.get("client") or {}).get("application") or {}).get("name")
         if app is not None:
             conn.app_name = app
-        me = "{}:{}".format(*self.address)
+        primary = "{}:{}".format(*self.address)
+        hosts = [primary] + ["{}:{}".format(*a) for a in self.secondary_addresses]
+        is_primary = conn.member == 0
         reply: Doc = {
             "helloOk": True,
-            "ismaster": True,
-            "isWritablePrimary": True,
-            "secondary": False,
+            "ismaster": is_primary,
+            "isWritablePrimary": is_primary,
+            "secondary": not is_primary,
             "setName": self.set_name,
             "setVersion": 1,
-            "hosts": [me],
-            "primary": me,
-            "me": me,
+            "hosts": hosts,
+            "primary": primary,
+            "me": hosts[conn.member] if conn.member < len(hosts) else primary,
             "maxBsonObjectSize": 16 * 1024 * 1024,
             "maxMessageSizeBytes": _MAX_MESSAGE,
             "maxWriteBatchSize": 100_000,
