@@ -655,7 +655,9 @@ class Runner:
             elif "auth" in req and req["auth"] != self._auth:
                 reasons.append(f"auth {str(req['auth']).lower()}")
             elif not (low <= version[: len(low)] and version[: len(high)] <= high):
-                reasons.append("server version")
+                wanted = f"{req.get('minServerVersion', '*')} to {req.get('maxServerVersion', '*')}"
+                here = ".".join(map(str, version))
+                reasons.append(f"server version {wanted} (this server: {here})")
             else:
                 return None
         return ", ".join(reasons)
