@@ -140,7 +140,8 @@ class Context:
 
 
 def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
-    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue."""
+    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue
+    (MongoDB manual, "Unique Indexes"; the fields PyMongo's DuplicateKeyError.details carries)."""
     key: Doc = {}
     if "_id" in doc and coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
         key = {"_id": doc["_id"]}
@@ -165,7 +166,9 @@ def _is_replacement(update: Any) -> bool:
 
 
 def _check_update(update: Any, multi: bool, array_filters: Any) -> None:
-    """Reject what mongod rejects before touching a document (as write errors)."""
+    """Reject what mongod rejects before touching a document, as write errors (MongoDB manual,
+    "update" command, "Update Statements": replacement documents cannot be multi; "Update
+    Operators"; "$[<identifier>]": arrayFilters only with update operators)."""
     if isinstance(update, list):
         if array_filters:
             raise WriteError(72, "arrayFilters may not be specified for pipeline-style updates")
@@ -296,7 +299,8 @@ class Engine:
         self, ctx: Context, cmd: Doc, specs: list[Any], one: Callable[[int, Any], Doc]
     ) -> tuple[list[tuple[int, Doc]], list[Doc]]:
         """Run statements in order; a failed one is a write error (ordered, or in a transaction,
-        stops the batch: mongod fails a transaction's whole batch)."""
+        stops the batch: mongod fails a transaction's whole batch and aborts it, transactions.md
+        "Handling command errors", spec test abort.json "abort ignores TransactionAborted")."""
         results: list[tuple[int, Doc]] = []
         errors: list[Doc] = []
         ordered = bool(cmd.get("ordered", True)) or ctx.txn is not None
@@ -411,7 +415,8 @@ class Engine:
         matched document gets the update with those paths made concrete (see _features)."""
         matched = list(coll.find(q).limit(limit))
         if not matched and upsert:
-            _features.expand_array_filters({}, u, list(filters or []))  # mongod's path error
+            # The path must exist to apply array updates (MongoDB manual, "$[<identifier>]").
+            _features.expand_array_filters({}, u, list(filters or []))
         modified = 0
         for doc in matched:
             concrete = _features.expand_array_filters(doc, u, list(filters or []))

@@ -60,11 +60,14 @@ CODE_NAMES: dict[int, str] = {
     13436: "NotPrimaryOrSecondary",
 }
 
-# Codes after which mongod labels a retryable write (or commit/abort) ``RetryableWriteError``.
+# Codes after which mongod labels a retryable write (or commit/abort) ``RetryableWriteError``
+# (retryable-writes.md, "RetryableWriteError Labels" table, and "What do the additional error
+# codes mean?" for 63, 150 and 134).
 RETRYABLE_WRITE_CODES = frozenset(
     {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 134}
 )
-# Codes after which mongod labels an error inside a transaction ``TransientTransactionError``.
+# Codes after which mongod labels an error inside a transaction ``TransientTransactionError``
+# (transactions spec tests error-labels.json; convenient-API commit-transienttransactionerror*.json).
 TRANSIENT_TRANSACTION_CODES = frozenset({24, 112, 244, 246, 251, 267})
 
 

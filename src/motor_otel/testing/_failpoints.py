@@ -9,7 +9,8 @@ from typing import Any
 
 from motor_otel.testing._errors import CommandError
 
-# Commands a failCommand fail point never applies to, as in mongod.
+# Commands a failCommand fail point never applies to, as in mongod (server wiki "The failCommand
+# Fail Point", linked from unified-test-format.md "failCommand").
 _EXEMPT = frozenset({"configurefailpoint", "hello", "ismaster", "buildinfo", "getparameter"})
 
 

@@ -470,7 +470,7 @@ class SimulatedReplicaSet:
                     self._abort(ctx.txn)
                 raise
             if isinstance(ctx.txn, _Txn) and reply.get("writeErrors"):
-                self._abort(ctx.txn)  # mongod aborts a transaction whose write failed
+                self._abort(ctx.txn)  # a failed write aborts it too (spec test abort.json)
             return reply
 
     def _sasl_plain(self, command: Doc) -> Doc:
