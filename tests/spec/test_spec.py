@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pymongo
 import pytest
 
+from motor_otel.testing import SimulatedReplicaSet
 from tests.spec.matching import Unsupported
 from tests.spec.mongos import SimulatedMongos
-from tests.spec.unified import DRIVERS, Runner, load
+from tests.spec.unified import DRIVERS, Runner, load, needs_secondary
 
 MOTOR_COMMIT_NOT_RETRIED = (
     "Motor 3.7's with_transaction commits in its start_transaction context manager's __aexit__, "
@@ -78,25 +78,6 @@ MOTOR_XFAIL: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-# Until the simulator does what mongod does here (each entry goes when the simulator is fixed:
-# strict, so a fixed one fails until it is removed).
-_SECONDARY = "simulator: no secondary member, so selecting one for a read times out"
-_BAD_DELETE = "simulator: a delete's unknown query operator fails the command, not one writeError"
-SIMULATOR_GAPS: dict[tuple[str, str], str] = {
-    ("read-pref", "secondary readPreference"): _SECONDARY,
-    ("run-command", "run command fails with explicit secondary read preference"): _SECONDARY,
-    (
-        "run-command",
-        "run command fails with secondary read preference from transaction options",
-    ): _SECONDARY,
-    ("transaction-options", "readPreference inherited from client"): _SECONDARY,
-    ("transaction-options", "readPreference inherited from defaultTransactionOptions"): _SECONDARY,
-    ("transaction-options", "startTransaction overrides readPreference"): _SECONDARY,
-    ("deleteOne", "A successful deleteOne with write errors"): _BAD_DELETE,
-    ("deleteMany", "A successful deleteMany with write errors"): _BAD_DELETE,
-}
-
-
 def _short(suite: str) -> str:
     """``open-telemetry/tests/operation`` -> ``open-telemetry/operation``."""
     parts = suite.split("/")
@@ -112,8 +93,6 @@ def _params() -> list[Any]:
                 key = (stem, test["description"])
                 if driver in ("Motor", "Motor+driver") and key in MOTOR_XFAIL:
                     marks.append(pytest.mark.xfail(reason=MOTOR_COMMIT_NOT_RETRIED, strict=True))
-                elif key in SIMULATOR_GAPS and not os.environ.get("MONGODB_URI"):
-                    marks.append(pytest.mark.xfail(reason=SIMULATOR_GAPS[key], strict=True))
                 params.append(
                     pytest.param(
                         suite,
@@ -140,6 +119,16 @@ def sharded(simulator: Any) -> Iterator[SimulatedMongos | None]:
     routers.close()
 
 
+@pytest.fixture(scope="session")
+def with_secondary(simulator: Any) -> Iterator[str | None]:
+    """A replica set with a secondary member, for tests that read from one (or MONGODB_URI's)."""
+    if simulator is None:
+        yield None
+        return
+    with SimulatedReplicaSet(secondaries=1) as rs:
+        yield rs.uri
+
+
 @pytest.mark.parametrize(("suite", "driver", "stem", "spec", "test"), _params())
 async def test_unified(
     suite: str,
@@ -149,9 +138,13 @@ async def test_unified(
     test: dict[str, Any],
     mongodb_uri: str,
     sharded: SimulatedMongos | None,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The test passes as MongoDB's suite describes it, or is skipped naming what is missing."""
-    runner = Runner(DRIVERS[driver], mongodb_uri, spec, test, stem, sharded)
+    uri = mongodb_uri
+    if needs_secondary(spec.get("createEntities")) or needs_secondary(test):
+        uri = request.getfixturevalue("with_secondary") or mongodb_uri
+    runner = Runner(DRIVERS[driver], uri, spec, test, stem, sharded)
     try:
         await runner.run()
     except Unsupported as exc:

@@ -373,6 +373,26 @@ def _only(document: Any, allowed: frozenset[str], where: str) -> None:
         raise Unsupported(", ".join(f"{where}.{key}" for key in unknown))
 
 
+def needs_secondary(value: Any) -> bool:
+    """Whether a file or test reads with a non-primary read preference anywhere.
+
+    PyMongo refuses such a read inside a transaction only after it has selected a server
+    (client_session_shared.py ``_apply_to``), so on a set with no secondary the selection times
+    out first: these tests need a secondary member to mean anything.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "readPreference":
+                mode = item.get("mode") if isinstance(item, dict) else item
+                if isinstance(mode, str) and mode.lower() != "primary":
+                    return True
+            if needs_secondary(item):
+                return True
+    elif isinstance(value, list):
+        return any(needs_secondary(item) for item in value)
+    return False
+
+
 def check_schema_version(spec: dict[str, Any]) -> None:
     """A file of another major version of the format is not ours to interpret."""
     version = str(spec.get("schemaVersion", ""))
