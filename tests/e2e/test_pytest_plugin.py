@@ -158,3 +158,28 @@ def test_without_the_testing_extra_the_fixtures_skip_with_the_hint(
     assert reasons and all(INSTALL_HINT in line for line in reasons), result.stdout
     assert "the mongodb_replica_set fixture needs 'mockupdb'" in result.stdout
     assert "the motor_otel_spans fixture needs 'opentelemetry.sdk'" in result.stdout
+
+
+def test_the_plugin_imports_nothing_heavy() -> None:
+    """pytest imports the plugin in every project with motor-otel installed: it must not pull in
+    the simulator's dependencies or the SDK until a fixture is used."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, motor_otel.testing.pytest_plugin; "
+            f"print(sorted(m for m in {EXTRA!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "[]"
+
+
+def test_the_entry_point_is_registered() -> None:
+    """pytest finds the plugin through the installed package's pytest11 entry point."""
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "motor_otel"]
+    assert plugin.value == "motor_otel.testing.pytest_plugin"
