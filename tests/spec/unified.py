@@ -1,4 +1,5 @@
-"""A unified-test-format runner for the subset MongoDB's transaction and tracing suites use.
+"""A unified-test-format runner for the subset MongoDB's transaction, command-monitoring and
+tracing suites use.
 
 One runner, several drivers: Motor, PyMongo's ``AsyncMongoClient`` and PyMongo's sync
 ``MongoClient``, plain or with our instrumentation (Motor in ``"driver"`` or ``"spec"`` mode). Sync
@@ -10,6 +11,10 @@ against whitelists of what this runner implements (file, test, entity, operation
 and expectation keys, ``$$`` operators, the schema's major version). Anything else raises
 :class:`Unsupported`, which the test turns into a skip naming it: never a silent pass, never a
 failure that is really the runner's gap.
+
+Topologies: the server at the URI (a replica set, or a mongos), plus optionally two simulated
+mongos routers in front of the same data (tests/spec/mongos.py); each test runs on the first one
+that meets its ``runOnRequirements``.
 
 Tracing: our instrumentation adds a ``withTransaction`` span above the spec's ``transaction``
 spans. Before matching ``expectTracingMessages`` the runner replaces every ``withTransaction``
