@@ -61,6 +61,7 @@ class DocumentLocks:
         """``txn`` is about to write ``keys``: hold them, or raise WriteConflict at once."""
         keys = list(keys)
         snapshot = self._snapshot[txn]
+        self._expire_old({self._holder[k] for k in keys if k in self._holder} - {txn})
         for key in keys:
             holder = self._holder.get(key)
             if (holder is not None and holder is not txn) or self._version.get(key, 0) > snapshot:
@@ -93,14 +94,10 @@ class DocumentLocks:
         holders = {self._holder[k] for k in keys if k in self._holder}
         if not holders:
             return True
-        now = time.monotonic()
-        expiry = min(self._began.get(h, now) for h in holders) + self._lifetime_limit
-        if expiry <= now:
-            for holder in holders:
-                if self._began.get(holder, now) + self._lifetime_limit <= now:
-                    self._expire(holder)
+        if self._expire_old(holders):
             return False
-        wait = expiry - now
+        now = time.monotonic()
+        wait = min(self._began.get(h, now) for h in holders) + self._lifetime_limit - now
         if deadline is not None:
             if deadline <= now:
                 raise CommandError(50, "operation exceeded time limit")
@@ -116,6 +113,15 @@ class DocumentLocks:
     def wait_for_waiting(self, count: int, timeout: float) -> bool:
         """Block until ``count`` writes wait for a transaction (True) or ``timeout`` passes."""
         return self._waiters_changed.wait_for(lambda: self.waiting >= count, timeout)
+
+    def _expire_old(self, holders: set[object]) -> bool:
+        """Abort holders past the transaction lifetime limit, as mongod's periodic job does;
+        True if any was."""
+        now = time.monotonic()
+        old = [h for h in holders if self._began.get(h, now) + self._lifetime_limit <= now]
+        for holder in old:
+            self._expire(holder)
+        return bool(old)
 
     def wrote(self, keys: Iterable[Key]) -> None:
         """Committed writes to ``keys`` happened now (they conflict with older snapshots)."""
