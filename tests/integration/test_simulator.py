@@ -456,3 +456,24 @@ async def test_secondary_member_serves_secondary_reads() -> None:
         finally:
             await client.close()
             await direct.close()
+
+
+async def test_fail_command_applies_to_hello_when_named(mongodb_uri: str) -> None:
+    """failCommand fails hello when failCommands names it (mongod 4.4+), only for its appName."""
+    # Handshakes send the legacy isMaster and heartbeats come every minute here: only the
+    # explicit hello below can meet the fail point.
+    target: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, appname="sim-hello-target", heartbeatFrequencyMS=60000, **CLIENT_OPTIONS
+    )
+    other: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    try:
+        await other.admin.command(fail_command("hello", error_code=2, appName="sim-hello-target"))
+        assert (await other.admin.command("hello"))["ok"] == 1  # not its appName
+        with pytest.raises(OperationFailure) as info:
+            await target.admin.command("hello")
+        assert info.value.code == 2
+        assert (await target.admin.command("hello"))["ok"] == 1  # times: 1 is spent
+    finally:
+        await other.admin.command(fail_command(mode="off"))
+        await target.close()
+        await other.close()

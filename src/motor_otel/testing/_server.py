@@ -266,10 +266,11 @@ class SimulatedReplicaSet:
             request.reply(self._stamp(CommandError(2, "empty command").to_reply()))
             return
         name = next(iter(command))
-        if name in _HELLO:
-            request.reply(self._hello(command, conn))
-            return
-        if conn.member and name != "configureFailPoint":
+        if name in _HELLO:  # its appName decides whether a fail point applies to it
+            app = ((command.get("client") or {}).get("application") or {}).get("name")
+            if app is not None:
+                conn.app_name = app
+        if conn.member and name != "configureFailPoint" and name not in _HELLO:
             refusal = self._secondary_refusal(name, command)
             if refusal is not None:
                 request.reply(self._stamp(refusal.to_reply()))
@@ -293,6 +294,9 @@ class SimulatedReplicaSet:
                 err.labels = list(labels)
                 request.reply(self._stamp(err.to_reply()))
                 return
+        if name in _HELLO:
+            request.reply(self._hello(command, conn))
+            return
         try:
             reply = self._run(name, command)
         except HangUp:  # onPrimaryTransactionalWrite: the write happened, the reply is lost
@@ -390,9 +394,6 @@ class SimulatedReplicaSet:
         return reply
 
     def _hello(self, command: Doc, conn: _Connection) -> Doc:
-        app = ((command.get("client") or {}).get("application") or {}).get("name")
-        if app is not None:
-            conn.app_name = app
         primary = "{}:{}".format(*self.address)
         hosts = [primary] + ["{}:{}".format(*a) for a in self.secondary_addresses]
         is_primary = conn.member == 0
