@@ -41,6 +41,16 @@ async def test_array_filters(motor_client: AsyncIOMotorClient) -> None:
     with pytest.raises(OperationFailure) as info:
         await coll.update_one({"_id": 1}, {"$set": {"a.0.x": 0}}, array_filters=[{"e.x": 1}])
     assert (info.value.code, "not used" in str(info.value)) == (9, True)
+    nested = await _fresh(
+        motor_client, "nested_filters", {"_id": 1, "g": [{"s": [1, 7]}, {"s": [9]}]}
+    )
+    await nested.update_one(
+        {"_id": 1}, {"$set": {"g.$[].s.$[big]": 0}}, array_filters=[{"big": {"$gte": 7}}]
+    )
+    assert (await nested.find_one({"_id": 1}))["g"] == [{"s": [1, 0]}, {"s": [0]}]
+    with pytest.raises(OperationFailure) as missing:  # "The path ... must exist"
+        await nested.update_one({"_id": 1}, {"$set": {"nope.$[].x": 1}})
+    assert (missing.value.code, "must exist" in str(missing.value)) == (2, True)
 
 
 async def test_let_variables(motor_client: AsyncIOMotorClient) -> None:
