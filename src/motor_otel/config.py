@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -15,6 +16,7 @@ ENV_PREFIX = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _HOOKS = ("request_hook", "response_hook", "failed_hook", "transaction_hook")
+_logger = logging.getLogger("motor_otel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,24 +35,36 @@ class Settings:
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
-        """Keywords win over the environment; an invalid value raises a clear error."""
+        """Keywords win over the environment.
+
+        A bad keyword is the programmer's error and raises (``TypeError``/``ValueError``). A bad
+        variable is the deployment's: it is treated as unset, with one warning naming the
+        variable and its value, because under ``opentelemetry-instrument`` an exception here
+        would leave the whole application untraced. That holds for every field, present and
+        future: each one's variable is read and coerced by this one loop.
+        """
         env = os.environ if environ is None else environ
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise TypeError(f"unknown motor_otel setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        for name in known - set(_HOOKS):
-            if kwargs.get(name) is not None:
-                values[name] = kwargs[name]
-            elif (raw := env.get(ENV_PREFIX + name.upper())) is not None:
-                values[name] = raw
-        for name in _HOOKS:
-            hook = kwargs.get(name)
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
-            values[name] = hook
-        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+        for name in known:
+            if name in _HOOKS:
+                hook = kwargs.get(name)
+                if hook is not None and not callable(hook):
+                    raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+                values[name] = hook
+            elif kwargs.get(name) is not None:
+                values[name] = _coerce(name, kwargs[name])
+            elif (raw := env.get(variable := ENV_PREFIX + name.upper())) is not None:
+                try:
+                    values[name] = _coerce(name, raw)
+                except (TypeError, ValueError) as exc:
+                    _logger.warning(
+                        "motor-otel: ignoring %s=%r (%s); using the default", variable, raw, exc
+                    )
+        return cls(**values)
 
 
 def _coerce(name: str, value: Any) -> Any:

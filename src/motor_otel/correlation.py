@@ -108,3 +108,4 @@ class Telemetry:
     observers: list[TransactionObserver] = field(default_factory=list)
     enabled: bool = True
     native: bool = False  # PyMongo's own tracing is on: it owns operation and command spans
+    old_names: bool = False  # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup, read at instrument()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import traceback
+from collections.abc import Mapping
 from types import CodeType, FrameType
 from typing import Any
 
@@ -16,10 +17,12 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pymongo import monitoring
+from pymongo.errors import OperationFailure
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
-from motor_otel.coexistence import ContribSuppressor
+from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.operations import CURRENT_OPERATION
 
@@ -45,7 +48,12 @@ class TracingCommandListener(monitoring.CommandListener):
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            if not t.native:
+            scope = CURRENT_OPERATION.get()
+            if scope.native if scope is not None else pymongo_traces_command(t.native):
+                if scope is not None:  # our metric's server.*, though PyMongo makes the span
+                    scope.address = event.connection_id
+                self._native_started(event)
+            else:
                 self._started(event, _driver_connection_id(sys._getframe(1)))
         except Exception as exc:
             report("listener.started", exc)
@@ -68,8 +76,11 @@ class TracingCommandListener(monitoring.CommandListener):
             caller = trace.get_current_span().get_span_context()
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
+        elif scope is not None:
+            parent = scope.span
+            scope.address = event.connection_id  # the metric's server.*: its last command's
         else:
-            parent = scope.span if scope is not None else None
+            parent = None
         span = self.telemetry.tracer.start_span(
             name,
             context=trace.set_span_in_context(parent) if parent is not None else None,
@@ -85,6 +96,19 @@ class TracingCommandListener(monitoring.CommandListener):
         self.telemetry.correlator.start_command(
             (event.connection_id, event.request_id), span, attempt
         )
+
+    def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
+        """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
+        command = event.command
+        txn = A.txn_number_of(command)
+        if txn is None:
+            return
+        lsid = A.lsid_to_str(command.get("lsid"))
+        attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
+        if attempt is not None:
+            self.telemetry.correlator.start_command(
+                (event.connection_id, event.request_id), trace.INVALID_SPAN, attempt
+            )
 
     def _start_attributes(
         self,
@@ -126,7 +150,7 @@ class TracingCommandListener(monitoring.CommandListener):
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
         if text is not None:
             attrs[A.DB_QUERY_TEXT] = text
-        return attrs
+        return A.with_old_names(attrs) if self.telemetry.old_names else attrs
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
@@ -146,8 +170,18 @@ class TracingCommandListener(monitoring.CommandListener):
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
                     attrs[A.ERROR_LABELS] = labels
                     _note_labels(attempt, labels)
-                span.set_attributes(attrs)
+                error = (  # an ok:1 reply can still report failed writes
+                    E.reply_error(reply)
+                    if "writeErrors" in reply or "writeConcernError" in reply
+                    else None
+                )
+                if error is None:
+                    span.set_attributes(attrs)
+                else:
+                    _record_failure(span, _write_failure(reply), error, attrs, labels)
                 call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
+                _note_labels(attempt, A.error_labels_of(event.reply))
         except Exception as exc:
             report("listener.succeeded", exc)
         span.end()
@@ -160,35 +194,60 @@ class TracingCommandListener(monitoring.CommandListener):
         with guard("listener.failed"):
             if span.is_recording():
                 failure = event.failure
-                message = A.error_message(str(failure.get("errmsg") or "command failed"))
-                error_type = str(
-                    failure.get("codeName") or failure.get("errtype") or "CommandError"
-                )
-                attrs: dict[str, Any] = {
-                    A.EXCEPTION_TYPE: error_type,
-                    A.EXCEPTION_MESSAGE: message,
-                    # No Python exception exists yet: where the driver was when the reply came.
-                    A.EXCEPTION_STACKTRACE: A.stack_text(
-                        reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
-                    ),
-                    A.ERROR_TYPE: error_type,
-                }
-                code = failure.get("code")
-                if code is not None:
-                    attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+                attrs: dict[str, Any] = {}
                 labels = A.error_labels_of(failure)
                 if labels:
                     attrs[A.ERROR_LABELS] = labels
                     _note_labels(attempt, labels)
                 _times(failure, attrs)
-                span.set_attributes(attrs)
-                event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
-                if labels:
-                    event_attrs[A.ERROR_LABELS] = labels  # type: ignore[assignment]
-                span.add_event("exception", event_attrs)
-                span.set_status(Status(StatusCode.ERROR, message))
+                error = E.reply_error(failure) or (E.class_name(OperationFailure), None)
+                _record_failure(span, failure, error, attrs, labels)
                 call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
+                _note_labels(attempt, A.error_labels_of(event.failure))
         span.end()
+
+
+def _record_failure(
+    span: Span,
+    failure: Mapping[str, Any],
+    error: tuple[str, int | None],
+    attrs: dict[str, Any],
+    labels: list[str],
+) -> None:
+    """A command's failure on its span: ``error.type`` and status code, exception event, ERROR.
+
+    ``failure`` is an ``ok: 0`` failure document, or an ``ok: 1`` reply's first write error (or
+    its ``writeConcernError``): mongod reports write errors in a successful reply.
+    """
+    message = A.error_message(str(failure.get("errmsg") or "command failed"))
+    exception_type = str(failure.get("codeName") or failure.get("errtype") or error[0])
+    error_type, code = error
+    attrs[A.EXCEPTION_TYPE] = exception_type
+    attrs[A.EXCEPTION_MESSAGE] = message
+    # No Python exception exists yet: where the driver was when the reply came.
+    attrs[A.EXCEPTION_STACKTRACE] = A.stack_text(
+        reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
+    )
+    attrs[A.ERROR_TYPE] = error_type
+    if code is not None:
+        attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+    span.set_attributes(attrs)
+    event_attrs: dict[str, Any] = {A.EXCEPTION_TYPE: exception_type, A.EXCEPTION_MESSAGE: message}
+    if labels:
+        event_attrs[A.ERROR_LABELS] = labels
+    span.add_event("exception", event_attrs)
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def _write_failure(reply: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The document an ``ok: 1`` reply's error is described by: first write error, else the
+    ``writeConcernError``."""
+    errors = reply.get("writeErrors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return errors[0]
+    wce = reply.get("writeConcernError")
+    return wce if isinstance(wce, Mapping) else reply
 
 
 def _times(reply: Any, attrs: dict[str, Any]) -> None:

@@ -62,7 +62,9 @@ class MongoMetrics:
     )
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
-        meter = metrics.get_meter("motor_otel", __version__, meter_provider)
+        meter = metrics.get_meter(
+            "motor_otel", __version__, meter_provider, schema_url=A.SCHEMA_URL
+        )
         self._operation_duration = meter.create_histogram(
             OPERATION_DURATION,
             unit="s",

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import OperationSummary
@@ -35,6 +36,7 @@ class OperationScope:
     attempt: Attempt | None
     attrs: dict[str, Any]  # the metric's attributes, known without reading the span back
     native: bool = False  # PyMongo traces this operation itself: ours is a non-recording span
+    address: Any = None  # (host, port) of the connection that served its last command
 
 
 CURRENT_OPERATION: ContextVar[OperationScope | None] = ContextVar(
@@ -129,7 +131,11 @@ def start_operation(
     if telemetry.native:
         return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True)
     span = telemetry.tracer.start_span(
-        name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
+        name,
+        context=ctx,
+        kind=SpanKind.CLIENT,
+        attributes=A.with_old_names(dict(attrs)) if telemetry.old_names else attrs,
+        links=links,
     )
     return OperationScope(span, attempt, attrs)
 
@@ -138,16 +144,13 @@ def finish_operation(
     telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
 ) -> None:
     span = scope.span
-    attrs = scope.attrs
+    attrs = scope.attrs  # this operation's own dict: completed in place, never shared
     if exc is not None:
-        record_exception(span, exc)
-        attrs = dict(attrs)
-        attrs[A.ERROR_TYPE] = type(exc).__name__
-        code = getattr(exc, "code", None)
-        if code is not None:
-            attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+        attrs.update(record_exception(span, exc))
     span.end()
     if telemetry.observers:
+        if scope.address is not None:
+            attrs.update(A.server_attributes(scope.address))
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
             try:
@@ -156,17 +159,21 @@ def finish_operation(
                 report("observer.operation_ended", error)
 
 
-def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:
-    """Exception event, ERROR status, and the spec's exception attributes on the span itself.
+def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> dict[str, str]:
+    """Exception event, ERROR status, the spec's exception attributes and ``error.type`` (with
+    ``db.response.status_code`` when there is a code) on the span itself.
 
     Not ``span.record_exception``: it would put ``str(exc)`` (for PyMongo, the whole server reply,
     documents included) in the event; our message and stack trace leave document values out.
+    Returns the ``error.type``/``db.response.status_code`` pair, for the metric point.
     """
     attrs = exception_attributes(exc)
     if event:
         span.add_event("exception", attrs)
-    span.set_attributes(attrs)
+    failure = E.error_attributes(exc)
+    span.set_attributes({**attrs, **failure})
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {attrs[A.EXCEPTION_MESSAGE]}"))
+    return failure
 
 
 def exception_attributes(exc: BaseException) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
+from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
 from motor_otel.operations import (
@@ -208,6 +210,8 @@ class _TransactionTracer:
         attempt = Attempt(span, lsid, txn_number, number, attributes=attrs, owner=self._otel.owner)
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
+        if t.native:  # PyMongo traces this client: our attempt is its transaction span too
+            lend_transaction_span(self._otel.session, span)
         call_hook("transaction_hook", t.settings.transaction_hook, span, self)
         if t.observers:
             _tell(
@@ -225,13 +229,15 @@ class _TransactionTracer:
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
         span = attempt.span
         labels = list(attempt.error_labels)
+        failure: dict[str, str] = {}
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-            record_exception(span, exc)
+            failure = record_exception(span, exc)
         elif outcome != "committed" and attempt.unsettled is not None:
             # Nobody retried the unknown commit: that is the failure (its event is already there).
-            record_exception(span, attempt.unsettled, event=False)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
+            exc = attempt.unsettled
+            failure = record_exception(span, exc, event=False)
+        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session), **failure}
         if labels:
             attrs[A.ERROR_LABELS] = labels
         span.set_attributes(attrs)
@@ -277,7 +283,7 @@ class _TransactionTracer:
             lsid=self._otel.lsid,
             txn_number=self._txn_number(),
             error_labels=tuple(labels),
-            error_type=type(exc).__name__ if exc is not None else None,
+            error_type=E.error_type(exc) if exc is not None else None,
             attributes=attributes,
         )
         _tell(t, span, "transaction_ended", summary)
@@ -307,6 +313,8 @@ class _TransactionTracer:
             wt.commit_attempts += 1
         else:
             self._otel.tx_commits += 1
+        if t.native:  # else PyMongo opens a span of its own for a commit retried by hand
+            lend_transaction_span(self._otel.session, attempt.span)
         if self._otel.attempt_commits:
             self._notify("commit_retry", attempt.error_labels, attempt.span)
         self._otel.attempt_commits += 1
@@ -396,7 +404,7 @@ class _TransactionTracer:
         if exc is not None:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
-            record_exception(span, exc)
+            attrs.update(record_exception(span, exc))
             if (
                 t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
