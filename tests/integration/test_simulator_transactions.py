@@ -15,6 +15,7 @@ from bson.int64 import Int64
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from pymongo import monitoring
 from pymongo.errors import BulkWriteError, ExecutionTimeout, OperationFailure
 
@@ -218,29 +219,46 @@ async def test_retryable_write_record_and_transaction_too_old(
 
 
 # -- 3. reply shapes -----------------------------------------------------------------------------
-async def test_write_errors_are_ok_1_with_write_errors(motor_client: AsyncIOMotorClient) -> None:
+async def test_write_errors_are_ok_1_with_write_errors(
+    mongodb_uri: str, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
     """A duplicate key is ok: 1 with writeErrors [{index, code, codeName, errmsg, keyPattern,
-    keyValue}] and the count of the rest (MongoDB manual, "insert" command, "Output")."""
-    coll = await _fresh(motor_client, "write_errors", {"_id": 1})
-    reply = await coll.database.command(
-        {"insert": coll.name, "documents": [{"_id": 2}, {"_id": 1}, {"_id": 3}], "ordered": False}
-    )
-    assert (reply["ok"], reply["n"]) == (1.0, 2)
-    (error,) = reply["writeErrors"]
-    assert {k: error[k] for k in ("index", "code", "codeName", "keyPattern", "keyValue")} == {
-        "index": 1,
-        "code": 11000,
-        "codeName": "DuplicateKey",
-        "keyPattern": {"_id": 1},
-        "keyValue": {"_id": 1},
-    }
-    assert error["errmsg"].startswith("E11000 duplicate key error collection: sim_txn.write_errors")
-    with pytest.raises(BulkWriteError) as info:  # what a driver makes of it
-        await coll.insert_many([{"_id": 4}, {"_id": 4}])
-    assert (info.value.details["nInserted"], info.value.details["writeErrors"][0]["index"]) == (
-        1,
-        1,
-    )
+    keyValue}] and the count of the rest (MongoDB manual, "insert" command, "Output"), so the
+    command span looks as it does against mongod: an error whose error.type is the code."""
+    client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    instrument_client(client, tracer_provider=tracer_provider)
+    try:
+        coll = await _fresh(client, "write_errors", {"_id": 1})
+        reply = await coll.database.command(
+            {
+                "insert": coll.name,
+                "documents": [{"_id": 2}, {"_id": 1}, {"_id": 3}],
+                "ordered": False,
+            }
+        )
+        assert (reply["ok"], reply["n"]) == (1.0, 2)
+        (error,) = reply["writeErrors"]
+        assert {k: error[k] for k in ("index", "code", "codeName", "keyPattern", "keyValue")} == {
+            "index": 1,
+            "code": 11000,
+            "codeName": "DuplicateKey",
+            "keyPattern": {"_id": 1},
+            "keyValue": {"_id": 1},
+        }
+        assert error["errmsg"].startswith(
+            "E11000 duplicate key error collection: sim_txn.write_errors"
+        )
+        exporter.clear()
+        with pytest.raises(BulkWriteError) as info:  # what a driver makes of it
+            await coll.insert_many([{"_id": 4}, {"_id": 4}])
+    finally:
+        client.close()
+    details = info.value.details
+    assert (details["nInserted"], details["writeErrors"][0]["index"]) == (1, 1)
+    (command,) = named(exporter.get_finished_spans(), "insert")
+    attributes = command.attributes or {}
+    assert (command.status.status_code, attributes["error.type"]) == (StatusCode.ERROR, "11000")
+    assert attributes["db.response.status_code"] == "11000"
 
 
 async def test_update_counts_and_upserted_as_mongod(motor_client: AsyncIOMotorClient) -> None:
