@@ -199,6 +199,23 @@ async def test_retried_insert_many_applies_each_statement_once(
     assert [d["_id"] async for d in coll.find({}).sort("_id", 1)] == [0, 1, 2]
 
 
+async def test_retried_find_one_and_update_is_applied_once(
+    watched: tuple[AsyncIOMotorClient, _Commands],
+) -> None:
+    """findAndModify is a retryable write too: after a lost reply the retry returns the first
+    result (the document before the first $inc) and the counter moves once."""
+    client, commands = watched
+    coll = await _fresh(client, "lost_fam", {"_id": 1, "n": 0})
+    await client.admin.command(
+        {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": {"times": 1}}
+    )
+    commands.sent.clear()
+    before = await coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}})
+    assert before == {"_id": 1, "n": 0}
+    assert len([n for n, _ in commands.sent if n == "findAndModify"]) == 2
+    assert (await coll.find_one({"_id": 1}))["n"] == 1
+
+
 async def test_retryable_write_record_and_transaction_too_old(
     motor_client: AsyncIOMotorClient,
 ) -> None:
