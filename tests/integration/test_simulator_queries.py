@@ -68,6 +68,13 @@ async def test_let_variables(motor_client: AsyncIOMotorClient) -> None:
         {"$expr": {"$lt": ["$v", "$$cap"]}}, [{"$set": {"v": "$$cap"}}], let={"cap": 15}
     )
     assert [d["v"] async for d in coll.find({}).sort("_id", 1)] == [15, 20]
+    found = await coll.find_one_and_update(
+        {"$expr": {"$eq": ["$v", "$$top"]}}, {"$set": {"hit": True}}, let={"top": 20}
+    )
+    assert found == {"_id": 2, "v": 20}
+    deleted = await coll.delete_many({"$expr": {"$eq": ["$_id", "$$gone"]}}, let={"gone": 1})
+    assert deleted.deleted_count == 1
+    assert [d async for d in coll.find({})] == [{"_id": 2, "v": 20, "hit": True}]
 
 
 async def test_replace_with_and_set_field(motor_client: AsyncIOMotorClient) -> None:
