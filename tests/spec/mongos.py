@@ -15,8 +15,12 @@ to the one replica set behind both (so both routers see the same data and transa
 - a ``commitTransaction`` reaching a router the transaction did not use is commit recovery: it
   can only report a decision already made (committed: success; none: NoSuchTransaction).
 
-Not modelled: fail points per router (the replica set's one fail point serves both) and shards
-themselves. A proxy forwards bytes in both directions on threads of its own, so it serves the sync
+- a ``targetedFailPoint`` with ``closeConnection`` is held by the router the session is pinned
+  to (mongos has fail points of its own; unified-test-format.md "targetedFailPoint"): that router
+  hangs up on a matching command, the other serves it.
+
+Not modelled: other per-router fail points (error replies come from the replica set's one fail
+point, whose labels are mongod's) and shards themselves. A proxy forwards bytes in both directions on threads of its own, so it serves the sync
 ``MongoClient`` running on the event loop's thread as well as the async drivers.
 """
 
@@ -26,6 +30,7 @@ import contextlib
 import socket
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -90,6 +95,15 @@ def _msg_command(body: bytes) -> tuple[int, dict[str, Any] | None]:
     return flags, bson.decode(body[5 : 5 + size])
 
 
+def _query_command(body: bytes) -> dict[str, Any] | None:
+    """The command document of an OP_QUERY (the legacy handshake): flags, collection name
+    (a C string), skip, return, then the document."""
+    end = body.index(b"\x00", 4)
+    start = end + 1 + 8
+    (size,) = struct.unpack("<i", body[start : start + 4])
+    return bson.decode(body[start : start + size])
+
+
 def _as_mongos(reply: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in reply.items() if k not in _REPLICA_SET_FIELDS}
     out["msg"] = "isdbgrid"
@@ -116,6 +130,15 @@ def _transaction(command: dict[str, Any]) -> tuple[bytes, int] | None:
     return bson.encode(command["lsid"]), int(command.get("txnNumber", 0))
 
 
+@dataclass
+class _CloseConnection:
+    """A ``failCommand`` fail point with ``closeConnection: true``, held by one router."""
+
+    commands: frozenset[str]
+    times: int | None  # None: alwaysOn
+    app_name: str | None
+
+
 class MongosProxy:
     """One mongos router: listens on its own port, forwards to ``upstream`` (host, port)."""
 
@@ -123,12 +146,55 @@ class MongosProxy:
         self.upstream = upstream
         self.cluster = cluster
         self.number = number
+        self._fail_point: _CloseConnection | None = None
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address = self._listener.getsockname()[:2]
         self._closed = False
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="mongos-accept", daemon=True).start()
+
+    def configure_fail_point(self, command: dict[str, Any]) -> bool:
+        """Hold a ``closeConnection`` failCommand fail point on this router only (what a
+        ``targetedFailPoint`` sets on the mongos the session is pinned to). Other fail points
+        are not ours: False, and the caller sends them to the replica set."""
+        data, mode = command.get("data") or {}, command.get("mode")
+        if mode == "off":
+            with self._lock:
+                self._fail_point = None
+            return False
+        keys = set(data) - {"failCommands", "closeConnection", "appName"}
+        if (
+            command.get("configureFailPoint") != "failCommand"
+            or keys
+            or not data.get("closeConnection")
+        ):
+            return False
+        if mode == "alwaysOn":
+            times = None
+        elif isinstance(mode, dict) and set(mode) == {"times"}:
+            times = int(mode["times"])
+        else:
+            return False
+        with self._lock:
+            self._fail_point = _CloseConnection(
+                frozenset(data["failCommands"]), times, data.get("appName")
+            )
+        return True
+
+    def _should_close(self, command_name: str, app_name: str | None) -> bool:
+        """Whether this command, from a client named ``app_name``, meets the fail point."""
+        with self._lock:
+            fp = self._fail_point
+            if fp is None or command_name not in fp.commands:
+                return False
+            if fp.app_name is not None and fp.app_name != app_name:
+                return False
+            if fp.times is not None:
+                fp.times -= 1
+                if fp.times <= 0:
+                    self._fail_point = None
+            return True
 
     def close(self) -> None:
         self._closed = True
@@ -165,6 +231,7 @@ class _Connection:
         self.server = server
         self.send_to_client = threading.Lock()  # replies come from both threads
         self.pending: dict[int, tuple[str, tuple[bytes, int]]] = {}  # request id -> (name, txn)
+        self.app_name: str | None = None  # from the handshake, as mongod takes it
 
     def start(self) -> None:
         for target in (self._requests, self._replies):
@@ -188,7 +255,21 @@ class _Connection:
 
     def _requests(self) -> None:
         def forward(request_id: int, response_to: int, opcode: int, body: bytes) -> None:
-            command = _msg_command(body)[1] if opcode == _OP_MSG else None
+            if opcode == _OP_MSG:
+                command = _msg_command(body)[1]
+            elif opcode == _OP_QUERY:
+                command = _query_command(body)
+            else:
+                command = None
+            if command:
+                name = next(iter(command))
+                if name.lower() in ("hello", "ismaster"):
+                    app = (command.get("client") or {}).get("application") or {}
+                    self.app_name = app.get("name", self.app_name)
+                if self.router._should_close(name, self.app_name):
+                    raise ConnectionError("closeConnection fail point")  # hangs up, no reply
+            if opcode != _OP_MSG:
+                command = None
             txn = _transaction(command) if command else None
             if command is not None and txn is not None:
                 name = next(iter(command))
@@ -275,6 +356,14 @@ class SimulatedMongos:
         """The first router only (``useMultipleMongoses: false``)."""
         host, port = self.proxies[0].address
         return f"mongodb://{host}:{port}/"
+
+    def router(self, address: tuple[str, int]) -> MongosProxy:
+        (found,) = [p for p in self.proxies if tuple(p.address) == tuple(address)]
+        return found
+
+    def fail_points_off(self) -> None:
+        for proxy in self.proxies:
+            proxy.configure_fail_point({"configureFailPoint": "failCommand", "mode": "off"})
 
     def close(self) -> None:
         for proxy in self.proxies:

@@ -695,6 +695,8 @@ class Runner:
         for c in self.clients.values():
             await _maybe(c.client.close())
         await self.internal.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        if self.sharded is not None:
+            self.sharded.fail_points_off()
         await self.internal.close()
 
     async def _kill_all_sessions(self) -> None:
@@ -900,6 +902,11 @@ class Runner:
         return await asyncio.to_thread(session.with_transaction, sync_callback, **options)
 
     async def _test_runner(self, name: str, args: dict[str, Any]) -> Any:
+        if name == "targetedFailPoint" and self.topology == "sharded" and self.sharded:
+            pinned = _pymongo_session(self.entities[args["session"]])._transaction.pinned_address
+            assert pinned is not None, "targetedFailPoint: the session is not pinned"
+            if self.sharded.router(pinned).configure_fail_point(args["failPoint"]):
+                return None
         if name in ("failPoint", "targetedFailPoint"):
             await self.internal.admin.command(args["failPoint"])
             return None
