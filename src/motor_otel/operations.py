@@ -171,10 +171,11 @@ def note_retry_cause(attempt: Attempt, attrs: dict[str, Any], exc: BaseException
     (the commit included) fail only because of it. ``error.type`` as on every other signal.
     """
     if attempt.retry_cause is None and TTE in error_labels(exc):
+        operation, collection = attrs[A.DB_OPERATION_NAME], attrs.get(A.DB_COLLECTION_NAME)
         attempt.retry_cause = RetryCause(
-            summary=attrs[A.DB_OPERATION_SUMMARY],
-            operation=attrs[A.DB_OPERATION_NAME],
-            collection=attrs.get(A.DB_COLLECTION_NAME),
+            summary=A.summary(operation, attrs[A.DB_NAMESPACE], collection),
+            operation=operation,
+            collection=collection,
             error_type=E.error_type(exc),
         )
 

@@ -351,3 +351,38 @@ def test_sync_mongo_client_names_the_cause(
     )
     (wasted,) = run.points(WASTED)
     assert _seconds(first) <= wasted.sum <= _seconds(call)
+
+
+async def test_metrics_count_causes_whatever_the_sampler_says(mongodb_uri: str) -> None:
+    """Nothing sampled: the retries point still names its cause, the wasted time is still
+    recorded, and Motor's unretried commit is still counted."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    reader = InMemoryMetricReader()
+    instrument_client(
+        client,
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    run = Run(client, client.causes, InMemorySpanExporter(), reader)
+    try:
+        await run.command(CONFLICT_ON_UPDATE)
+        await run.with_transaction(
+            lambda s: run.db.stock.update_one({"_id": "fig"}, {"$inc": {"qty": -1}}, session=s)
+        )
+        await run.command(CONFLICT_ON_COMMIT)
+        with pytest.raises(OperationFailure):
+            await run.with_transaction(lambda s: run.db.orders.insert_one({}, session=s))
+    finally:
+        await client.admin.command(fail_command(mode="off"))
+        client.close()
+    (retry,) = run.points(RETRIES)
+    assert (retry.attributes["db.collection.name"], retry.attributes["db.operation.name"]) == (
+        "stock",
+        "update",
+    )
+    (wasted,) = run.points(WASTED)
+    assert wasted.count == 1 and wasted.sum > 0
+    (unretried,) = run.points(NOT_RETRIED)
+    assert unretried.value == 1
