@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -10,11 +11,14 @@ from typing import Any, Literal
 from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 
 WithTransactionMode = Literal["driver", "spec"]
+CommandDetail = Literal["spans", "events"]
 
 ENV_PREFIX = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _HOOKS = ("request_hook", "response_hook", "failed_hook", "transaction_hook")
+_COMMAND_DETAIL = ("spans", "events")
+_logger = logging.getLogger("motor_otel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class Settings:
     response_hook: ResponseHook | None = None
     failed_hook: FailedHook | None = None
     transaction_hook: TransactionHook | None = None
+    command_detail: CommandDetail = "spans"
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -44,6 +49,14 @@ class Settings:
             if kwargs.get(name) is not None:
                 values[name] = kwargs[name]
             elif (raw := env.get(ENV_PREFIX + name.upper())) is not None:
+                if name == "command_detail" and raw.strip().lower() not in _COMMAND_DETAIL:
+                    _logger.warning(
+                        "%s=%r is not one of %s; ignored",
+                        ENV_PREFIX + name.upper(),
+                        raw,
+                        "/".join(_COMMAND_DETAIL),
+                    )
+                    continue
                 values[name] = raw
         for name in _HOOKS:
             hook = kwargs.get(name)
@@ -68,6 +81,11 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in ("driver", "spec"):
             raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")
         return value
+    if name == "command_detail":
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in _COMMAND_DETAIL:
+            raise ValueError(f"command_detail must be 'spans' or 'events', got {value!r}")
+        return text
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()

@@ -1,13 +1,16 @@
 """Command spans from PyMongo's command monitoring, parented by correlation.
 
 Events arrive synchronously on the thread that sent the command, so the per-event path is kept
-short: nothing is built for a span that does not record.
+short: nothing is built for a span that does not record, and no span is started under a parent
+whose children provably would not record (decided once, when the operation or attempt started).
+In ``command_detail="events"`` mode a command is an event on its operation (or attempt) span.
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
+import time
 import traceback
 from types import CodeType, FrameType
 from typing import Any
@@ -46,45 +49,65 @@ class TracingCommandListener(monitoring.CommandListener):
             if self.suppressor is not None:
                 self.suppressor.enforce()
             if not t.native:
-                self._started(event, _driver_connection_id(sys._getframe(1)))
+                self._started(event, sys._getframe(1))
         except Exception as exc:
             report("listener.started", exc)
 
-    def _started(self, event: monitoring.CommandStartedEvent, driver_id: int | None) -> None:
+    def _started(self, event: monitoring.CommandStartedEvent, publisher: FrameType) -> None:
         command = event.command
         name = event.command_name
         if A.is_sensitive(name, command):
             return
+        t = self.telemetry
         lsid = A.lsid_to_str(command.get("lsid"))
         txn = A.txn_number_of(command)
         attempt = None
-        link = None
-        scope = CURRENT_OPERATION.get()
         if lsid is not None and txn is not None:
-            attempt = self.telemetry.correlator.find_attempt(lsid, txn)
-        # Parent, per the correlation rules in docs/architecture.md.
+            attempt = t.correlator.find_attempt(lsid, txn)
+        key = (event.connection_id, event.request_id)
+        # Parent, per the correlation rules in docs/architecture.md; whether anything under it
+        # records was decided when it started (its `silent`), so nothing is built for nobody.
+        scope = CURRENT_OPERATION.get()
+        ctx = None
         if attempt is not None and (scope is None or scope.attempt is not attempt):
-            parent: Span | None = attempt.span
+            parent: Span = attempt.span
+            silent = attempt.silent
+            if not silent:
+                ctx = attempt.context
+        elif scope is not None:
+            parent, silent, ctx = scope.span, scope.silent, scope.context
+            if not silent and ctx is None:
+                ctx = trace.set_span_in_context(parent)
+        else:
+            parent = trace.get_current_span()
+            silent = t.decider.children_dropped(parent)
+        if t.events:  # no span: an event on the operation (or attempt) span, at the reply
+            recording = parent.is_recording()
+            if recording or attempt is not None:
+                if recording:
+                    cursor = _sent_cursor_id(name, command)
+                    t.correlator.start_command(key, parent, attempt, time.time_ns(), cursor)
+                else:
+                    t.correlator.start_command(key, None, attempt)
+            return
+        if silent:
+            if attempt is not None:  # its replies' error labels still count, for the metrics
+                t.correlator.start_command(key, None, attempt)
+            return
+        link = None
+        if attempt is not None and parent is attempt.span:
             caller = trace.get_current_span().get_span_context()
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
-        else:
-            parent = scope.span if scope is not None else None
-        span = self.telemetry.tracer.start_span(
-            name,
-            context=trace.set_span_in_context(parent) if parent is not None else None,
-            kind=SpanKind.CLIENT,
-            links=link,
-        )
+        span = t.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, links=link)
         if span.is_recording():
             attrs = self._start_attributes(event, name, command, lsid, txn)
+            driver_id = _driver_connection_id(publisher)
             if driver_id is not None:
                 attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
             span.set_attributes(attrs)
-            call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
-        self.telemetry.correlator.start_command(
-            (event.connection_id, event.request_id), span, attempt
-        )
+            call_hook("request_hook", t.settings.request_hook, span, event)
+        t.correlator.start_command(key, span, attempt)
 
     def _start_attributes(
         self,
@@ -96,32 +119,16 @@ class TracingCommandListener(monitoring.CommandListener):
     ) -> dict[str, Any]:
         db = event.database_name
         coll = A.collection_of(name, command, db)
-        attrs: dict[str, Any] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.DB_NAMESPACE: db,
-            A.DB_COMMAND_NAME: name,
-            A.DB_QUERY_SUMMARY: A.summary(name, db, coll),
-            **A.server_attributes(event.connection_id),
-        }
-        if coll:
-            attrs[A.DB_COLLECTION_NAME] = coll
+        attrs: dict[str, Any] = dict(A.command_attributes(name, db, coll, event.connection_id))
         if lsid is not None:
             attrs[A.MONGODB_LSID] = lsid
         if txn is not None:
             attrs[A.MONGODB_TXN_NUMBER] = txn
         if event.server_connection_id is not None:
             attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
-        if name in ("getMore", "killCursors"):
-            cursors = command.get("cursors")
-            cursor = (
-                command.get(name)
-                if name == "getMore"
-                else cursors[0]
-                if isinstance(cursors, list) and cursors
-                else None
-            )
-            if isinstance(cursor, int) and not isinstance(cursor, bool):
-                attrs[A.MONGODB_CURSOR_ID] = int(cursor)
+        cursor = _sent_cursor_id(name, command)
+        if cursor is not None:
+            attrs[A.MONGODB_CURSOR_ID] = cursor
         settings = self.telemetry.settings
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
         if text is not None:
@@ -132,63 +139,119 @@ class TracingCommandListener(monitoring.CommandListener):
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
         if found is None:
             return
-        span, attempt = found
+        span, attempt, event_at, sent_cursor = found
         try:
-            if span.is_recording():
-                reply = event.reply
-                attrs: dict[str, Any] = {}
-                cursor = reply.get("cursor")
-                cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
-                if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
-                    attrs[A.MONGODB_CURSOR_ID] = int(cursor_id)
-                _times(reply, attrs)
+            reply = event.reply
+            if span is None or not span.is_recording():
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
-                    attrs[A.ERROR_LABELS] = labels
                     _note_labels(attempt, labels)
-                span.set_attributes(attrs)
-                call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+                if span is not None:
+                    span.end()
+                return
+            attrs: dict[str, Any] = {}
+            cursor_id = _reply_cursor_id(reply) or sent_cursor
+            if cursor_id is not None:
+                attrs[A.MONGODB_CURSOR_ID] = cursor_id
+            labels = A.error_labels_of(reply)
+            if labels:
+                attrs[A.ERROR_LABELS] = labels
+                _note_labels(attempt, labels)
+            if event_at:
+                _command_event(span, event, event_at, attrs)
+                return
+            _times(reply, attrs)
+            span.set_attributes(attrs)
+            call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
         except Exception as exc:
             report("listener.succeeded", exc)
-        span.end()
+        if span is not None and not event_at:
+            span.end()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
         if found is None:
             return
-        span, attempt = found
+        span, attempt, event_at, sent_cursor = found
         with guard("listener.failed"):
-            if span.is_recording():
-                failure = event.failure
-                message = A.error_message(str(failure.get("errmsg") or "command failed"))
-                error_type = str(
-                    failure.get("codeName") or failure.get("errtype") or "CommandError"
-                )
-                attrs: dict[str, Any] = {
-                    A.EXCEPTION_TYPE: error_type,
-                    A.EXCEPTION_MESSAGE: message,
-                    # No Python exception exists yet: where the driver was when the reply came.
-                    A.EXCEPTION_STACKTRACE: A.stack_text(
-                        reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
-                    ),
-                    A.ERROR_TYPE: error_type,
-                }
-                code = failure.get("code")
+            failure = event.failure
+            labels = A.error_labels_of(failure)
+            if labels:
+                _note_labels(attempt, labels)
+            if span is None or not span.is_recording():
+                if span is not None:
+                    span.end()
+                return
+            error_type = str(failure.get("codeName") or failure.get("errtype") or "CommandError")
+            code = failure.get("code")
+            if event_at:
+                attrs: dict[str, Any] = {A.ERROR_TYPE: error_type}
+                if sent_cursor is not None:
+                    attrs[A.MONGODB_CURSOR_ID] = sent_cursor
                 if code is not None:
                     attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
-                labels = A.error_labels_of(failure)
                 if labels:
                     attrs[A.ERROR_LABELS] = labels
-                    _note_labels(attempt, labels)
-                _times(failure, attrs)
-                span.set_attributes(attrs)
-                event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
-                if labels:
-                    event_attrs[A.ERROR_LABELS] = labels  # type: ignore[assignment]
-                span.add_event("exception", event_attrs)
-                span.set_status(Status(StatusCode.ERROR, message))
-                call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
-        span.end()
+                _command_event(span, event, event_at, attrs)
+                return
+            message = A.error_message(str(failure.get("errmsg") or "command failed"))
+            attrs = {
+                A.EXCEPTION_TYPE: error_type,
+                A.EXCEPTION_MESSAGE: message,
+                # No Python exception exists yet: where the driver was when the reply came.
+                A.EXCEPTION_STACKTRACE: A.stack_text(
+                    reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
+                ),
+                A.ERROR_TYPE: error_type,
+            }
+            if code is not None:
+                attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+            if labels:
+                attrs[A.ERROR_LABELS] = labels
+            _times(failure, attrs)
+            span.set_attributes(attrs)
+            event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
+            if labels:
+                event_attrs[A.ERROR_LABELS] = labels  # type: ignore[assignment]
+            span.add_event("exception", event_attrs)
+            span.set_status(Status(StatusCode.ERROR, message))
+            call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+        if span is not None and not event_at:
+            span.end()
+
+
+def _command_event(
+    span: Span,
+    event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
+    event_at: int,
+    attrs: dict[str, Any],
+) -> None:
+    """``command_detail="events"``: the command as one event on its operation (or attempt)."""
+    attrs[A.MONGODB_COMMAND_DURATION_MS] = event.duration_micros / 1000.0
+    if event.server_connection_id is not None:
+        attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
+    span.add_event(event.command_name, attrs, timestamp=event_at)
+
+
+def _sent_cursor_id(name: str, command: Any) -> int | None:
+    """The cursor a getMore or killCursors command names."""
+    if name == "getMore":
+        cursor = command.get(name)
+    elif name == "killCursors":
+        cursors = command.get("cursors")
+        cursor = cursors[0] if isinstance(cursors, list) and cursors else None
+    else:
+        return None
+    return int(cursor) if isinstance(cursor, int) and not isinstance(cursor, bool) else None
+
+
+def _reply_cursor_id(reply: Any) -> int | None:
+    """The (non-zero) cursor a reply opened or continued."""
+    cursor = reply.get("cursor")
+    cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
+    if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
+        return int(cursor_id)
+    return None
 
 
 def _times(reply: Any, attrs: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import inspect
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -31,10 +31,15 @@ from motor_otel.events import OperationSummary
 
 @dataclass(slots=True, eq=False)
 class OperationScope:
+    """One operation in flight; whether it records is decided once, here, for all it sends."""
+
     span: Span
     attempt: Attempt | None
-    attrs: dict[str, Any]  # the metric's attributes, known without reading the span back
+    attrs: Mapping[str, Any]  # the metric's attributes (shared: copied before any change)
     native: bool = False  # PyMongo traces this operation itself: ours is a non-recording span
+    recording: bool = True  # the span records: attributes, exceptions, links are worth building
+    silent: bool = False  # nothing under it would record either: commands get no span
+    context: otel_context.Context | None = None  # the span as a parent, built once
 
 
 CURRENT_OPERATION: ContextVar[OperationScope | None] = ContextVar(
@@ -108,30 +113,37 @@ def start_operation(
     if CURRENT_OPERATION.get() is not None:
         return None  # a public method called by another one: the outer operation owns it
     attempt = attempt_of(session)
+    span_attrs, attrs = A.operation_attributes(operation, db, collection)
+    if telemetry.native:
+        return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True, recording=False)
+    # The parent: the session's attempt, else the caller's span. One that does not record, and
+    # whose children provably would not either, stands in for the span: nothing is started.
+    if attempt is not None:
+        if attempt.silent:
+            return OperationScope(attempt.span, attempt, attrs, recording=False, silent=True)
+        caller = trace.get_current_span(parent)
+    else:
+        caller = trace.get_current_span(parent)
+        if telemetry.decider.children_dropped(caller):
+            return OperationScope(caller, None, attrs, recording=False, silent=True)
     links: list[Link] | None = None
     ctx: otel_context.Context | None = parent
-    if attempt is not None:
-        caller = trace.get_current_span(parent)
-        if caller is not attempt.span:  # in the callback it is: nothing to add
-            ctx = trace.set_span_in_context(attempt.span)
-            caller_ctx = caller.get_span_context()
-            if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
-                links = [Link(caller_ctx)]
-    name = A.summary(operation, db, collection)
-    attrs: dict[str, Any] = {
-        A.DB_SYSTEM_NAME: A.MONGODB,
-        A.DB_NAMESPACE: db,
-        A.DB_OPERATION_NAME: operation,
-        A.DB_OPERATION_SUMMARY: name,
-    }
-    if collection:
-        attrs[A.DB_COLLECTION_NAME] = collection
-    if telemetry.native:
-        return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True)
+    if attempt is not None and caller is not attempt.span:  # in the callback it is: no link
+        ctx = attempt.context
+        caller_ctx = caller.get_span_context()
+        if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
+            links = [Link(caller_ctx)]
     span = telemetry.tracer.start_span(
-        name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
+        span_attrs[A.DB_OPERATION_SUMMARY],  # type: ignore[arg-type]
+        context=ctx,
+        kind=SpanKind.CLIENT,
+        attributes=span_attrs,
+        links=links,
     )
-    return OperationScope(span, attempt, attrs)
+    if span.is_recording():
+        return OperationScope(span, attempt, attrs, context=trace.set_span_in_context(span))
+    silent = telemetry.decider.children_dropped(span)
+    return OperationScope(span, attempt, attrs, recording=False, silent=silent)
 
 
 def finish_operation(
@@ -140,13 +152,15 @@ def finish_operation(
     span = scope.span
     attrs = scope.attrs
     if exc is not None:
-        record_exception(span, exc)
+        if scope.recording:
+            record_exception(span, exc)
         attrs = dict(attrs)
         attrs[A.ERROR_TYPE] = type(exc).__name__
         code = getattr(exc, "code", None)
         if code is not None:
             attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
-    span.end()
+    if scope.recording:
+        span.end()
     if telemetry.observers:
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
@@ -198,9 +212,9 @@ def enter(scope: OperationScope) -> _Tokens:
     A pair of plain calls rather than a context manager: it runs around every driver call.
     """
     token = CURRENT_OPERATION.set(scope)
-    if scope.native:  # PyMongo's own operation span must find its real parent as current
+    if scope.context is None:  # not recording (or native: PyMongo's span needs its real parent)
         return token, None
-    return token, otel_context.attach(trace.set_span_in_context(scope.span))
+    return token, otel_context.attach(scope.context)
 
 
 def leave(tokens: _Tokens) -> None:

@@ -114,8 +114,11 @@ def _option_attributes(
 
 
 def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
-    """Hand a fact to every observer with ``span`` current, so log lines carry its ids."""
-    token = otel_context.attach(trace.set_span_in_context(span))
+    """Hand a fact to every observer with ``span`` current, so log lines carry its ids (and
+    metric exemplars its trace); a span that does not record is made current only for logs."""
+    token = None
+    if t.attribute_observers or span.is_recording():
+        token = otel_context.attach(trace.set_span_in_context(span))
     try:
         for observer in t.observers:
             try:
@@ -123,7 +126,8 @@ def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
             except Exception as exc:
                 report(f"observer.{method}", exc)
     finally:
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
 
 
 class _TransactionTracer:
@@ -168,9 +172,9 @@ class _TransactionTracer:
         t = self._tracing()
         if t is not None:
             with guard("session.start_transaction"):
-                self._open_attempt(t, _option_attributes(*options))
+                self._open_attempt(t, options)
 
-    def _open_attempt(self, t: Telemetry, options: dict[str, Any]) -> None:
+    def _open_attempt(self, t: Telemetry, options: tuple[Any, ...]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
         wt = self._otel.wt
@@ -179,7 +183,7 @@ class _TransactionTracer:
         if wt is not None:
             wt.attempts += 1
             number = wt.attempts
-            parent = trace.set_span_in_context(wt.span)
+            parent_span = wt.span
             if wt.last_attempt_end is not None:  # the driver's backoff sleep, as it happened
                 waited = round((time.perf_counter() - wt.last_attempt_end) * 1000.0, 3)
                 wt.backoff_ms += waited
@@ -188,27 +192,49 @@ class _TransactionTracer:
                 self._notify("transaction_retry", wt.labels, wt.span, backoff)
         else:
             number = 1
-            parent = None
+            parent_span = trace.get_current_span()
             self._otel.tx_start = time.perf_counter()
             self._otel.tx_labels = []
             self._otel.tx_commits = 0
         lsid = self._session_lsid()
         txn_number = int(self._otel.session._transaction_id)
-        attrs: dict[str, Any] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.TXN_ATTEMPT: number,
-            A.MONGODB_LSID: lsid,
-            A.MONGODB_TXN_NUMBER: txn_number,
-            **options,
-            **backoff,
-        }
-        span = t.tracer.start_span(
-            "transaction", context=parent, kind=SpanKind.CLIENT, attributes=attrs
+        # Decided once per attempt: a parent that does not record and whose children would not
+        # either stands in for the attempt's span, and nothing below it builds anything.
+        silent = t.decider.children_dropped(parent_span)
+        attrs: dict[str, Any] = {}
+        if not silent or t.attribute_observers:
+            attrs = {
+                A.DB_SYSTEM_NAME: A.MONGODB,
+                A.TXN_ATTEMPT: number,
+                A.MONGODB_LSID: lsid,
+                A.MONGODB_TXN_NUMBER: txn_number,
+                **_option_attributes(*options),
+                **backoff,
+            }
+        if silent:
+            span = parent_span
+        else:
+            span = t.tracer.start_span(
+                "transaction",
+                context=trace.set_span_in_context(parent_span) if wt is not None else None,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
+        recording = span.is_recording()
+        attempt = Attempt(
+            span,
+            lsid,
+            txn_number,
+            number,
+            attributes=attrs,
+            owner=self._otel.owner,
+            recording=recording,
+            silent=silent or (not recording and t.decider.children_dropped(span)),
         )
-        attempt = Attempt(span, lsid, txn_number, number, attributes=attrs, owner=self._otel.owner)
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
-        call_hook("transaction_hook", t.settings.transaction_hook, span, self)
+        if recording:
+            call_hook("transaction_hook", t.settings.transaction_hook, span, self)
         if t.observers:
             _tell(
                 t,
@@ -227,15 +253,19 @@ class _TransactionTracer:
         labels = list(attempt.error_labels)
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-            record_exception(span, exc)
-        elif outcome != "committed" and attempt.unsettled is not None:
-            # Nobody retried the unknown commit: that is the failure (its event is already there).
-            record_exception(span, attempt.unsettled, event=False)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session)}
+        attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome}
+        if attempt.recording or t.attribute_observers:
+            attrs.update(_timestamp_attributes(self._otel.session))
         if labels:
             attrs[A.ERROR_LABELS] = labels
-        span.set_attributes(attrs)
-        span.end()
+        if attempt.recording:
+            if exc is not None:
+                record_exception(span, exc)
+            elif outcome != "committed" and attempt.unsettled is not None:
+                # Nobody retried the unknown commit: the failure (its event is already there).
+                record_exception(span, attempt.unsettled, event=False)
+            span.set_attributes(attrs)
+            span.end()
         wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
@@ -322,7 +352,8 @@ class _TransactionTracer:
                 if UTCR not in labels:  # a commit that might be retried keeps its attempt open
                     self._close_attempt("failed", exc)
                 else:  # the event now; ERROR status only if no retry commits it after all
-                    attempt.span.add_event("exception", exception_attributes(exc))
+                    if attempt.recording:
+                        attempt.span.add_event("exception", exception_attributes(exc))
                     attempt.unsettled = exc
             raise
         with guard("session.committed"):
@@ -345,8 +376,17 @@ class _TransactionTracer:
                 state.finalizer()  # forgets this session's attempts, once, and is then dead
 
     # -- with_transaction bookkeeping ----------------------------------------------------
-    def _with_transaction_starting(self, t: Telemetry) -> tuple[_WithTransaction, _Token]:
-        """The ``withTransaction`` span, made current for the driver's loop."""
+    def _with_transaction_starting(self, t: Telemetry) -> tuple[_WithTransaction, _Token | None]:
+        """The ``withTransaction`` span, made current for the driver's loop.
+
+        Under a caller's span that does not record, and whose children would not either, that
+        span stands in: nothing is started and it is already current.
+        """
+        caller = trace.get_current_span()
+        if t.decider.children_dropped(caller):
+            wt = _WithTransaction(caller, time.perf_counter())
+            self._otel.wt = wt
+            return wt, None
         span = t.tracer.start_span(
             "withTransaction",
             kind=SpanKind.CLIENT,
@@ -357,9 +397,10 @@ class _TransactionTracer:
         return wt, otel_context.attach(trace.set_span_in_context(span))
 
     def _with_transaction_ended(
-        self, t: Telemetry, wt: _WithTransaction, token: _Token, exc: BaseException | None
+        self, t: Telemetry, wt: _WithTransaction, token: _Token | None, exc: BaseException | None
     ) -> None:
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         try:
             self._finish_with_transaction(t, wt, exc)
         except Exception as error:
@@ -373,7 +414,7 @@ class _TransactionTracer:
         attempt = self._otel.attempt
         if attempt is None:
             return None
-        return otel_context.attach(trace.set_span_in_context(attempt.span))
+        return otel_context.attach(attempt.context)
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
@@ -385,20 +426,24 @@ class _TransactionTracer:
             self._otel.wt = None
         outcome: Outcome = "failed" if exc is not None else (wt.last_outcome or "committed")
         span = wt.span
+        recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
             A.TXN_COMMIT_ATTEMPTS: wt.commit_attempts,
             A.TXN_OUTCOME: outcome,
-            **_timestamp_attributes(self._otel.session),
         }
+        if recording or t.attribute_observers:
+            attrs.update(_timestamp_attributes(self._otel.session))
         if wt.attempts > 1:
             attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
-            record_exception(span, exc)
+            if recording:
+                record_exception(span, exc)
             if (
-                t.settings.with_transaction == "driver"
+                recording
+                and t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
                 and exc is wt.last_commit_error
                 and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
@@ -406,8 +451,9 @@ class _TransactionTracer:
                 span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
-        span.set_attributes(attrs)
-        span.end()
+        if recording:
+            span.set_attributes(attrs)
+            span.end()
         self._emit_summary(
             t,
             span,
