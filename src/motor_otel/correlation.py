@@ -8,6 +8,7 @@ command itself carries. Both maps are bounded and guarded by one lock.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -100,6 +101,9 @@ class Correlator:
             if attempt is not None and attempt.owner is owner:
                 del self._attempts[lsid]
 
+    # The in-flight command map takes no lock: each of its operations is one call into the C
+    # implementation of OrderedDict, atomic under the GIL; racing evictions only drop extra
+    # entries of a map that is over its bound anyway.
     def start_command(
         self,
         key: Hashable,
@@ -111,14 +115,14 @@ class Correlator:
         """Remember an in-flight command: its span (``None`` when it has none, only its
         attempt's error labels to collect), or in ``events`` mode the span its event goes on,
         when it was sent (``event_at``, ns) and the cursor it names."""
-        with self._lock:
-            self._commands[key] = (span, attempt, event_at, cursor_id)
-            if len(self._commands) > self._max_commands:
-                self._commands.popitem(last=False)
+        commands = self._commands
+        commands[key] = (span, attempt, event_at, cursor_id)
+        if len(commands) > self._max_commands:
+            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread
+                commands.popitem(last=False)
 
     def pop_command(self, key: Hashable) -> Command | None:
-        with self._lock:
-            return self._commands.pop(key, None)
+        return self._commands.pop(key, None)
 
     def sizes(self) -> tuple[int, int]:
         """(open attempts, in-flight commands): for leak checks and benchmarks."""
@@ -142,6 +146,13 @@ class Telemetry:
 
     def __post_init__(self) -> None:
         self.decider = Decider(self.tracer)
+
+    def observed(self) -> bool:
+        """Some observer would use a lifecycle fact now: no summary is built for nobody.
+
+        Metrics behind the API's proxy meter are ``idle`` until a meter provider is set.
+        """
+        return any(not getattr(observer, "idle", False) for observer in self.observers)
 
     @property
     def events(self) -> bool:

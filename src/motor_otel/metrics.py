@@ -144,25 +144,26 @@ class MongoMetrics:
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
 
-    def _idle(self) -> bool:
+    @property
+    def idle(self) -> bool:
         """The API's proxy meter with no provider behind it yet: nothing to record."""
         proxy = self._proxy
         return proxy is not None and getattr(proxy, "_real_meter", None) is None
 
     def transaction_retry(self, info: AttemptInfo) -> None:
-        if self._idle():
+        if self.idle:
             return
         for label in _labels(info.error_labels):
             self._retries.add(1, _retry_attributes(label))
 
     def commit_retry(self, info: AttemptInfo) -> None:
-        if self._idle():
+        if self.idle:
             return
         for label in _labels(info.error_labels):
             self._commit_retries.add(1, _retry_attributes(label))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
-        if self._idle():
+        if self.idle:
             return
         attrs, counted = _transaction_attributes(summary)
         self._transaction_duration.record(summary.duration_s, attrs)
@@ -170,7 +171,7 @@ class MongoMetrics:
         self._transactions.add(1, counted)
 
     def operation_ended(self, summary: OperationSummary) -> None:
-        if self._idle():
+        if self.idle:
             return
         attrs = summary.attributes
         if not _OPERATION_KEY_SET.issuperset(attrs):  # the core hands over exactly these

@@ -161,7 +161,7 @@ def finish_operation(
             attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
     if scope.recording:
         span.end()
-    if telemetry.observers:
+    if telemetry.observed():
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
             try:
@@ -234,23 +234,32 @@ def activated(scope: OperationScope) -> Iterator[None]:
         leave(tokens)
 
 
-@contextmanager
-def operation_span(
-    telemetry: Telemetry, operation: str, *, db: str, collection: str | None, session: Any
-) -> Iterator[OperationScope | None]:
-    """Run a block as one operation span (used by sessions for commit/abort)."""
-    scope = start_operation(telemetry, operation, db=db, collection=collection, session=session)
-    if scope is None:
-        yield None
-        return
-    started = time.perf_counter()
-    try:
-        with activated(scope):
-            yield scope
-    except BaseException as exc:
-        finish_operation(telemetry, scope, started, exc)
-        raise
-    finish_operation(telemetry, scope, started, None)
+class operation_span:
+    """``with operation_span(...) as scope:`` runs a block as one operation span (sessions use it
+    for commit/abort). A class, not ``@contextmanager``: no generator on every commit."""
+
+    __slots__ = ("_scope", "_started", "_telemetry", "_tokens")
+
+    def __init__(
+        self, telemetry: Telemetry, operation: str, *, db: str, collection: str | None, session: Any
+    ) -> None:
+        self._telemetry = telemetry
+        self._scope = start_operation(
+            telemetry, operation, db=db, collection=collection, session=session
+        )
+
+    def __enter__(self) -> OperationScope | None:
+        scope = self._scope
+        if scope is not None:
+            self._started = time.perf_counter()
+            self._tokens = enter(scope)
+        return scope
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        scope = self._scope
+        if scope is not None:
+            leave(self._tokens)
+            finish_operation(self._telemetry, scope, self._started, exc)
 
 
 # -- patching Motor ----------------------------------------------------------------------------

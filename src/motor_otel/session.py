@@ -235,7 +235,7 @@ class _TransactionTracer:
         self._otel.attempt = attempt
         if recording:
             call_hook("transaction_hook", t.settings.transaction_hook, span, self)
-        if t.observers:
+        if t.observed():
             _tell(
                 t,
                 span,
@@ -297,7 +297,7 @@ class _TransactionTracer:
         exc: BaseException | None,
         attributes: dict[str, Any],
     ) -> None:
-        if not t.observers:
+        if not t.observed():
             return
         summary = TransactionSummary(
             outcome=outcome,
@@ -316,7 +316,7 @@ class _TransactionTracer:
         self, what: str, labels: list[str], span: Span, attributes: dict[str, Any] | None = None
     ) -> None:
         t = self._otel.telemetry
-        if t is None or not t.observers:
+        if t is None or not t.observed():
             return
         wt = self._otel.wt
         info = AttemptInfo(
@@ -412,7 +412,7 @@ class _TransactionTracer:
         Not ``trace.use_span``: exceptions are ours to record, without document values.
         """
         attempt = self._otel.attempt
-        if attempt is None:
+        if attempt is None or attempt.silent:  # its stand-in, the caller's span, is current
             return None
         return otel_context.attach(attempt.context)
 
