@@ -59,6 +59,24 @@ MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events
 
 MONGODB = "mongodb"
 
+# The semconv release whose names these are. 1.30.0 is the first with all of them: it renamed
+# db.system to db.system.name and introduced db.query.summary, and no later release renamed
+# anything we emit. A backend's schema transformation keys on this URL, so it must not claim an
+# older release (1.26.0 still had db.system) whose names we do not send.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.30.0"
+
+# The names before the stable database conventions, emitted beside the stable ones only under
+# OTEL_SEMCONV_STABILITY_OPT_IN=database/dup (as contrib instrumentations do): stable -> old.
+OLD_NAMES = (
+    (DB_SYSTEM_NAME, "db.system"),
+    (DB_NAMESPACE, "db.name"),
+    (DB_QUERY_TEXT, "db.statement"),
+    (SERVER_ADDRESS, "net.peer.name"),
+    (SERVER_PORT, "net.peer.port"),
+    (DB_COLLECTION_NAME, "db.mongodb.collection"),
+)
+TRUNCATION_MARKER = "..."
+
 # Command-logging-and-monitoring spec: these never carry text, and get no span at all.
 SENSITIVE_COMMANDS = frozenset(
     {
@@ -243,15 +261,31 @@ def add_labels(target: list[str], labels: Iterable[str]) -> None:
             target.append(label)
 
 
+def with_old_names(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Add the pre-stable names (``OLD_NAMES``) beside the stable ones present; returns ``attrs``."""
+    for stable, old in OLD_NAMES:
+        if stable in attrs:
+            attrs[old] = attrs[stable]
+    return attrs
+
+
 def query_text(command: Mapping[str, Any], max_length: int, raw_values: bool) -> str | None:
-    """Relaxed Extended JSON of the command, values redacted unless opted in, truncated."""
+    """Relaxed Extended JSON of the command, values redacted unless opted in, truncated.
+
+    Truncated as the command logging spec truncates documents (its "configurable max document
+    length"): cut to ``max_length``, then ``...`` appended, so a reader knows text is missing.
+    The unit is the code point: characters are written as themselves (not ``\\u`` escapes),
+    so a cut never splits one.
+    """
     if max_length <= 0:
         return None
     body = {k: v for k, v in command.items() if k not in _STRIPPED}
     if not raw_values:
         body = {k: (v if k == next(iter(command)) else _redact(v)) for k, v in body.items()}
-    text = json_util.dumps(body, json_options=RELAXED_JSON_OPTIONS)
-    return text[:max_length]
+    text = json_util.dumps(body, json_options=RELAXED_JSON_OPTIONS, ensure_ascii=False)
+    if len(text) > max_length:
+        return text[:max_length] + TRUNCATION_MARKER
+    return text
 
 
 def _redact(value: Any) -> Any:

@@ -38,32 +38,36 @@ class Settings:
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
-        """Keywords win over the environment; an invalid value raises a clear error."""
+        """Keywords win over the environment.
+
+        A bad keyword is the programmer's error and raises (``TypeError``/``ValueError``). A bad
+        variable is the deployment's: it is treated as unset, with one warning naming the
+        variable and its value, because under ``opentelemetry-instrument`` an exception here
+        would leave the whole application untraced. That holds for every field, present and
+        future: each one's variable is read and coerced by this one loop.
+        """
         env = os.environ if environ is None else environ
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise TypeError(f"unknown motor_otel setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        for name in known - set(_HOOKS):
-            if kwargs.get(name) is not None:
-                values[name] = kwargs[name]
-            elif (raw := env.get(ENV_PREFIX + name.upper())) is not None:
-                if name == "command_detail" and raw.strip().lower() not in _COMMAND_DETAIL:
+        for name in known:
+            if name in _HOOKS:
+                hook = kwargs.get(name)
+                if hook is not None and not callable(hook):
+                    raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+                values[name] = hook
+            elif kwargs.get(name) is not None:
+                values[name] = _coerce(name, kwargs[name])
+            elif (raw := env.get(variable := ENV_PREFIX + name.upper())) is not None:
+                try:
+                    values[name] = _coerce(name, raw)
+                except (TypeError, ValueError) as exc:
                     _logger.warning(
-                        "%s=%r is not one of %s; ignored",
-                        ENV_PREFIX + name.upper(),
-                        raw,
-                        "/".join(_COMMAND_DETAIL),
+                        "motor-otel: ignoring %s=%r (%s); using the default", variable, raw, exc
                     )
-                    continue
-                values[name] = raw
-        for name in _HOOKS:
-            hook = kwargs.get(name)
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
-            values[name] = hook
-        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+        return cls(**values)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -141,6 +141,7 @@ class Telemetry:
     observers: list[TransactionObserver] = field(default_factory=list)
     enabled: bool = True
     native: bool = False  # PyMongo's own tracing is on: it owns operation and command spans
+    old_names: bool = False  # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup, read at instrument()
     attribute_observers: bool = False  # an observer (the lifecycle logger) reads attributes
     decider: Decider = field(init=False)
 

@@ -46,7 +46,8 @@ class TransactionSummary:
     error_labels: Sequence[str] = ()
     """Every distinct error label seen during the transaction, in order of appearance."""
     error_type: str | None = None
-    """Exception class name when ``outcome == "failed"``."""
+    """``error.type`` of the failure when ``outcome == "failed"``: the server's error code as a
+    string, else the exception's fully qualified class name (see :mod:`motor_otel.errors`)."""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 

@@ -6,6 +6,7 @@ and per-client ones (``instrument_client(client)``), found from the client objec
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Collection
 from contextvars import ContextVar
@@ -17,9 +18,11 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pymongo import monitoring
 
-from motor_otel._guard import guard
+from motor_otel import attributes as A
+from motor_otel._guard import guard, report
 from motor_otel.coexistence import (
     ContribSuppressor,
+    native_default,
     native_tracing,
     restore_contrib,
     strip_contrib,
@@ -42,6 +45,9 @@ _CONTRIB_ATTR = "_motor_otel_contrib"  # contrib tracers taken off an instrument
 _lock = threading.Lock()
 _IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
 _global: Telemetry | None = None
+# The global scope's twin for clients PyMongo traces otherwise than ``_global.native`` says: the
+# same settings, correlator and observers, and the opposite ``native``.
+_global_twin: Telemetry | None = None
 _global_listener: TracingCommandListener | None = None
 _suppressor = ContribSuppressor()
 _patcher: Patcher | None = None
@@ -57,13 +63,8 @@ def _build(
     settings: dict[str, Any],
 ) -> Telemetry:
     resolved = Settings.resolve(**settings)
-    tracer = trace.get_tracer(
-        "motor_otel",
-        __version__,
-        tracer_provider,
-        schema_url="https://opentelemetry.io/schemas/1.26.0",
-    )
-    telemetry = Telemetry(tracer=tracer, settings=resolved)
+    tracer = trace.get_tracer("motor_otel", __version__, tracer_provider, schema_url=A.SCHEMA_URL)
+    telemetry = Telemetry(tracer=tracer, settings=resolved, old_names=_old_names_opted_in())
     recorder = MongoMetrics(meter_provider)
     if not recorder.noop:  # the API's no-op meter: noticed here once, so it costs nothing later
         telemetry.observers.append(recorder)
@@ -71,6 +72,31 @@ def _build(
         telemetry.observers.append(LifecycleLogger())
         telemetry.attribute_observers = True
     return telemetry
+
+
+def _old_names_opted_in() -> bool:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup``, read by contrib's own helper.
+
+    Decided once per ``instrument()``, never per span. Contrib's default without the variable
+    is the old names only; ours is the stable names only (the MongoDB tracing spec's), so only
+    ``database/dup`` changes anything here. The helper is private to contrib: if it moves, we
+    keep the stable names and say so once.
+    """
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetrySemanticConventionStability,
+            _OpenTelemetryStabilitySignalType,
+            _StabilityMode,
+        )
+
+        _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
+        mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+            _OpenTelemetryStabilitySignalType.DATABASE
+        )
+        return bool(mode == _StabilityMode.DATABASE_DUP)
+    except Exception as exc:
+        report("instrumentor.semconv_opt_in", exc)
+        return False
 
 
 def _client_of(obj: Any) -> Any:
@@ -93,7 +119,14 @@ def telemetry_of(obj: Any) -> Telemetry | None:
     own = vars(client).get(_ATTR)
     if own is not None:
         return own if own.enabled else None
-    return _global
+    scope = _global
+    if scope is not None and native_tracing(client) is not scope.native:
+        return _global_twin
+    return scope
+
+
+def _is_global(telemetry: Telemetry) -> bool:
+    return telemetry is _global or telemetry is _global_twin
 
 
 def _command_listeners(client: Any) -> list[Any]:
@@ -161,7 +194,7 @@ def _patch_pymongo_start_session(patcher: Patcher) -> None:
             if telemetry is None:
                 return session
             with guard("instrumentor.start_session"):
-                if telemetry is _global and _global_listener is not None:
+                if _is_global(telemetry) and _global_listener is not None:
                     _attach_listener(self, _global_listener)
                 instrument_pymongo_session(session, telemetry)
             return session
@@ -183,7 +216,7 @@ def _patch_motor_start_session(patcher: Patcher) -> None:
         telemetry = telemetry_of(self)
         if telemetry is None:
             return session
-        if telemetry is _global and _global_listener is not None:
+        if _is_global(telemetry) and _global_listener is not None:
             _attach_listener(self, _global_listener)  # a client created before instrument()
         return InstrumentedAsyncIOMotorClientSession(session.delegate, self, telemetry)
 
@@ -302,26 +335,30 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _global, _global_listener
+        global _global, _global_listener, _global_twin
         tracer_provider = kwargs.pop("tracer_provider", None)
         meter_provider = kwargs.pop("meter_provider", None)
         settings = {k: v for k, v in kwargs.items() if k not in _BASE_KEYWORDS}  # older bases
         telemetry = _build(tracer_provider, meter_provider, settings)  # rejects unknown keywords
-        telemetry.native = native_tracing(None)
+        telemetry.native = native_default()
         if _global_listener is None:
             _global_listener = TracingCommandListener(telemetry, _suppressor)
             monitoring.register(_global_listener)
         else:  # PyMongo cannot unregister: the old listener takes the new scope
             _global_listener.telemetry = telemetry
         _global = telemetry
+        _global_twin = dataclasses.replace(telemetry, native=not telemetry.native)
         if telemetry.settings.enabled:
             _suppressor.activate()
         _retain_patches()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _global
+        global _global, _global_twin
         if _global is not None:
             _global.enabled = False
             _global = None
+            if _global_twin is not None:
+                _global_twin.enabled = False
+                _global_twin = None
             _suppressor.release()
             _release_patches()

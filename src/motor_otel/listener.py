@@ -12,6 +12,7 @@ import itertools
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from types import CodeType, FrameType
 from typing import Any
 
@@ -19,10 +20,12 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from pymongo import monitoring
+from pymongo.errors import OperationFailure
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
-from motor_otel.coexistence import ContribSuppressor
+from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.operations import CURRENT_OPERATION
 
@@ -48,7 +51,12 @@ class TracingCommandListener(monitoring.CommandListener):
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            if not t.native:
+            scope = CURRENT_OPERATION.get()
+            if scope.native if scope is not None else pymongo_traces_command(t.native):
+                if scope is not None:  # our metric's server.*, though PyMongo makes the span
+                    scope.address = event.connection_id
+                self._native_started(event)
+            else:
                 self._started(event, sys._getframe(1))
         except Exception as exc:
             report("listener.started", exc)
@@ -75,6 +83,7 @@ class TracingCommandListener(monitoring.CommandListener):
             if not silent:
                 ctx = attempt.context
         elif scope is not None:
+            scope.address = event.connection_id  # the metric's server.*: its last command's
             parent, silent, ctx = scope.span, scope.silent, scope.context
             if not silent and ctx is None:
                 ctx = trace.set_span_in_context(parent)
@@ -82,13 +91,11 @@ class TracingCommandListener(monitoring.CommandListener):
             parent = trace.get_current_span()
             silent = t.decider.children_dropped(parent)
         if t.events:  # no span: an event on the operation (or attempt) span, at the reply
-            recording = parent.is_recording()
-            if recording or attempt is not None:
-                if recording:
-                    cursor = _sent_cursor_id(name, command)
-                    t.correlator.start_command(key, parent, attempt, time.time_ns(), cursor)
-                else:
-                    t.correlator.start_command(key, None, attempt)
+            if parent.is_recording():
+                cursor = _sent_cursor_id(name, command)
+                t.correlator.start_command(key, parent, attempt, time.time_ns(), cursor)
+            elif attempt is not None:
+                t.correlator.start_command(key, None, attempt)
             return
         if silent:
             if attempt is not None:  # its replies' error labels still count, for the metrics
@@ -108,6 +115,19 @@ class TracingCommandListener(monitoring.CommandListener):
             span.set_attributes(attrs)
             call_hook("request_hook", t.settings.request_hook, span, event)
         t.correlator.start_command(key, span, attempt)
+
+    def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
+        """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
+        command = event.command
+        txn = A.txn_number_of(command)
+        if txn is None:
+            return
+        lsid = A.lsid_to_str(command.get("lsid"))
+        attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
+        if attempt is not None:
+            self.telemetry.correlator.start_command(
+                (event.connection_id, event.request_id), None, attempt
+            )
 
     def _start_attributes(
         self,
@@ -133,7 +153,7 @@ class TracingCommandListener(monitoring.CommandListener):
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
         if text is not None:
             attrs[A.DB_QUERY_TEXT] = text
-        return attrs
+        return A.with_old_names(attrs) if self.telemetry.old_names else attrs
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
@@ -143,26 +163,33 @@ class TracingCommandListener(monitoring.CommandListener):
         try:
             reply = event.reply
             if span is None or not span.is_recording():
+                # Not ours to record (PyMongo's, or unsampled): its error labels only.
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
                     _note_labels(attempt, labels)
-                if span is not None:
-                    span.end()
-                return
-            attrs: dict[str, Any] = {}
-            cursor_id = _reply_cursor_id(reply) or sent_cursor
-            if cursor_id is not None:
-                attrs[A.MONGODB_CURSOR_ID] = cursor_id
-            labels = A.error_labels_of(reply)
-            if labels:
-                attrs[A.ERROR_LABELS] = labels
-                _note_labels(attempt, labels)
-            if event_at:
-                _command_event(span, event, event_at, attrs)
-                return
-            _times(reply, attrs)
-            span.set_attributes(attrs)
-            call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+            else:
+                attrs: dict[str, Any] = {}
+                cursor_id = _reply_cursor_id(reply) or sent_cursor
+                if cursor_id is not None:
+                    attrs[A.MONGODB_CURSOR_ID] = cursor_id
+                labels = A.error_labels_of(reply)
+                if labels:  # e.g. a writeConcernError on an ok:1 commit
+                    attrs[A.ERROR_LABELS] = labels
+                    _note_labels(attempt, labels)
+                error = (  # an ok:1 reply can still report failed writes
+                    E.reply_error(reply)
+                    if "writeErrors" in reply or "writeConcernError" in reply
+                    else None
+                )
+                if event_at:
+                    _command_event(span, event, event_at, attrs, error)
+                    return
+                _times(reply, attrs)
+                if error is None:
+                    span.set_attributes(attrs)
+                else:
+                    _record_failure(span, _write_failure(reply), error, attrs, labels)
+                call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
         except Exception as exc:
             report("listener.succeeded", exc)
         if span is not None and not event_at:
@@ -178,44 +205,19 @@ class TracingCommandListener(monitoring.CommandListener):
             labels = A.error_labels_of(failure)
             if labels:
                 _note_labels(attempt, labels)
-            if span is None or not span.is_recording():
-                if span is not None:
-                    span.end()
-                return
-            error_type = str(failure.get("codeName") or failure.get("errtype") or "CommandError")
-            code = failure.get("code")
-            if event_at:
-                attrs: dict[str, Any] = {A.ERROR_TYPE: error_type}
-                if sent_cursor is not None:
-                    attrs[A.MONGODB_CURSOR_ID] = sent_cursor
-                if code is not None:
-                    attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+            if span is not None and span.is_recording():
+                attrs: dict[str, Any] = {}
                 if labels:
                     attrs[A.ERROR_LABELS] = labels
-                _command_event(span, event, event_at, attrs)
-                return
-            message = A.error_message(str(failure.get("errmsg") or "command failed"))
-            attrs = {
-                A.EXCEPTION_TYPE: error_type,
-                A.EXCEPTION_MESSAGE: message,
-                # No Python exception exists yet: where the driver was when the reply came.
-                A.EXCEPTION_STACKTRACE: A.stack_text(
-                    reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
-                ),
-                A.ERROR_TYPE: error_type,
-            }
-            if code is not None:
-                attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
-            if labels:
-                attrs[A.ERROR_LABELS] = labels
-            _times(failure, attrs)
-            span.set_attributes(attrs)
-            event_attrs = {A.EXCEPTION_TYPE: error_type, A.EXCEPTION_MESSAGE: message}
-            if labels:
-                event_attrs[A.ERROR_LABELS] = labels  # type: ignore[assignment]
-            span.add_event("exception", event_attrs)
-            span.set_status(Status(StatusCode.ERROR, message))
-            call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+                error = E.reply_error(failure) or (E.class_name(OperationFailure), None)
+                if event_at:
+                    if sent_cursor is not None:
+                        attrs[A.MONGODB_CURSOR_ID] = sent_cursor
+                    _command_event(span, event, event_at, attrs, error)
+                    return
+                _times(failure, attrs)
+                _record_failure(span, failure, error, attrs, labels)
+                call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
         if span is not None and not event_at:
             span.end()
 
@@ -225,11 +227,17 @@ def _command_event(
     event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
     event_at: int,
     attrs: dict[str, Any],
+    error: tuple[str, int | None] | None,
 ) -> None:
-    """``command_detail="events"``: the command as one event on its operation (or attempt)."""
+    """``command_detail="events"``: the command as one event on its operation (or attempt)
+    span, stamped when it was sent; a failure's ``error.type`` is the one its span would have."""
     attrs[A.MONGODB_COMMAND_DURATION_MS] = event.duration_micros / 1000.0
     if event.server_connection_id is not None:
         attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
+    if error is not None:
+        attrs[A.ERROR_TYPE] = error[0]
+        if error[1] is not None:
+            attrs[A.DB_RESPONSE_STATUS_CODE] = str(error[1])
     span.add_event(event.command_name, attrs, timestamp=event_at)
 
 
@@ -252,6 +260,48 @@ def _reply_cursor_id(reply: Any) -> int | None:
     if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
         return int(cursor_id)
     return None
+
+
+def _record_failure(
+    span: Span,
+    failure: Mapping[str, Any],
+    error: tuple[str, int | None],
+    attrs: dict[str, Any],
+    labels: list[str],
+) -> None:
+    """A command's failure on its span: ``error.type`` and status code, exception event, ERROR.
+
+    ``failure`` is an ``ok: 0`` failure document, or an ``ok: 1`` reply's first write error (or
+    its ``writeConcernError``): mongod reports write errors in a successful reply.
+    """
+    message = A.error_message(str(failure.get("errmsg") or "command failed"))
+    exception_type = str(failure.get("codeName") or failure.get("errtype") or error[0])
+    error_type, code = error
+    attrs[A.EXCEPTION_TYPE] = exception_type
+    attrs[A.EXCEPTION_MESSAGE] = message
+    # No Python exception exists yet: where the driver was when the reply came.
+    attrs[A.EXCEPTION_STACKTRACE] = A.stack_text(
+        reversed(list(itertools.islice(traceback.walk_stack(sys._getframe()), 20)))
+    )
+    attrs[A.ERROR_TYPE] = error_type
+    if code is not None:
+        attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+    span.set_attributes(attrs)
+    event_attrs: dict[str, Any] = {A.EXCEPTION_TYPE: exception_type, A.EXCEPTION_MESSAGE: message}
+    if labels:
+        event_attrs[A.ERROR_LABELS] = labels
+    span.add_event("exception", event_attrs)
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def _write_failure(reply: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The document an ``ok: 1`` reply's error is described by: first write error, else the
+    ``writeConcernError``."""
+    errors = reply.get("writeErrors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return errors[0]
+    wce = reply.get("writeConcernError")
+    return wce if isinstance(wce, Mapping) else reply
 
 
 def _times(reply: Any, attrs: dict[str, Any]) -> None:

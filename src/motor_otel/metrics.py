@@ -105,7 +105,9 @@ class MongoMetrics:
     )
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
-        meter = metrics.get_meter("motor_otel", __version__, meter_provider)
+        meter = metrics.get_meter(
+            "motor_otel", __version__, meter_provider, schema_url=A.SCHEMA_URL
+        )
         self.noop = isinstance(meter, metrics.NoOpMeter)  # nothing recorded goes anywhere
         # The API's proxy meter (no provider set yet) becomes real when one is set.
         self._proxy = meter if hasattr(meter, "_real_meter") else None

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import OperationSummary
@@ -40,6 +41,7 @@ class OperationScope:
     recording: bool = True  # the span records: attributes, exceptions, links are worth building
     silent: bool = False  # nothing under it would record either: commands get no span
     context: otel_context.Context | None = None  # the span as a parent, built once
+    address: Any = None  # (host, port) of the connection that served its last command
 
 
 CURRENT_OPERATION: ContextVar[OperationScope | None] = ContextVar(
@@ -137,7 +139,7 @@ def start_operation(
         span_attrs[A.DB_OPERATION_SUMMARY],  # type: ignore[arg-type]
         context=ctx,
         kind=SpanKind.CLIENT,
-        attributes=span_attrs,
+        attributes=A.with_old_names(dict(span_attrs)) if telemetry.old_names else span_attrs,
         links=links,
     )
     if span.is_recording():
@@ -150,18 +152,15 @@ def finish_operation(
     telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
 ) -> None:
     span = scope.span
-    attrs = scope.attrs
+    attrs = scope.attrs  # shared by every operation on this namespace: never changed in place
     if exc is not None:
-        if scope.recording:
-            record_exception(span, exc)
-        attrs = dict(attrs)
-        attrs[A.ERROR_TYPE] = type(exc).__name__
-        code = getattr(exc, "code", None)
-        if code is not None:
-            attrs[A.DB_RESPONSE_STATUS_CODE] = str(code)
+        failure = record_exception(span, exc) if scope.recording else E.error_attributes(exc)
+        attrs = {**attrs, **failure}
     if scope.recording:
         span.end()
     if telemetry.observed():
+        if scope.address is not None:
+            attrs = {**attrs, **A.server_attributes(scope.address)}
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
             try:
@@ -170,17 +169,21 @@ def finish_operation(
                 report("observer.operation_ended", error)
 
 
-def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> None:
-    """Exception event, ERROR status, and the spec's exception attributes on the span itself.
+def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> dict[str, str]:
+    """Exception event, ERROR status, the spec's exception attributes and ``error.type`` (with
+    ``db.response.status_code`` when there is a code) on the span itself.
 
     Not ``span.record_exception``: it would put ``str(exc)`` (for PyMongo, the whole server reply,
     documents included) in the event; our message and stack trace leave document values out.
+    Returns the ``error.type``/``db.response.status_code`` pair, for the metric point.
     """
     attrs = exception_attributes(exc)
     if event:
         span.add_event("exception", attrs)
-    span.set_attributes(attrs)
+    failure = E.error_attributes(exc)
+    span.set_attributes({**attrs, **failure})
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {attrs[A.EXCEPTION_MESSAGE]}"))
+    return failure
 
 
 def exception_attributes(exc: BaseException) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor_otel import attributes as A
+from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
+from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
 from motor_otel.operations import (
@@ -233,6 +235,8 @@ class _TransactionTracer:
         )
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
+        if t.native:  # PyMongo traces this client: our attempt is its transaction span too
+            lend_transaction_span(self._otel.session, span)
         if recording:
             call_hook("transaction_hook", t.settings.transaction_hook, span, self)
         if t.observed():
@@ -253,17 +257,21 @@ class _TransactionTracer:
         labels = list(attempt.error_labels)
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-        attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome}
+        unsettled = False
+        if exc is None and outcome != "committed" and attempt.unsettled is not None:
+            exc, unsettled = attempt.unsettled, True  # nobody retried the unknown commit
+        failure: dict[str, str] = {}
+        if exc is not None:
+            if attempt.recording:  # an unsettled commit's event is already there
+                failure = record_exception(span, exc, event=not unsettled)
+            elif t.attribute_observers:
+                failure = E.error_attributes(exc)
+        attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome, **failure}
         if attempt.recording or t.attribute_observers:
             attrs.update(_timestamp_attributes(self._otel.session))
         if labels:
             attrs[A.ERROR_LABELS] = labels
         if attempt.recording:
-            if exc is not None:
-                record_exception(span, exc)
-            elif outcome != "committed" and attempt.unsettled is not None:
-                # Nobody retried the unknown commit: the failure (its event is already there).
-                record_exception(span, attempt.unsettled, event=False)
             span.set_attributes(attrs)
             span.end()
         wt = self._otel.wt
@@ -307,7 +315,7 @@ class _TransactionTracer:
             lsid=self._otel.lsid,
             txn_number=self._txn_number(),
             error_labels=tuple(labels),
-            error_type=type(exc).__name__ if exc is not None else None,
+            error_type=E.error_type(exc) if exc is not None else None,
             attributes=attributes,
         )
         _tell(t, span, "transaction_ended", summary)
@@ -337,6 +345,8 @@ class _TransactionTracer:
             wt.commit_attempts += 1
         else:
             self._otel.tx_commits += 1
+        if t.native:  # else PyMongo opens a span of its own for a commit retried by hand
+            lend_transaction_span(self._otel.session, attempt.span)
         if self._otel.attempt_commits:
             self._notify("commit_retry", attempt.error_labels, attempt.span)
         self._otel.attempt_commits += 1
@@ -440,7 +450,9 @@ class _TransactionTracer:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
             if recording:
-                record_exception(span, exc)
+                attrs.update(record_exception(span, exc))
+            elif t.attribute_observers:
+                attrs.update(E.error_attributes(exc))
             if (
                 recording
                 and t.settings.with_transaction == "driver"

@@ -233,6 +233,30 @@ def test_switched_off_emits_no_motor_otel_spans(mongodb_uri: str, env: dict[str,
     assert not any(s["name"] in ("withTransaction", "transaction") for s in spans)
 
 
+def test_a_bad_variable_leaves_the_app_traced(mongodb_uri: str) -> None:
+    """QUERY_TEXT_MAX_LENGTH=abc under opentelemetry-instrument: ignored, not an untraced app;
+    database/dup adds the old names beside the stable ones."""
+    lines, spans, _ = _run(
+        mongodb_uri,
+        "auto_bad_env",
+        OTEL_PYTHON_INSTRUMENTATION_MONGODB_QUERY_TEXT_MAX_LENGTH="abc",
+        OTEL_SEMCONV_STABILITY_OPT_IN="database/dup",
+    )
+    assert lines == APP_OUTPUT
+    ours = _ours(spans)
+    assert [s["name"] for s in ours if s["name"] == "withTransaction"] == ["withTransaction"]
+    commands = [s for s in ours if "db.command.name" in s["attributes"]]
+    assert commands
+    for command in commands:
+        attrs = command["attributes"]
+        assert "db.query.text" not in attrs and "db.statement" not in attrs
+        assert (attrs["db.system"], attrs["db.name"], attrs["net.peer.port"]) == (
+            attrs["db.system.name"],
+            attrs["db.namespace"],
+            attrs["server.port"],
+        )
+
+
 # -- instrument() after a client already exists ----------------------------------------------
 
 # Run in a fresh interpreter: PyMongo cannot unregister listeners, so once any test has called

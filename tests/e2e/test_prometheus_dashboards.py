@@ -1,7 +1,10 @@
-"""Every PromQL query in every Grafana panel returns data from a real Prometheus.
+"""The Grafana dashboards: every panel can render what its query returns, and every PromQL query
+returns data from a real Prometheus.
 
 Prometheus (Debian's package, installed here if missing) scrapes the metrics of an instrumented
-Motor workload on loopback; the test fails on any panel query that comes back empty.
+Motor workload on loopback; the test fails on any panel query that comes back empty. The panel
+checks exist because a PromQL-only check let a dead panel through: a `traces` panel fed by a
+Jaeger search, which renders one trace by id and so showed nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,28 @@ from tests.conftest import CLIENT_OPTIONS
 pytestmark = pytest.mark.e2e
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
+TRANSACTIONS = DASHBOARDS / "motor-otel-transactions.json"
 DEADLINE_S = 120
+
+# The codeName of each common server error code, from MongoDB's src/mongo/base/error_codes.yml
+# (mongodb/mongo at 007ba93); 24, 112, 246 and 251 also as the transactions-convenient-api suite's
+# fail points name them, 91, 189, 10107 and 262 as in the retryable-writes spec's table.
+CODE_NAMES = {
+    "24": "LockTimeout",
+    "50": "MaxTimeMSExpired",
+    "91": "ShutdownInProgress",
+    "112": "WriteConflict",
+    "189": "PrimarySteppedDown",
+    "225": "TransactionTooOld",
+    "246": "SnapshotUnavailable",
+    "251": "NoSuchTransaction",
+    "262": "ExceededTimeLimit",
+    "10107": "NotWritablePrimary",
+    "11000": "DuplicateKey",
+}
+
+# What each query kind returns, and the panel types that render it.
+RANGE_SERIES_PANELS = {"timeseries", "stat", "gauge", "bargauge"}
 
 
 def _free_port() -> int:
@@ -61,6 +85,129 @@ def _prometheus() -> str:
     if not found:
         pytest.skip("apt-get installed prometheus but no prometheus binary is on PATH")
     return found
+
+
+def _panels() -> list[tuple[str, dict[str, Any]]]:
+    """(dashboard file name, panel) for every panel of every dashboard."""
+    return [
+        (path.name, panel)
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        for panel in json.loads(path.read_text())["panels"]
+    ]
+
+
+def _renderers(target: dict[str, Any], panel: dict[str, Any]) -> set[str]:
+    """The panel types that can show what this target returns."""
+    kind = (target.get("datasource") or panel["datasource"])["type"]
+    if kind == "prometheus":
+        if target.get("format") == "table" or target.get("instant"):
+            return {"table"}
+        return RANGE_SERIES_PANELS
+    if kind == "jaeger":
+        # A search returns a table of traces; the traces panel draws the one trace of an id query.
+        return {"table"} if target.get("queryType") == "search" else {"traces"}
+    raise AssertionError(f"no rule for {kind} queries in panel {panel['title']!r}")
+
+
+def _override(panel: dict[str, Any], field: str) -> dict[str, Any]:
+    """The panel's field override properties for one field name, by property id."""
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"] == {"id": "byName", "options": field}:
+            return {prop["id"]: prop["value"] for prop in override["properties"]}
+    raise AssertionError(f"panel {panel['title']!r} has no override for {field!r}")
+
+
+def _mapped_texts(panel: dict[str, Any]) -> dict[str, str]:
+    """Displayed text of each error_type value the panel maps."""
+    return {
+        value: result["text"]
+        for mapping in _override(panel, "error_type")["mappings"]
+        if mapping["type"] == "value"
+        for value, result in mapping["options"].items()
+    }
+
+
+def _error_type_panels() -> list[dict[str, Any]]:
+    """Panels that show error_type as a field value (tables), where value mappings apply."""
+    return [
+        panel
+        for _, panel in _panels()
+        if panel["type"] == "table"
+        and any("error_type" in target.get("expr", "") for target in panel.get("targets", []))
+    ]
+
+
+def test_every_panel_type_renders_its_queries() -> None:
+    """Each panel's type can draw what each of its queries returns."""
+    checked = 0
+    for name, panel in _panels():
+        if panel["type"] in {"row", "text"}:
+            continue  # layout and prose, no query
+        assert panel["targets"], f"{name}: panel {panel['title']!r} has no query"
+        for target in panel["targets"]:
+            assert panel["type"] in _renderers(target, panel), (
+                f"{name}: panel {panel['title']!r} is a {panel['type']} panel fed by {target}"
+            )
+            checked += 1
+    assert checked >= 12
+
+
+def test_panels_have_stable_ids_and_do_not_overlap() -> None:
+    """Panel ids are unique and set; no two panels share a grid cell."""
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        panels = json.loads(path.read_text())["panels"]
+        ids = [panel["id"] for panel in panels]
+        assert len(ids) == len(set(ids)), path.name
+        cells: dict[tuple[int, int], int] = {}
+        for panel in panels:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, (path.name, panel["id"])
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                for y in range(grid["y"], grid["y"] + grid["h"]):
+                    assert (x, y) not in cells, (path.name, panel["id"], cells[x, y])
+                    cells[x, y] = panel["id"]
+
+
+def test_dashboard_has_a_fixed_uid() -> None:
+    """Provisioned bookmarks keep working: the dashboard's uid is fixed, not generated."""
+    assert json.loads(TRANSACTIONS.read_text())["uid"] == "motor-otel-transactions"
+
+
+def test_trace_search_is_a_table_whose_trace_ids_open_the_trace() -> None:
+    """The Jaeger search panel is a table; its trace id column links to that trace in Explore."""
+    [panel] = [
+        panel
+        for panel in json.loads(TRANSACTIONS.read_text())["panels"]
+        if panel.get("datasource", {}).get("type") == "jaeger"
+    ]
+    assert panel["type"] == "table"
+    [target] = panel["targets"]
+    assert target["queryType"] == "search"
+    assert target["operation"] == "withTransaction"
+    assert target["service"] == "${service}"
+    [link] = _override(panel, "traceID")["links"]
+    url = urllib.parse.urlsplit(link["url"])
+    assert url.path == "/explore"
+    [panes] = urllib.parse.parse_qs(url.query)["panes"]
+    [pane] = json.loads(panes).values()
+    assert pane["datasource"] == "${traces}"
+    # No queryType: the Jaeger datasource looks the query up as one trace id.
+    assert pane["queries"] == [
+        {
+            "refId": "A",
+            "datasource": {"type": "jaeger", "uid": "${traces}"},
+            "query": "${__value.raw}",
+        }
+    ]
+
+
+def test_error_codes_have_readable_names() -> None:
+    """error.type carries the server code; value mappings show each common code's codeName."""
+    panels = _error_type_panels()
+    assert "Failed operations by error type" in [panel["title"] for panel in panels]
+    expected = {code: f"{name} ({code})" for code, name in CODE_NAMES.items()}
+    for panel in panels:
+        assert _mapped_texts(panel) == expected, panel["title"]
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -119,8 +266,8 @@ def prometheus(tmp_path: Path, metrics_endpoint: tuple[MeterProvider, int]) -> I
 
 
 def _query(base: str, expr: str) -> list[Any]:
-    # Grafana replaces $__rate_interval; 30s covers many 1 s scrapes.
-    expr = expr.replace("$__rate_interval", "30s")
+    # Grafana replaces $__rate_interval and $__range; 30s covers many 1 s scrapes, 1h the whole run.
+    expr = expr.replace("$__rate_interval", "30s").replace("$__range", "1h")
     url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -169,7 +316,7 @@ async def test_every_dashboard_query_returns_data(
     """All PromQL in grafana/dashboards returns a non-empty result against real scrapes."""
     meter_provider, _ = metrics_endpoint
     queries = panel_queries()
-    assert len(queries) >= 10
+    assert len(queries) >= 11
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(
         client,
@@ -194,3 +341,19 @@ async def test_every_dashboard_query_returns_data(
         f"checked {len(queries)} dashboard panel queries against Prometheus, {len(empty)} empty"
     )
     assert empty == [], f"panel queries with no data: {empty}"
+    [failures] = [
+        panel
+        for panel in _error_type_panels()
+        if panel["title"] == "Failed operations by error type"
+    ]
+    error_types = {
+        series["metric"]["error_type"]
+        for series in _query(prometheus, failures["targets"][0]["expr"])
+    }
+    assert error_types, "the workload's failures are not in the error-type table"
+    summary_line(f"error types in the failures table: {sorted(error_types)}")
+    codes = {value for value in error_types if value.isdigit()}
+    # The workload's fail points answer 112 (WriteConflict) and 91 (ShutdownInProgress): error.type
+    # is the server code, and the table names each one.
+    assert {"112", "91"} <= codes, f"the workload's server codes are not error types: {codes}"
+    assert codes <= _mapped_texts(failures).keys(), f"server codes without a name: {codes}"

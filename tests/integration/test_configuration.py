@@ -7,12 +7,13 @@ at instrument time, and their keywords win over them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -146,14 +147,16 @@ async def test_query_text_max_length_from_the_environment_truncates(
     await _transaction(traced())
     short = _query_texts(exporter)
     assert {"insert", "commitTransaction", "find"} <= set(short)
-    assert max(len(text) for text in short.values()) == 40
+    assert {43} == {len(text) for text in short.values()}  # all longer: cut, then "..."
+    assert all(text.endswith("...") for text in short.values())
     assert short["insert"].startswith('{"insert": "items"')
 
     exporter.clear()
     await _transaction(traced(query_text_max_length=100_000))
     full = _query_texts(exporter)
     assert len(full["insert"]) > 40
-    assert full["insert"][:40] == short["insert"]
+    assert full["insert"][:40] + "..." == short["insert"]
+    assert not full["insert"].endswith("...")
     for stripped in ('"lsid"', '"$db"', '"$clusterTime"', '"signature"'):
         assert stripped not in full["insert"]
 
@@ -277,19 +280,32 @@ OLD_STYLE = (
 )
 
 
-@pytest.mark.parametrize("opt_in", [None, "database", "database/dup"])
-async def test_only_stable_attributes_whatever_the_semconv_opt_in(
+@pytest.fixture
+def semconv_opt_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str | None], None]]:
+    """Set OTEL_SEMCONV_STABILITY_OPT_IN; contrib's helper caches it process-wide, so reset it
+    (as contrib's own tests do) before and after."""
+
+    def set_opt_in(value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+        else:
+            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", value)
+        _OpenTelemetrySemanticConventionStability._initialized = False
+
+    yield set_opt_in
+    _OpenTelemetrySemanticConventionStability._initialized = False
+
+
+@pytest.mark.parametrize("opt_in", [None, "database", "http,database"])
+async def test_only_stable_attributes_unless_database_dup(
     traced: Traced,
     exporter: InMemorySpanExporter,
-    monkeypatch: pytest.MonkeyPatch,
+    semconv_opt_in: Callable[[str | None], None],
     opt_in: str | None,
 ) -> None:
-    """Only stable database conventions are emitted, so the semconv opt-in changes nothing."""
-    if opt_in is None:
-        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
-    else:
-        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
-    await _transaction(traced())
+    """Without database/dup only the stable database conventions are emitted."""
+    semconv_opt_in(opt_in)
+    await _transaction(traced(query_text_max_length=1000))
     spans = exporter.get_finished_spans()
     (insert,) = named(spans, "insert")
     assert insert.attributes is not None
@@ -300,6 +316,39 @@ async def test_only_stable_attributes_whatever_the_semconv_opt_in(
         s.attributes is not None and s.attributes["db.system.name"] == "mongodb" for s in spans
     )
     assert [k for s in spans for k in (s.attributes or {}) if k in OLD_STYLE] == []
+
+
+@pytest.mark.parametrize("query_text", [0, 1000])
+async def test_database_dup_adds_the_old_names_beside_the_stable_ones(
+    traced: Traced,
+    exporter: InMemorySpanExporter,
+    semconv_opt_in: Callable[[str | None], None],
+    query_text: int,
+) -> None:
+    """database/dup: db.system, db.name, db.statement (with query text), net.peer.*,
+    db.mongodb.collection, each equal to its stable twin, on operation and command spans."""
+    semconv_opt_in("http,database/dup")
+    await _transaction(traced(query_text_max_length=query_text))
+    spans = exporter.get_finished_spans()
+    (command,) = named(spans, "insert")
+    (operation,) = named(spans, "insert config_e2e.items")
+    pairs = {
+        "db.system": "db.system.name",
+        "db.name": "db.namespace",
+        "db.mongodb.collection": "db.collection.name",
+    }
+    for span in (command, operation):
+        attrs = dict(span.attributes or {})
+        assert {old: attrs[new] for old, new in pairs.items()} == {old: attrs[old] for old in pairs}
+        assert attrs["db.system"] == "mongodb"
+    command_attrs = dict(command.attributes or {})
+    assert command_attrs["server.address"] == command_attrs["net.peer.name"]
+    assert command_attrs["server.port"] == command_attrs["net.peer.port"]
+    if query_text:
+        assert command_attrs["db.query.text"] == command_attrs["db.statement"]
+    else:
+        assert "db.statement" not in command_attrs and "db.query.text" not in command_attrs
+    assert "db.operation" not in command_attrs  # only the names the issue lists
 
 
 # -- tracer_provider= / meter_provider= ------------------------------------------------------
@@ -342,6 +391,28 @@ async def test_meter_provider_keyword_receives_the_metrics(traced: Traced) -> No
     assert {"insert", "commitTransaction", "find"} <= operations
 
 
+async def test_tracer_and_meter_carry_the_schema_url_of_the_names_we_emit(traced: Traced) -> None:
+    """Spans and metric points say semconv 1.30.0: db.system.name and db.query.summary's."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    await _transaction(
+        traced(tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[reader]))
+    )
+    schema = "https://opentelemetry.io/schemas/1.30.0"
+    spans = exporter.get_finished_spans()
+    assert {schema} == {
+        s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope
+    }
+    data = reader.get_metrics_data()
+    assert data is not None
+    scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
+    assert {"motor_otel"} == {sm.scope.name for sm in scopes}
+    assert {schema} == {sm.scope.schema_url for sm in scopes}
+    assert {schema} == {sm.schema_url for sm in scopes}
+
+
 # -- bad values ------------------------------------------------------------------------------
 
 
@@ -349,16 +420,47 @@ async def test_meter_provider_keyword_receives_the_metrics(traced: Traced) -> No
     ("variable", "value", "setting"),
     [
         ("ENABLED", "maybe", "enabled"),
-        ("QUERY_TEXT_MAX_LENGTH", "lots", "query_text_max_length"),
+        ("QUERY_TEXT_MAX_LENGTH", "abc", "query_text_max_length"),
         ("QUERY_TEXT_RAW_VALUES", "2", "query_text_raw_values"),
         ("WITH_TRANSACTION", "sometimes", "with_transaction"),
         ("LOG_LIFECYCLE", "loud", "log_lifecycle"),
     ],
 )
-async def test_a_bad_environment_value_fails_at_instrument_time(
-    traced: Traced, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+async def test_a_bad_environment_value_is_ignored_with_one_warning(
+    traced: Traced,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    variable: str,
+    value: str,
+    setting: str,
 ) -> None:
-    """A typo in a variable is a clear ValueError from instrument(), not silent defaults."""
+    """A typo in a variable never stops instrument(): that setting keeps its default, one
+    warning names the variable and the value, and the transaction is traced as usual."""
     monkeypatch.setenv(ENV + variable, value)
-    with pytest.raises(ValueError, match=setting):
-        traced()
+    with caplog.at_level("WARNING", logger="motor_otel"):
+        client = traced()
+    (warning,) = [r for r in caplog.records if r.name == "motor_otel"]
+    assert ENV + variable in warning.getMessage() and repr(value) in warning.getMessage()
+    assert setting in warning.getMessage()
+    assert await _transaction(client, {"n": 1}) == {"n": 1}
+    names = {s.name for s in exporter.get_finished_spans()}
+    assert {"withTransaction", "transaction", "insert config_e2e.items", "insert"} <= names
+    (wt,) = named(exporter.get_finished_spans(), "withTransaction")
+    assert (wt.attributes or {})["db.mongodb.transaction.mode"] == "driver"
+    assert not [s for s in _command_spans(exporter) if "db.query.text" in (s.attributes or {})]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"query_text_max_length": "lots"},
+        {"with_transaction": "sometimes"},
+        {"enabled": "maybe"},
+        {"qeury_text_max_length": 10},
+    ],
+)
+async def test_a_bad_keyword_still_raises(traced: Traced, settings: dict[str, Any]) -> None:
+    """A wrong keyword is the programmer's error: instrument() raises, naming it."""
+    with pytest.raises((TypeError, ValueError), match=next(iter(settings))):
+        traced(**settings)

@@ -163,4 +163,5 @@ async def test_query_text_is_redacted_unless_raw_values_are_asked_for(
         for span in json.loads(raw)["spans"]
         if "db.query.text" in (span.get("attributes") or {})
     ]
-    assert texts and all(len(text) <= 300 for text in texts)
+    assert texts and all(len(text) <= 300 or len(text) == 303 for text in texts)
+    assert any(len(text) == 303 and text.endswith("...") for text in texts)  # cut and marked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 
 import pytest
 from bson.binary import Binary, UuidRepresentation
@@ -41,6 +42,42 @@ def test_keywords_override_environment() -> None:
     """instrument() keywords win over the environment."""
     env = {"OTEL_PYTHON_INSTRUMENTATION_MONGODB_QUERY_TEXT_MAX_LENGTH": "10"}
     assert Settings.resolve(environ=env, query_text_max_length=5).query_text_max_length == 5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("ENABLED", "maybe", "enabled"),
+        ("QUERY_TEXT_MAX_LENGTH", "abc", "query_text_max_length"),
+        ("QUERY_TEXT_MAX_LENGTH", "-5", "query_text_max_length"),
+        ("QUERY_TEXT_MAX_LENGTH", "", "query_text_max_length"),
+        ("QUERY_TEXT_RAW_VALUES", "2", "query_text_raw_values"),
+        ("WITH_TRANSACTION", "sometimes", "with_transaction"),
+        ("LOG_LIFECYCLE", "loud", "log_lifecycle"),
+    ],
+)
+def test_a_bad_variable_is_treated_as_unset_with_one_warning(
+    caplog: pytest.LogCaptureFixture, variable: str, value: str, field: str
+) -> None:
+    """An invalid variable: the default, and one warning naming the variable and the value."""
+    name = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_" + variable
+    env = {name: value, "OTEL_PYTHON_INSTRUMENTATION_MONGODB_WITH_TRANSACTION_X": "ignored"}
+    if field != "query_text_max_length":  # a good variable beside the bad one still counts
+        env["OTEL_PYTHON_INSTRUMENTATION_MONGODB_QUERY_TEXT_MAX_LENGTH"] = "7"
+    with caplog.at_level("WARNING", logger="motor_otel"):
+        settings = Settings.resolve(environ=env)
+    assert getattr(Settings(), field) == getattr(settings, field)
+    if field != "query_text_max_length":
+        assert settings.query_text_max_length == 7
+    (record,) = caplog.records
+    assert name in record.getMessage() and repr(value) in record.getMessage()
+
+
+def test_every_field_but_the_hooks_has_a_variable_that_cannot_break_resolve() -> None:
+    """Any field's variable set to nonsense resolves to the defaults: nothing raises."""
+    names = [f.name for f in fields(Settings) if not f.name.endswith("_hook")]
+    env = {"OTEL_PYTHON_INSTRUMENTATION_MONGODB_" + n.upper(): "\x00nonsense" for n in names}
+    assert Settings() == Settings.resolve(environ=env)
 
 
 @pytest.mark.parametrize(
@@ -90,10 +127,38 @@ def test_query_text_redacts_values_by_default() -> None:
 
 
 def test_query_text_is_off_by_default_and_truncated() -> None:
-    """Length 0 means no attribute; a positive length truncates."""
+    """Length 0 means no attribute; a positive length truncates, then appends "..."."""
     command = {"find": "users", "filter": {"name": "bob"}}
     assert A.query_text(command, 0, raw_values=True) is None
-    assert A.query_text(command, 10, raw_values=True) == '{"find": "'
+    assert A.query_text(command, 10, raw_values=True) == '{"find": "...'
+
+
+def test_query_text_at_the_limit_is_whole() -> None:
+    """Text exactly as long as the limit is not truncated and gets no marker."""
+    command = {"find": "users"}
+    full = '{"find": "users"}'
+    assert full == A.query_text(command, len(full), raw_values=True)
+    assert full == A.query_text(command, len(full) + 1, raw_values=True)
+
+
+def test_query_text_one_past_the_limit_is_cut_and_marked() -> None:
+    """One character over the limit: the limit's worth of text, then "..."."""
+    command = {"find": "users"}
+    full = '{"find": "users"}'
+    assert full[:-1] + "..." == A.query_text(command, len(full) - 1, raw_values=True)
+
+
+def test_query_text_never_splits_a_multi_byte_character() -> None:
+    """Non-ASCII text is written as itself and cut by code point, never mid-character."""
+    command = {"find": "café", "filter": {"naïve": "日本語"}}
+    full = A.query_text(command, 1000, raw_values=True)
+    assert full == '{"find": "café", "filter": {"naïve": "日本語"}}'
+    for limit in range(1, len(full)):
+        cut = A.query_text(command, limit, raw_values=True)
+        assert cut == full[:limit] + "..."
+        cut.encode("utf-8")  # a split surrogate or escape would not encode
+    cut_in_kanji = A.query_text(command, full.index("本") + 1, raw_values=True)
+    assert cut_in_kanji is not None and cut_in_kanji.endswith('"日本...')
 
 
 def test_sensitive_commands() -> None:

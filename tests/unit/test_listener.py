@@ -112,3 +112,62 @@ def test_a_forgotten_session_parents_nothing(
     _send(TracingCommandListener(telemetry), 5, 1)
     assert _insert(exporter).parent is None
     assert telemetry.correlator.sizes() == (0, 0)
+
+
+def _reply_to_insert(listener: TracingCommandListener, reply: dict[str, object]) -> None:
+    command = {"insert": "items", "documents": [{"x": 1}], "$db": "shop"}
+    listener.started(monitoring.CommandStartedEvent(command, "shop", 7, ADDRESS, None))
+    listener.succeeded(
+        monitoring.CommandSucceededEvent(
+            datetime.timedelta(milliseconds=1), reply, "insert", 7, ADDRESS, None
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "error_type", "status_code"),
+    [
+        ({"ok": 1, "n": 1}, None, None),
+        ({"ok": 1, "n": 1, "writeErrors": []}, None, None),
+        (
+            {"ok": 1, "n": 0, "writeErrors": [{"index": 0, "code": 121, "errmsg": "invalid"}]},
+            "121",
+            "121",
+        ),
+        (
+            {
+                "ok": 1,
+                "n": 1,
+                "writeConcernError": {"code": 64, "errmsg": "timed out"},
+                "errorLabels": ["RetryableWriteError"],
+            },
+            "64",
+            "64",
+        ),
+        (
+            {"ok": 1, "n": 0, "writeErrors": [{"index": 0, "errmsg": "no code"}]},
+            "pymongo.errors.WriteError",
+            None,
+        ),
+    ],
+)
+def test_an_ok_1_reply_is_a_failure_when_it_reports_failed_writes(
+    telemetry: Telemetry,
+    exporter: InMemorySpanExporter,
+    reply: dict[str, object],
+    error_type: str | None,
+    status_code: str | None,
+) -> None:
+    """writeErrors / writeConcernError in an ok:1 reply: error.type, status code, ERROR, event."""
+    _reply_to_insert(TracingCommandListener(telemetry), reply)
+    span = _insert(exporter)
+    attrs = span.attributes or {}
+    assert (error_type, status_code) == (
+        attrs.get("error.type"),
+        attrs.get("db.response.status_code"),
+    )
+    failed = error_type is not None
+    assert (trace.StatusCode.ERROR if failed else trace.StatusCode.UNSET) is span.status.status_code
+    assert (["exception"] if failed else []) == [e.name for e in span.events]
+    if "errorLabels" in reply:
+        assert attrs["db.mongodb.error_labels"] == ("RetryableWriteError",)
