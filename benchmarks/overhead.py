@@ -12,8 +12,10 @@ Variants: the driver alone; opentelemetry-instrumentation-pymongo's ``CommandTra
 and motor-otel, each recorded (SDK ``TracerProvider`` + ``BatchSpanProcessor`` + an exporter
 that drops and counts), unsampled (``ParentBased(ALWAYS_OFF)``) and under a 1 %
 ``TraceIdRatioBased`` sampler; motor-otel with ``command_detail="events"``; both recorded with
-the real OTLP/HTTP exporter sending to a sink in another process over loopback. Each timed
-region ends with ``force_flush``, so export work is charged to the variant that caused it.
+the real OTLP/HTTP exporter sending to a sink in another process over loopback; motor-otel with
+``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` (old attribute names beside the stable ones).
+Each timed region ends with ``force_flush``, so export work is charged to the variant that
+caused it.
 
 The floor: the SDK alone replaying the span tree motor-otel recorded for the same workload
 (names, kinds, attributes, events, links, parents; same processor and exporter), no driver and
@@ -31,7 +33,8 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -60,6 +63,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from pymongo import AsyncMongoClient
 
 import motor_otel
+from motor_otel.instrumentor import telemetry_of
 from motor_otel.testing import fail_command
 
 FAIL_ONCE = fail_command("insert", error_code=112, error_labels=["TransientTransactionError"])
@@ -74,6 +78,7 @@ class VariantSpec:
     sampler: Callable[[], Sampler] | None = None
     otlp: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    semconv_opt_in: str | None = None  # OTEL_SEMCONV_STABILITY_OPT_IN while it is instrumented
 
 
 SPECS = [
@@ -85,6 +90,7 @@ SPECS = [
     VariantSpec("contrib_1pct", "contrib, 1 % TraceIdRatioBased", "contrib", lambda: TraceIdRatioBased(0.01)),
     VariantSpec("ours_1pct", "motor-otel, 1 % TraceIdRatioBased", "ours", lambda: TraceIdRatioBased(0.01)),
     VariantSpec("ours_events", 'motor-otel, command_detail="events"', "ours", settings={"command_detail": "events"}),
+    VariantSpec("ours_dup", "motor-otel, recorded, database/dup", "ours", semconv_opt_in="database/dup"),
     VariantSpec("contrib_otlp", "contrib, recorded, OTLP/HTTP export", "contrib", otlp=True),
     VariantSpec("ours_otlp", "motor-otel, recorded, OTLP/HTTP export", "ours", otlp=True),
 ]  # fmt: skip
@@ -152,8 +158,37 @@ def _client(driver: str, uri: str, spec: VariantSpec, otlp_url: str) -> Variant:
         kwargs["event_listeners"] = [CommandTracer(provider.get_tracer("bench.contrib"))]
     client: Any = (AsyncIOMotorClient if driver == "motor" else AsyncMongoClient)(uri, **kwargs)
     if spec.tracer == "ours":
-        motor_otel.instrument_client(client, tracer_provider=provider, **spec.settings)
+        with _semconv_opt_in(spec.semconv_opt_in):
+            motor_otel.instrument_client(client, tracer_provider=provider, **spec.settings)
+        telemetry = telemetry_of(client)
+        assert telemetry is not None and telemetry.old_names == bool(spec.semconv_opt_in)
     return Variant(spec, client, provider, counter)
+
+
+@contextmanager
+def _semconv_opt_in(value: str | None) -> Iterator[None]:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=value`` for one ``instrument_client`` call.
+
+    motor-otel reads it once per call through contrib's helper, which caches what it read for
+    the whole process: so the helper is made to read it afresh here, and again afterwards.
+    """
+    if value is None:
+        yield
+        return
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
+
+    name = "OTEL_SEMCONV_STABILITY_OPT_IN"
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    _OpenTelemetrySemanticConventionStability._initialized = False
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+        _OpenTelemetrySemanticConventionStability._initialized = False
 
 
 async def _close(client: Any) -> None:
@@ -432,8 +467,9 @@ def report(results: Results, sizes: Sizes, specs: list[VariantSpec], pinned: str
         "",
         "| workload | ours/plain ≤ 1.35 (goal 1.25) | ours/span ≤ contrib/span | "
         "unsampled ours/plain ≤ 1.05: ALWAYS_OFF, 1 % | events added ≤ contrib added | "
-        "ours added / floor (goal ≤ 2) | export adds per span: ours, contrib |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "ours added / floor (goal ≤ 2) | export adds per span: ours, contrib | "
+        "database/dup adds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *summary,
     ]
     return "\n".join(lines)
@@ -472,7 +508,8 @@ def _targets(title: str, r: dict[str, list[Sample]], unit: str) -> str:
         f"{_verdict(off <= 1.05 and pct <= 1.05)} | {_us(events)} vs {_us(contrib)} µs/{unit} "
         f"{_verdict(events <= contrib)} | {_us(added('ours'))} / {_us(floor)} = "
         f"{added('ours') / floor:.2f} {_verdict(added('ours') / floor <= 2)} | "
-        f"{_us(export_ours)}, {_us(export_contrib)} µs |"
+        f"{_us(export_ours)}, {_us(export_contrib)} µs | "
+        f"{_us(added('ours_dup') - added('ours'))} µs/{unit} |"
     )
 
 

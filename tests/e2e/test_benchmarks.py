@@ -36,6 +36,7 @@ def test_overhead_prints_every_variant_the_floor_and_the_targets() -> None:
         "contrib, 1 % TraceIdRatioBased",
         "motor-otel, 1 % TraceIdRatioBased",
         'motor-otel, command_detail="events"',
+        "motor-otel, recorded, database/dup",
         "contrib, recorded, OTLP/HTTP export",
         "motor-otel, recorded, OTLP/HTTP export",
         "floor: the SDK alone replaying motor-otel's span tree",
