@@ -130,6 +130,10 @@ class Correlator:
             return len(self._attempts), len(self._commands)
 
 
+def _busy(observer: TransactionObserver) -> bool:
+    return not getattr(observer, "idle", False)
+
+
 @dataclass(slots=True, eq=False)
 class Telemetry:
     """Everything one instrumentation scope (the global instrumentor or one
@@ -144,18 +148,15 @@ class Telemetry:
     old_names: bool = False  # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup, read at instrument()
     attribute_observers: bool = False  # an observer (the lifecycle logger) reads attributes
     decider: Decider = field(init=False)
+    events: bool = field(init=False)  # command_detail="events": commands become span events
 
     def __post_init__(self) -> None:
         self.decider = Decider(self.tracer)
+        self.events = self.settings.command_detail == "events"
 
     def observed(self) -> bool:
         """Some observer would use a lifecycle fact now: no summary is built for nobody.
 
         Metrics behind the API's proxy meter are ``idle`` until a meter provider is set.
         """
-        return any(not getattr(observer, "idle", False) for observer in self.observers)
-
-    @property
-    def events(self) -> bool:
-        """``command_detail="events"``: commands become span events, not spans."""
-        return self.settings.command_detail == "events"
+        return any(map(_busy, self.observers))

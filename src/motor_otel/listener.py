@@ -46,12 +46,16 @@ class TracingCommandListener(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         t = self.telemetry
-        if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
+        if not (t.enabled and t.settings.enabled):
+            return
+        scope = CURRENT_OPERATION.get()
+        # Inside an operation of ours, suppression was checked when it started (no user code
+        # runs between then and its commands); elsewhere, ask now.
+        if scope is None and not is_instrumentation_enabled():
             return
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            scope = CURRENT_OPERATION.get()
             if scope.native if scope is not None else pymongo_traces_command(t.native):
                 if scope is not None:  # our metric's server.*, though PyMongo makes the span
                     scope.address = event.connection_id

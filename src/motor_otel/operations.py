@@ -491,8 +491,8 @@ def _hand_over(telemetry: Telemetry, scope: OperationScope, started: float, resu
 
 def _pending_scope(cursor: Any) -> tuple[_PendingCursorOperation | None, OperationScope | None]:
     pending: _PendingCursorOperation | None = getattr(cursor, "_motor_otel_op", None)
-    if pending is None or CURRENT_OPERATION.get() is not None:
-        return None, None
+    if pending is None or CURRENT_OPERATION.get() is not None or not is_instrumentation_enabled():
+        return None, None  # (the listener trusts a current operation to have checked that)
     with guard("operations.cursor_fetch"):
         return pending, pending.begin()
     return pending, None
@@ -548,7 +548,7 @@ def _wrap_get_more(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _get_more(self: Any) -> Any:
         pending: _PendingCursorOperation | None = getattr(self, "_motor_otel_op", None)
-        if pending is None:
+        if pending is None or not is_instrumentation_enabled():
             return original(self)
         scope = None
         with guard("operations.cursor_fetch"):

@@ -558,14 +558,15 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = callback if token is not None else coro  # a stand-in span: nothing to make current
         try:
             if t.settings.with_transaction == "spec":
                 result = await self._spec_loop(
-                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    run, read_concern, write_concern, read_preference, max_commit_time_ms
                 )
             else:
                 result = await super().with_transaction(
-                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    run, read_concern, write_concern, read_preference, max_commit_time_ms
                 )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)
@@ -701,9 +702,10 @@ class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = traced if token is not None else callback  # a stand-in span: nothing to attach
         try:
             result = await super().with_transaction(
-                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                run, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)
@@ -777,9 +779,10 @@ class InstrumentedClientSession(ClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = traced if token is not None else callback  # a stand-in span: nothing to attach
         try:
             result = super().with_transaction(
-                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                run, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)
