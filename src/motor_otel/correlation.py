@@ -130,10 +130,6 @@ class Correlator:
             return len(self._attempts), len(self._commands)
 
 
-def _busy(observer: TransactionObserver) -> bool:
-    return not getattr(observer, "idle", False)
-
-
 @dataclass(slots=True, eq=False)
 class Telemetry:
     """Everything one instrumentation scope (the global instrumentor or one
@@ -159,4 +155,7 @@ class Telemetry:
 
         Metrics behind the API's proxy meter are ``idle`` until a meter provider is set.
         """
-        return any(map(_busy, self.observers))
+        observers = self.observers
+        if len(observers) != 1:
+            return bool(observers)
+        return not getattr(observers[0], "idle", False)

@@ -68,6 +68,7 @@ class _WithTransaction:
     last_commit_error: BaseException | None = None
     last_attempt_end: float | None = None
     backoff_ms: float = 0.0  # summed over retries
+    silent: bool = False  # nothing under its span records: its attempts are stand-ins too
 
 
 @dataclass(slots=True, eq=False)
@@ -202,7 +203,7 @@ class _TransactionTracer:
         txn_number = int(self._otel.session._transaction_id)
         # Decided once per attempt: a parent that does not record and whose children would not
         # either stands in for the attempt's span, and nothing below it builds anything.
-        silent = t.decider.children_dropped(parent_span)
+        silent = wt.silent if wt is not None else t.decider.children_dropped(parent_span)
         attrs: dict[str, Any] = {}
         if not silent or t.attribute_observers:
             attrs = {
@@ -394,7 +395,7 @@ class _TransactionTracer:
         """
         caller = trace.get_current_span()
         if t.decider.children_dropped(caller):
-            wt = _WithTransaction(caller, time.perf_counter())
+            wt = _WithTransaction(caller, time.perf_counter(), silent=True)
             self._otel.wt = wt
             return wt, None
         span = t.tracer.start_span(
@@ -402,7 +403,7 @@ class _TransactionTracer:
             kind=SpanKind.CLIENT,
             attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction},
         )
-        wt = _WithTransaction(span, time.perf_counter())
+        wt = _WithTransaction(span, time.perf_counter(), silent=t.decider.children_dropped(span))
         self._otel.wt = wt
         return wt, otel_context.attach(trace.set_span_in_context(span))
 
@@ -558,7 +559,7 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
-        run = callback if token is not None else coro  # a stand-in span: nothing to make current
+        run = coro if wt.silent else callback  # its attempts' stand-ins are current already
         try:
             if t.settings.with_transaction == "spec":
                 result = await self._spec_loop(
@@ -702,7 +703,7 @@ class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
-        run = traced if token is not None else callback  # a stand-in span: nothing to attach
+        run = callback if wt.silent else traced  # its attempts' stand-ins are current already
         try:
             result = await super().with_transaction(
                 run, read_concern, write_concern, read_preference, max_commit_time_ms
@@ -779,7 +780,7 @@ class InstrumentedClientSession(ClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
-        run = traced if token is not None else callback  # a stand-in span: nothing to attach
+        run = callback if wt.silent else traced  # its attempts' stand-ins are current already
         try:
             result = super().with_transaction(
                 run, read_concern, write_concern, read_preference, max_commit_time_ms
