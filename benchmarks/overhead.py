@@ -455,7 +455,7 @@ def report(results: Results, sizes: Sizes, specs: list[VariantSpec], pinned: str
                 rs = _ratios(samples, plain)
                 ratio = f"{statistics.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})"
                 added = cpu - p
-            per_span = _us(added / spans) if spans and key != "plain" else ""
+            per_span = _us(added / spans) if spans >= 0.5 and key != "plain" else ""
             lines.append(
                 f"| {labels[key]} | {_us(cpu)} ({_us(lo)}-{_us(hi)}) | {ratio} | {spans:.1f} | "
                 f"{_us(added) if key != 'plain' else ''} | {per_span} |"
