@@ -111,7 +111,7 @@ _LSID_CACHE_MAX = 4096  # server sessions are pooled: a process sees few distinc
 
 def lsid_to_str(lsid: Any) -> str | None:
     """The session id's UUID as a string, as PyMongo's own tracing formats it."""
-    if not isinstance(lsid, Mapping):
+    if not isinstance(lsid, (dict, Mapping)):  # dict first: no ABC check per command
         return None
     raw = lsid.get("id")
     if isinstance(raw, (Binary, bytes)) and len(raw) == 16:
@@ -142,7 +142,9 @@ def timestamp_to_int(ts: Any) -> int | None:
 
 def cluster_time_of(reply: Mapping[str, Any]) -> int | None:
     ct = reply.get("$clusterTime")
-    return timestamp_to_int(ct.get("clusterTime")) if isinstance(ct, Mapping) else None
+    if isinstance(ct, (dict, Mapping)):  # dict first: no ABC check per reply
+        return timestamp_to_int(ct.get("clusterTime"))
+    return None
 
 
 def collection_of(command_name: str, command: Mapping[str, Any], database: str) -> str | None:
