@@ -27,7 +27,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.operations import CURRENT_OPERATION
+from motor_otel.operations import CURRENT_OPERATION, OperationScope
 
 
 class TracingCommandListener(monitoring.CommandListener):
@@ -56,16 +56,27 @@ class TracingCommandListener(monitoring.CommandListener):
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            if scope.native if scope is not None else pymongo_traces_command(t.native):
+            if scope is not None and scope.silent:  # nothing under it records: labels only
+                scope.address = event.connection_id  # the metric's server.*
+                if scope.attempt is not None:  # the session's: the one its commands carry
+                    t.correlator.start_command(
+                        (event.connection_id, event.request_id), None, scope.attempt
+                    )
+            elif scope.native if scope is not None else pymongo_traces_command(t.native):
                 if scope is not None:  # our metric's server.*, though PyMongo makes the span
                     scope.address = event.connection_id
                 self._native_started(event)
             else:
-                self._started(event, sys._getframe(1))
+                self._started(event, scope, sys._getframe(1))
         except Exception as exc:
             report("listener.started", exc)
 
-    def _started(self, event: monitoring.CommandStartedEvent, publisher: FrameType) -> None:
+    def _started(
+        self,
+        event: monitoring.CommandStartedEvent,
+        scope: OperationScope | None,
+        publisher: FrameType,
+    ) -> None:
         command = event.command
         name = event.command_name
         if A.is_sensitive(name, command):
@@ -79,7 +90,6 @@ class TracingCommandListener(monitoring.CommandListener):
         key = (event.connection_id, event.request_id)
         # Parent, per the correlation rules in docs/architecture.md; whether anything under it
         # records was decided when it started (its `silent`), so nothing is built for nobody.
-        scope = CURRENT_OPERATION.get()
         ctx = None
         if attempt is not None and (scope is None or scope.attempt is not attempt):
             parent: Span = attempt.span
