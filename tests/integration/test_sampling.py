@@ -270,3 +270,17 @@ async def test_hooks_run_only_for_recorded_spans(client: Any) -> None:
     )
     await _transaction(client, 1)
     assert calls == ["transaction", "request", "request", "request", "request"]
+
+
+async def test_the_no_op_meter_is_noticed_once(client: Any) -> None:
+    """The API's no-op meter provider: no metrics observer at all, so nothing is built for it."""
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    provider, exporter = _provider(ALWAYS_ON)
+    instrument_client(client, tracer_provider=provider, meter_provider=NoOpMeterProvider())
+    telemetry = telemetry_of(client)
+    assert telemetry is not None
+    assert telemetry.observers == []
+    assert not telemetry.observed()
+    await _transaction(client, 0)
+    assert len(exporter.get_finished_spans()) == 10  # tracing is untouched
