@@ -19,6 +19,7 @@ import pymongo
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.context import Context
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -274,8 +275,6 @@ async def test_hooks_run_only_for_recorded_spans(client: Any) -> None:
 
 async def test_the_no_op_meter_is_noticed_once(client: Any) -> None:
     """The API's no-op meter provider: no metrics observer at all, so nothing is built for it."""
-    from opentelemetry.metrics import NoOpMeterProvider
-
     provider, exporter = _provider(ALWAYS_ON)
     instrument_client(client, tracer_provider=provider, meter_provider=NoOpMeterProvider())
     telemetry = telemetry_of(client)
