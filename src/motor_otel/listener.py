@@ -104,8 +104,10 @@ class TracingCommandListener(monitoring.CommandListener):
         else:
             parent = trace.get_current_span()
             silent = t.decider.children_dropped(parent)
-        if t.events:  # no span: an event on the operation (or attempt) span, at the reply
-            if parent.is_recording():
+        if t.events:  # no span: an event on the operation (or attempt) span, at the reply,
+            # stamped when sent. Never on a span that is not ours (a command outside any
+            # operation or transaction of ours, e.g. PyMongo's own endSessions): none then.
+            if (scope is not None or attempt is not None) and parent.is_recording():
                 cursor = _sent_cursor_id(name, command)
                 t.correlator.start_command(key, parent, attempt, time.time_ns(), cursor)
             elif attempt is not None:

@@ -197,3 +197,16 @@ async def test_an_invalid_keyword_raises(client: Any) -> None:
     """command_detail="verbose" passed as a keyword is a ValueError."""
     with pytest.raises(ValueError, match="command_detail"):
         _instrument(client, command_detail="verbose")
+
+
+async def test_no_event_lands_on_a_span_that_is_not_ours(client: Any) -> None:
+    """A command outside our operations and transactions (a raw-batch find): no event at all."""
+    exporter, _ = _instrument(client, command_detail="events")
+    await client.detail.items.insert_one({"x": 1})
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("app").start_as_current_span("handler"):
+        batches = [batch async for batch in client.detail.items.find_raw_batches({})]
+    assert batches
+    (handler,) = named(exporter.get_finished_spans(), "handler")
+    assert list(handler.events) == []
