@@ -107,7 +107,7 @@ class Sizes:
 
 
 QUICK = Sizes(rounds=2, txn_serial=6, concurrent=20, txn_retry=3, single_ops=10)
-FULL = Sizes(rounds=7, txn_serial=80, concurrent=100, txn_retry=30, single_ops=150)
+FULL = Sizes(rounds=11, txn_serial=80, concurrent=100, txn_retry=30, single_ops=150)
 
 
 class _Counting(SpanExporter):
