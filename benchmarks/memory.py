@@ -55,7 +55,11 @@ async def one(client: Any, n: int, slot: int, peak: list[int]) -> None:
 
     if kind == 5:  # abandoned mid-transaction: no commit, no abort, no end_session
         session.start_transaction()
-        await coll.update_one({"_id": slot}, {"$inc": {"n": 1}}, upsert=True, session=session)
+        # Its own document: like mongod, the simulator keeps an abandoned transaction's write
+        # locked until the transaction expires, so sharing a slot would stall the others.
+        await coll.update_one(
+            {"_id": f"abandoned-{n}"}, {"$inc": {"n": 1}}, upsert=True, session=session
+        )
         peak[0] = max(peak[0], correlator(client).sizes()[0])  # its attempt is held right now
         return
     await session.with_transaction(callback)

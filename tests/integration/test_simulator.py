@@ -76,7 +76,9 @@ async def test_with_transaction_retries_transient_commit_error(mongodb_uri: str)
 
 
 async def test_write_conflict_between_transactions(motor_client: AsyncIOMotorClient) -> None:
-    """Two transactions changing one document: the second commit gets a transient WriteConflict."""
+    """The second transaction writing a document fails at once (112, transient) and is aborted
+    on the server; the first still commits (mongod: "In-progress Transactions and Write
+    Conflicts")."""
     coll = motor_client.sim_conflict.items
     await coll.drop()
     await coll.insert_one({"_id": 1, "v": 0})
@@ -85,13 +87,17 @@ async def test_write_conflict_between_transactions(motor_client: AsyncIOMotorCli
     s1.start_transaction()
     s2.start_transaction()
     await coll.update_one({"_id": 1}, {"$set": {"v": 1}}, session=s1)
-    await coll.update_one({"_id": 1}, {"$set": {"v": 2}}, session=s2)
-    await s1.commit_transaction()
     with pytest.raises(OperationFailure) as info:
-        await s2.commit_transaction()
-    assert info.value.code == 112
+        await coll.update_one({"_id": 1}, {"$set": {"v": 2}}, session=s2)
+    assert (info.value.code, info.value.details["codeName"]) == (112, "WriteConflict")
     assert info.value.has_error_label("TransientTransactionError")
+    with pytest.raises(OperationFailure) as aborted:  # B's next command: it is gone
+        await coll.find_one({"_id": 1}, session=s2)
+    assert (aborted.value.code, aborted.value.details["codeName"]) == (251, "NoSuchTransaction")
+    assert aborted.value.has_error_label("TransientTransactionError")
+    await s1.commit_transaction()
     assert (await coll.find_one({"_id": 1}))["v"] == 1
+    await s2.abort_transaction()
     await s1.end_session()
     await s2.end_session()
 
@@ -416,3 +422,58 @@ async def test_network_error_in_commit_surfaces_unknown_commit(mongodb_uri: str)
     assert await client.sim_net.items.count_documents({}) == 1
     await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     await client.close()
+
+
+async def test_secondary_member_serves_secondary_reads() -> None:
+    """secondaries=1: the set has a secondary the driver discovers; reads with a secondary read
+    preference go there, writes go to the primary, w: 2 is satisfiable and w: 3 is not."""
+    async with SimulatedReplicaSet(secondaries=1) as rs:
+        client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(rs.uri, **CLIENT_OPTIONS)
+        direct: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+            "mongodb://{}:{}/?directConnection=true".format(*rs.secondary_addresses[0]),
+            **CLIENT_OPTIONS,
+        )
+        try:
+            await client.db.items.insert_one({"_id": 1})
+            hello = await client.admin.command("hello")
+            assert len(hello["hosts"]) == 2
+            secondary = client.db.get_collection(
+                "items", read_preference=pymongo.ReadPreference.SECONDARY
+            )
+            assert await secondary.find_one({}) == {"_id": 1}
+            two = await client.db.command(
+                {"insert": "items", "documents": [{"_id": 2}], "writeConcern": {"w": 2}}
+            )
+            three = await client.db.command(
+                {"insert": "items", "documents": [{"_id": 3}], "writeConcern": {"w": 3}}
+            )
+            assert "writeConcernError" not in two
+            assert (three["n"], three["writeConcernError"]["code"]) == (1, 100)
+            assert (await direct.admin.command("hello"))["secondary"] is True
+            with pytest.raises(pymongo.errors.NotPrimaryError) as refused:
+                await direct.db.command({"insert": "items", "documents": [{"_id": 4}]})
+            assert refused.value.details["code"] == 10107
+        finally:
+            await client.close()
+            await direct.close()
+
+
+async def test_fail_command_applies_to_hello_when_named(mongodb_uri: str) -> None:
+    """failCommand fails hello when failCommands names it (mongod 4.4+), only for its appName."""
+    # Handshakes send the legacy isMaster and heartbeats come every minute here: only the
+    # explicit hello below can meet the fail point.
+    target: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+        mongodb_uri, appname="sim-hello-target", heartbeatFrequencyMS=60000, **CLIENT_OPTIONS
+    )
+    other: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
+    try:
+        await other.admin.command(fail_command("hello", error_code=2, appName="sim-hello-target"))
+        assert (await other.admin.command("hello"))["ok"] == 1  # not its appName
+        with pytest.raises(OperationFailure) as info:
+            await target.admin.command("hello")
+        assert info.value.code == 2
+        assert (await target.admin.command("hello"))["ok"] == 1  # times: 1 is spent
+    finally:
+        await other.admin.command(fail_command(mode="off"))
+        await target.close()
+        await other.close()

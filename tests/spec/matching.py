@@ -84,7 +84,7 @@ class Matcher:
         if isinstance(expected, Mapping) and len(expected) == 1:
             (key,) = expected
             if key.startswith("$$"):
-                self._operator(key, expected[key], actual, path)
+                self._operator(key, expected[key], actual, path, root)
                 return
         if isinstance(expected, Mapping):
             if not isinstance(actual, Mapping):
@@ -120,13 +120,13 @@ class Matcher:
         if expected != actual or isinstance(expected, bool) != isinstance(actual, bool):
             raise Mismatch(f"{path}: {expected!r} != {actual!r}")
 
-    def _operator(self, op: str, arg: Any, actual: Any, path: str) -> None:
+    def _operator(self, op: str, arg: Any, actual: Any, path: str, root: bool = False) -> None:
         if op == "$$type":
             names = {arg} if isinstance(arg, str) else set(arg)
             if not names & _type_names(actual):
                 raise Mismatch(f"{path}: type {sorted(_type_names(actual))} not in {sorted(names)}")
-        elif op == "$$unsetOrMatches":
-            self.match(arg, actual, root=False, path=path)
+        elif op == "$$unsetOrMatches":  # a root document stays one (extra keys allowed)
+            self.match(arg, actual, root=root, path=path)
         elif op == "$$exists":
             if not arg:
                 raise Mismatch(f"{path}: expected to be absent")

@@ -8,13 +8,12 @@ from typing import Any
 import pymongo
 import pytest
 
-from tests.spec.matching import Matcher
+from tests.spec.matching import Matcher, Unsupported
 from tests.spec.unified import (
     _ARGUMENTS,
     _OPERATIONS,
     DRIVERS,
     Runner,
-    Unsupported,
     check_supported,
 )
 
@@ -78,7 +77,11 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("file key", lambda s, t: s.update(newTopLevel=1), "file.newTopLevel"),
     ("test key", lambda s, t: t.update(expectLogMessages=[]), "test.expectLogMessages"),
     ("operation key", lambda s, t: _op(t).update(expectNothing=1), "operation.expectNothing"),
-    ("operation", lambda s, t: _op(t).update(name="runCommand"), "operation runCommand"),
+    (
+        "operation",
+        lambda s, t: _op(t).update(name="createChangeStream"),
+        "operation createChangeStream",
+    ),
     (
         "argument",
         lambda s, t: _op(t)["arguments"].update(maxTimeMS=5),
@@ -94,9 +97,9 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "testRunner operation",
         lambda s, t: t["operations"].append(
-            {"name": "assertSessionPinned", "object": "testRunner", "arguments": {}}
+            {"name": "assertSameLsidOnLastTwoCommands", "object": "testRunner", "arguments": {}}
         ),
-        "testRunner operation assertSessionPinned",
+        "testRunner operation assertSameLsidOnLastTwoCommands",
     ),
     (
         "expectError key",
@@ -127,9 +130,9 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "databaseOptions read preference field",
         lambda s, t: _entity(s, "database").update(
-            databaseOptions={"readPreference": {"mode": "primary", "tagSets": [{}]}}
+            databaseOptions={"readPreference": {"mode": "primary", "hedge": {"enabled": True}}}
         ),
-        "databaseOptions.readPreference.tagSets",
+        "databaseOptions.readPreference.hedge",
     ),
     (
         "session option",
@@ -316,3 +319,115 @@ async def test_collection_and_database_options_reach_the_commands(mongodb_uri: s
             fields.pop("collectionOptions", None)
     with pytest.raises(AssertionError):
         await _runner(mongodb_uri, spec, test).run()
+
+
+def test_results_are_documents_with_string_keys() -> None:
+    """insertedIds/upsertedIds are keyed "0", "1"... as the JSON expectations are."""
+    from pymongo.results import BulkWriteResult, InsertManyResult
+
+    from tests.spec.unified import _result_doc
+
+    assert _result_doc(InsertManyResult([7, 8], acknowledged=True)) == {
+        "insertedIds": {"0": 7, "1": 8}
+    }
+    bulk = BulkWriteResult(
+        {
+            "nInserted": 1,
+            "nUpserted": 1,
+            "nMatched": 0,
+            "nModified": 0,
+            "nRemoved": 0,
+            "upserted": [{"index": 2, "_id": "u"}],
+        },
+        acknowledged=True,
+    )
+    assert _result_doc(bulk) == {
+        "insertedCount": 1,
+        "matchedCount": 0,
+        "modifiedCount": 0,
+        "deletedCount": 0,
+        "upsertedCount": 1,
+        "upsertedIds": {"2": "u"},
+    }
+
+
+def test_unacknowledged_results_are_not_read_as_acknowledged() -> None:
+    """w: 0 results say acknowledged: false instead of raising on their counts."""
+    from pymongo.results import InsertOneResult, UpdateResult
+
+    from tests.spec.unified import _result_doc
+
+    assert _result_doc(UpdateResult(None, acknowledged=False)) == {"acknowledged": False}
+    assert _result_doc(InsertOneResult(5, acknowledged=False)) == {
+        "insertedId": 5,
+        "acknowledged": False,
+    }
+    Matcher(lambda name: None).match(
+        {"$$unsetOrMatches": {"insertedId": {"$$unsetOrMatches": 5}}},
+        _result_doc(InsertOneResult(5, acknowledged=False)),
+    )
+
+
+def test_read_preference_is_built_from_mode_and_tags() -> None:
+    """The spec's camelCase mode and tagSets become PyMongo's read preference object."""
+    from pymongo.read_preferences import SecondaryPreferred
+
+    from tests.spec.unified import rw_options
+
+    options = rw_options(
+        {"readPreference": {"mode": "secondaryPreferred", "tagSets": [{"dc": "ny"}]}}, "x"
+    )
+    assert options["read_preference"] == SecondaryPreferred(tag_sets=[{"dc": "ny"}])
+
+
+async def test_simulated_mongos_routers(simulator: Any) -> None:
+    """The routers answer hello as mongos, pin transactions, return recoveryTokens, and a commit
+    on a router the transaction did not use can only recover a decision (NoSuchTransaction)."""
+    if simulator is None:
+        pytest.skip("the routers front the simulator; MONGODB_URI is set")
+    from pymongo.errors import OperationFailure
+
+    from tests.spec.mongos import SimulatedMongos
+
+    ((host, port),) = pymongo.uri_parser.parse_uri(simulator.uri)["nodelist"]
+    routers = SimulatedMongos((host, port))
+    both: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(routers.uri)
+    first: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(routers.single_uri)
+    try:
+        hello = await both.admin.command("hello")
+        assert hello["msg"] == "isdbgrid" and "setName" not in hello
+        coll = both.spec_runner.routed
+        await coll.drop()
+        async with both.start_session() as session:
+            await session.start_transaction()
+            reply = await both.spec_runner.command(
+                {"insert": "routed", "documents": [{"_id": 1}]}, session=session
+            )
+            assert "recoveryToken" in reply
+            pinned = session._transaction.pinned_address
+            assert pinned in [p.address for p in routers.proxies]
+            other = next(p.address for p in routers.proxies if p.address != pinned)
+            # The same transaction's commit sent through the router it never used:
+            lone: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(
+                f"mongodb://{other[0]}:{other[1]}/"
+            )
+            try:
+                with pytest.raises(OperationFailure) as raised:
+                    await lone.admin.command(
+                        {
+                            "commitTransaction": 1,
+                            "lsid": session.session_id,
+                            "txnNumber": session._server_session.transaction_id,
+                            "autocommit": False,
+                        }
+                    )
+                assert raised.value.code == 251
+                assert raised.value.has_error_label("TransientTransactionError")
+            finally:
+                await lone.close()
+            await session.commit_transaction()
+        assert await first.spec_runner.routed.find().to_list() == [{"_id": 1}]
+    finally:
+        await both.close()
+        await first.close()
+        routers.close()

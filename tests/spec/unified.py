@@ -1,4 +1,5 @@
-"""A unified-test-format runner for the subset MongoDB's transaction and tracing suites use.
+"""A unified-test-format runner for the subset MongoDB's transaction, command-monitoring and
+tracing suites use.
 
 One runner, several drivers: Motor, PyMongo's ``AsyncMongoClient`` and PyMongo's sync
 ``MongoClient``, plain or with our instrumentation (Motor in ``"driver"`` or ``"spec"`` mode). Sync
@@ -10,6 +11,10 @@ against whitelists of what this runner implements (file, test, entity, operation
 and expectation keys, ``$$`` operators, the schema's major version). Anything else raises
 :class:`Unsupported`, which the test turns into a skip naming it: never a silent pass, never a
 failure that is really the runner's gap.
+
+Topologies: the server at the URI (a replica set, or a mongos), plus optionally two simulated
+mongos routers in front of the same data (tests/spec/mongos.py); each test runs on the first one
+that meets its ``runOnRequirements``.
 
 Tracing: our instrumentation adds a ``withTransaction`` span above the spec's ``transaction``
 spans. Before matching ``expectTracingMessages`` the runner replaces every ``withTransaction``
@@ -46,13 +51,23 @@ from pymongo import (
     UpdateOne,
     monitoring,
 )
-from pymongo.errors import BulkWriteError, ConfigurationError, OperationFailure, PyMongoError
+from pymongo.client_session_shared import _TxnState
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    ConfigurationError,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
+)
 from pymongo.read_concern import ReadConcern
-from pymongo.read_preferences import read_pref_mode_from_name
+from pymongo.read_preferences import _MONGOS_MODES, make_read_preference
 from pymongo.write_concern import WriteConcern
 
 from tests.spec.matching import OPERATORS, Matcher, Unsupported
 
+# The spec's mode names are camelCase ("primaryPreferred"), PyMongo's are mongos's.
+_READ_MODES = {name.lower(): i for i, name in enumerate(_MONGOS_MODES)}
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "mongodb-specs"
 # Files that need a server we cannot be: skipped with the reason, whatever buildInfo says.
 NEEDS = {
@@ -64,7 +79,16 @@ NEEDS = {
         "server deprecated mapReduce in 5.0), so neither PyMongo nor Motor has one to trace"
     ),
 }
+# Operations neither PyMongo nor Motor has: the test cannot be run through them.
+_DRIVERS_LACK = {
+    "count": (
+        "needs a driver count operation: PyMongo 4 removed Collection.count (the CRUD spec "
+        "deprecated it for countDocuments), so neither PyMongo nor Motor has one"
+    ),
+}
 _versions: dict[str, tuple[int, ...]] = {}
+_MIN_HEARTBEAT = pymongo.common.MIN_HEARTBEAT_INTERVAL  # PyMongo's own (0.5 s)
+_mongos: dict[str, bool] = {}  # whether the server at a URI is a mongos
 CLIENT_OPTIONS: dict[str, Any] = {"serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
 
 
@@ -104,15 +128,51 @@ DRIVERS = {
 }
 
 
+# command-logging-and-monitoring.md "Security": commands whose events drivers redact.
+_SENSITIVE = frozenset(
+    {
+        "authenticate",
+        "saslstart",
+        "saslcontinue",
+        "getnonce",
+        "createuser",
+        "updateuser",
+        "copydbgetnonce",
+        "copydbsaslstart",
+        "copydb",
+    }
+)
+
+
 class _Events(monitoring.CommandListener):
-    def __init__(self, observe: list[str], ignore: list[str]) -> None:
+    def __init__(self, observe: list[str], ignore: list[str], sensitive: bool = False) -> None:
         self.observe = set(observe)
         self.ignore = set(ignore) | {"configureFailPoint"}
+        self.sensitive = sensitive  # observeSensitiveCommands
+        self.redacted: set[int] = set()  # request ids of redacted hellos
         self.events: list[tuple[str, Any]] = []
 
     def _add(self, kind: str, event: Any) -> None:
-        if kind in self.observe and event.command_name not in self.ignore:
-            self.events.append((kind, event))
+        if kind not in self.observe or event.command_name in self.ignore:
+            return
+        if not self.sensitive and self._is_sensitive(kind, event):
+            return
+        self.events.append((kind, event))
+
+    def _is_sensitive(self, kind: str, event: Any) -> bool:
+        """The format: sensitive commands' events are ignored unless observeSensitiveCommands.
+
+        hello is sensitive only with speculativeAuthenticate; the driver then redacts it, so
+        (as the format suggests) a hello whose started command is empty is one.
+        """
+        name = event.command_name.lower()
+        if name in _SENSITIVE:
+            return True
+        if name not in ("hello", "ismaster"):
+            return False
+        if kind == "commandStartedEvent" and not event.command:
+            self.redacted.add(event.request_id)
+        return event.request_id in self.redacted
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self._add("commandStartedEvent", event)
@@ -136,20 +196,77 @@ def _snake(name: str) -> str:
 
 
 def _result_doc(result: Any) -> Any:
-    if isinstance(result, pymongo.results.InsertOneResult):
-        return {"insertedId": result.inserted_id}
-    if isinstance(result, pymongo.results.InsertManyResult):
-        return {"insertedIds": dict(enumerate(result.inserted_ids))}
-    if isinstance(result, pymongo.results.UpdateResult):
+    """A driver's result object as the unified format's result document (CRUD spec names).
+
+    Map keys (``insertedIds``, ``upsertedIds``, ``insertResults``...) are strings, as JSON has
+    them. An unacknowledged result (``w: 0``) knows only what the driver generated itself: its
+    counts are not read (PyMongo raises on them), it says ``acknowledged: false`` instead.
+    """
+    results = pymongo.results
+    if isinstance(result, results.InsertOneResult):
+        return {"insertedId": result.inserted_id, **_unacknowledged(result)}
+    if isinstance(result, results.InsertManyResult):
+        ids = {str(i): _id for i, _id in enumerate(result.inserted_ids)}
+        return {"insertedIds": ids, **_unacknowledged(result)}
+    if not getattr(result, "acknowledged", True):
+        return {"acknowledged": False}
+    if isinstance(result, results.UpdateResult):
         return {
             "matchedCount": result.matched_count,
             "modifiedCount": result.modified_count,
             "upsertedCount": 1 if result.upserted_id is not None else 0,
-            "upsertedId": result.upserted_id,
+            **({"upsertedId": result.upserted_id} if result.upserted_id is not None else {}),
         }
-    if isinstance(result, pymongo.results.DeleteResult):
+    if isinstance(result, results.DeleteResult):
         return {"deletedCount": result.deleted_count}
+    if isinstance(result, results.BulkWriteResult):
+        return _bulk_counts(result) | {
+            "upsertedIds": {str(i): _id for i, _id in (result.upserted_ids or {}).items()},
+        }
+    if isinstance(result, results.ClientBulkWriteResult):
+        return _client_bulk_doc(result)
     return result
+
+
+def _client_update(result: Any) -> dict[str, Any]:
+    doc = {"matchedCount": result.matched_count, "modifiedCount": result.modified_count}
+    if result.upserted_id is not None:
+        doc["upsertedId"] = result.upserted_id
+    return doc
+
+
+def _unacknowledged(result: Any) -> dict[str, Any]:
+    return {} if result.acknowledged else {"acknowledged": False}
+
+
+def _bulk_counts(result: Any) -> dict[str, Any]:
+    return {
+        "insertedCount": result.inserted_count,
+        "matchedCount": result.matched_count,
+        "modifiedCount": result.modified_count,
+        "deletedCount": result.deleted_count,
+        "upsertedCount": result.upserted_count,
+    }
+
+
+def _client_bulk_doc(result: Any) -> dict[str, Any]:
+    """A ClientBulkWriteResult (CRUD spec "BulkWriteResult"), per-model results by string index."""
+    doc = _bulk_counts(result)
+    verbose = result.has_verbose_results
+    doc["insertResults"] = (
+        {str(i): {"insertedId": r.inserted_id} for i, r in result.insert_results.items()}
+        if verbose
+        else {}
+    )
+    doc["updateResults"] = (
+        {str(i): _client_update(r) for i, r in result.update_results.items()} if verbose else {}
+    )
+    doc["deleteResults"] = (
+        {str(i): {"deletedCount": r.deleted_count} for i, r in result.delete_results.items()}
+        if verbose
+        else {}
+    )
+    return doc
 
 
 # -- what the runner implements ----------------------------------------------------------------
@@ -180,8 +297,8 @@ _TEST_KEYS = frozenset(
     }
 )
 _ENTITY_KEYS: dict[str, frozenset[str]] = {
-    # useMultipleMongoses only matters on sharded and load-balanced topologies; the runner runs
-    # on a replica set (see the topology check in runOnRequirements), where it has no effect.
+    # useMultipleMongoses: on a sharded topology, every router in the URI or only the first; on a
+    # replica set it has no effect.
     "client": frozenset(
         {
             "id",
@@ -190,6 +307,7 @@ _ENTITY_KEYS: dict[str, frozenset[str]] = {
             "ignoreCommandMonitoringEvents",
             "uriOptions",
             "observeTracingMessages",
+            "observeSensitiveCommands",
         }
     ),
     "database": frozenset({"id", "client", "databaseName", "databaseOptions"}),
@@ -211,6 +329,8 @@ _OPERATION_KEYS = frozenset(
 )
 _EXPECT_ERROR_KEYS = frozenset(
     {
+        "writeErrors",
+        "writeConcernErrors",
         "isError",
         "isClientError",
         "errorContains",
@@ -241,6 +361,13 @@ _RUNNER_ARGUMENTS: dict[str, frozenset[str]] = {
     "failPoint": frozenset({"client", "failPoint"}),
     "targetedFailPoint": frozenset({"session", "failPoint"}),
     "createEntities": frozenset({"entities"}),
+    "assertSessionPinned": frozenset({"session"}),
+    "assertSessionUnpinned": frozenset({"session"}),
+    "assertSessionTransactionState": frozenset({"session", "state"}),
+    "assertCollectionExists": frozenset({"databaseName", "collectionName"}),
+    "assertCollectionNotExists": frozenset({"databaseName", "collectionName"}),
+    "assertIndexExists": frozenset({"databaseName", "collectionName", "indexName"}),
+    "assertIndexNotExists": frozenset({"databaseName", "collectionName", "indexName"}),
 }
 
 
@@ -249,6 +376,26 @@ def _only(document: Any, allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(document) - allowed)
     if unknown:
         raise Unsupported(", ".join(f"{where}.{key}" for key in unknown))
+
+
+def needs_secondary(value: Any) -> bool:
+    """Whether a file or test reads with a non-primary read preference anywhere.
+
+    PyMongo refuses such a read inside a transaction only after it has selected a server
+    (client_session_shared.py ``_apply_to``), so on a set with no secondary the selection times
+    out first: these tests need a secondary member to mean anything.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "readPreference":
+                mode = item.get("mode") if isinstance(item, dict) else item
+                if isinstance(mode, str) and mode.lower() != "primary":
+                    return True
+            if needs_secondary(item):
+                return True
+    elif isinstance(value, list):
+        return any(needs_secondary(item) for item in value)
+    return False
 
 
 def check_schema_version(spec: dict[str, Any]) -> None:
@@ -325,9 +472,13 @@ def _check_operation(op: dict[str, Any]) -> None:
         for entity in args.get("entities", []):
             _check_entity(entity)
     else:
+        if name in _DRIVERS_LACK:
+            raise Unsupported(_DRIVERS_LACK[name])
         if name not in _ARGUMENTS:
             raise Unsupported(f"operation {name}")
         _only(args, _ARGUMENTS[name], name)
+        if name in ("bulkWrite", "clientBulkWrite"):
+            _check_models(name, args["requests" if name == "bulkWrite" else "models"])
         if name in ("withTransaction", "startTransaction"):
             txn_options({k: v for k, v in args.items() if k != "callback"})
         for nested in args.get("callback", []) if name == "withTransaction" else []:
@@ -364,8 +515,12 @@ def _write_concern(value: dict[str, Any], where: str) -> WriteConcern:
 
 
 def _read_preference(value: dict[str, Any], where: str) -> Any:
-    _only(value, frozenset({"mode"}), f"{where}.readPreference")
-    return read_pref_mode_from_name(value["mode"])()
+    """``{mode, tagSets, maxStalenessSeconds}`` as PyMongo's read preference object."""
+    _only(value, frozenset({"mode", "tagSets", "maxStalenessSeconds"}), f"{where}.readPreference")
+    mode = _READ_MODES.get(value["mode"].lower())
+    if mode is None:
+        raise Unsupported(f"{where}.readPreference mode {value['mode']}")
+    return make_read_preference(mode, value.get("tagSets"), value.get("maxStalenessSeconds", -1))
 
 
 def rw_options(options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -397,14 +552,29 @@ def txn_options(args: dict[str, Any]) -> dict[str, Any]:
 
 
 class Runner:
-    """Runs one test of one file with one driver against ``uri``."""
+    """Runs one test of one file with one driver against ``uri``.
+
+    ``sharded`` (an object with ``uri`` and ``single_uri``: tests/spec/mongos.py) offers a sharded
+    topology in front of the same data as well: a test whose requirements the server at ``uri``
+    does not meet runs there when they allow a sharded cluster.
+    """
 
     def __init__(
-        self, driver: Driver, uri: str, spec: dict[str, Any], test: dict[str, Any], stem: str = ""
+        self,
+        driver: Driver,
+        uri: str,
+        spec: dict[str, Any],
+        test: dict[str, Any],
+        stem: str = "",
+        sharded: Any = None,
     ):
         self.driver = driver
         self.stem = stem
         self.uri = uri
+        self.sharded = sharded
+        # topology -> (URI with every router, URI with one), filled in once the server is known
+        self.topologies: dict[str, tuple[str, str]] = {}
+        self.topology = "replicaset"
         self.spec = spec
         self.test = test
         self.entities: dict[str, Any] = {}
@@ -418,20 +588,43 @@ class Runner:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
+        # unified-test-format.md ("Executing a Test"): a runner MAY lower heartbeatFrequencyMS
+        # "and minHeartbeatFrequencyMS if possible" to speed up SDAM recovery after a fail point.
+        # PyMongo's minimum (0.5 s) is a module constant, read when a client's monitors start and
+        # while server selection waits: each retry after a NotWritablePrimary or a closed
+        # connection would otherwise wait 0.5 s for the next check.
+        saved, pymongo.common.MIN_HEARTBEAT_INTERVAL = pymongo.common.MIN_HEARTBEAT_INTERVAL, 0.01
+        try:
+            await self._run()
+        finally:
+            pymongo.common.MIN_HEARTBEAT_INTERVAL = saved
+
+    async def _run(self) -> None:
         try:
             check_schema_version(self.spec)
             need = NEEDS.get(self.stem)
             if need:
                 raise Unsupported(need)
-            check_supported(self.spec, self.test)
             if self.uri not in _versions:
                 info = await self.internal.admin.command("buildInfo")
+                hello = await self.internal.admin.command("hello")
                 _versions[self.uri] = tuple(int(p) for p in info["versionArray"][:3])
+                _mongos[self.uri] = hello.get("msg") == "isdbgrid"
             self.server_version = _versions[self.uri]
-            self._check_requirements(self.spec.get("runOnRequirements"))
-            self._check_requirements(self.test.get("runOnRequirements"))
+            if _mongos[self.uri]:
+                first = pymongo.uri_parser.parse_uri(self.uri)["nodelist"][0]
+                self.topologies["sharded"] = (self.uri, f"mongodb://{first[0]}:{first[1]}/")
+            else:
+                self.topologies["replicaset"] = (self.uri, self.uri)
+                if self.sharded is not None:
+                    self.topologies["sharded"] = (self.sharded.uri, self.sharded.single_uri)
+            # What the test needs of the server comes first: a test this server cannot run is
+            # skipped for that reason, whatever else it uses.
+            self.topology = self._choose_topology()
+            check_supported(self.spec, self.test)
             if self.test.get("skipReason"):
                 raise Unsupported(f"skipReason: {self.test['skipReason']}")
+            await self._kill_all_sessions()
             await self._initial_data(self.spec.get("initialData", []))
             await self._create_entities(self.spec.get("createEntities", []))
             for op in self.test["operations"]:
@@ -442,9 +635,29 @@ class Runner:
         finally:
             await self._close()
 
-    def _check_requirements(self, reqs: list[dict[str, Any]] | None) -> None:
+    @property
+    def _auth(self) -> bool:
+        """Whether the server authenticates us: the simulator never; a URI with credentials."""
+        return bool(pymongo.uri_parser.parse_uri(self.uri).get("username"))
+
+    def _choose_topology(self) -> str:
+        """The first topology here that meets the file's and the test's runOnRequirements."""
+        reasons: list[str] = []
+        for topology in self.topologies:
+            missing = [
+                reason
+                for reqs in (self.spec.get("runOnRequirements"), self.test.get("runOnRequirements"))
+                if (reason := self._unmet(reqs, topology))
+            ]
+            if not missing:
+                return topology
+            reasons.extend(r for r in missing if r not in reasons)
+        raise Unsupported(f"runOnRequirements not met: {'; '.join(reasons)}")
+
+    def _unmet(self, reqs: list[dict[str, Any]] | None, topology: str) -> str | None:
+        """Why no requirement of ``reqs`` is met on ``topology`` (None: one is)."""
         if not reqs:
-            return
+            return None
         reasons = []
         for req in reqs:
             unknown = set(req) - {
@@ -452,21 +665,27 @@ class Runner:
                 "maxServerVersion",
                 "topologies",
                 "serverless",
+                "auth",
             }
             version = self.server_version
             low = tuple(int(p) for p in req.get("minServerVersion", "0").split("."))
             high = tuple(int(p) for p in req.get("maxServerVersion", "99").split("."))
             if unknown:
                 reasons.append(f"runner lacks requirement {sorted(unknown)}")
-            elif "replicaset" not in req.get("topologies", ["replicaset"]):
-                reasons.append("topology")
+            elif topology not in req.get("topologies", [topology]):
+                needs = " or ".join(req["topologies"])
+                reasons.append(f"topology {needs} (here: {', '.join(self.topologies)})")
             elif req.get("serverless", "allow") not in ("allow", "forbid"):
                 reasons.append("serverless")  # never Atlas Serverless: "require" is not met
+            elif "auth" in req and req["auth"] != self._auth:
+                reasons.append(f"auth {str(req['auth']).lower()}")
             elif not (low <= version[: len(low)] and version[: len(high)] <= high):
-                reasons.append("server version")
+                wanted = f"{req.get('minServerVersion', '*')} to {req.get('maxServerVersion', '*')}"
+                here = ".".join(map(str, version))
+                reasons.append(f"server version {wanted} (this server: {here})")
             else:
-                return
-        raise Unsupported(f"runOnRequirements not met: {', '.join(reasons)}")
+                return None
+        return ", ".join(reasons)
 
     async def _close(self) -> None:
         for name, entity in list(self.entities.items()):
@@ -476,7 +695,20 @@ class Runner:
         for c in self.clients.values():
             await _maybe(c.client.close())
         await self.internal.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        if self.sharded is not None:
+            self.sharded.fail_points_off()
         await self.internal.close()
+
+    async def _kill_all_sessions(self) -> None:
+        """unified-test-format.md "Terminating Open Transactions": a transaction left open by an
+        earlier test (a commit that never reached the server, a failed test) would hold its
+        documents and block this test's set-up. Interrupted (11601) and Unauthorized (13) may be
+        ignored, the format says."""
+        try:
+            await self.internal.admin.command({"killAllSessions": []})
+        except OperationFailure as exc:
+            if exc.code not in (11601, 13):
+                raise
 
     async def _initial_data(self, data: list[dict[str, Any]]) -> None:
         for item in data:
@@ -512,15 +744,26 @@ class Runner:
     def _client(self, spec: dict[str, Any]) -> None:
         _only(spec, _ENTITY_KEYS["client"], "client")
         events = _Events(
-            spec.get("observeEvents", []), spec.get("ignoreCommandMonitoringEvents", [])
+            spec.get("observeEvents", []),
+            spec.get("ignoreCommandMonitoringEvents", []),
+            spec.get("observeSensitiveCommands", False),
         )
         options = {**CLIENT_OPTIONS, **spec.get("uriOptions", {}), "event_listeners": [events]}
         if "readConcernLevel" in options:
             options["readConcernLevel"] = options.pop("readConcernLevel")
+        every, one = self.topologies[self.topology]
+        uri = every if spec.get("useMultipleMongoses") else one
+        # The format: no lowered minHeartbeatFrequency for a client that sets heartbeatFrequencyMS
+        # (see run()); its monitors take PyMongo's own minimum when they are created.
+        lowered = pymongo.common.MIN_HEARTBEAT_INTERVAL
+        if "heartbeatFrequencyMS" in spec.get("uriOptions", {}):
+            pymongo.common.MIN_HEARTBEAT_INTERVAL = _MIN_HEARTBEAT
         try:
-            client = self.driver.client(self.uri, **options)
+            client = self.driver.client(uri, **options)
         except ConfigurationError as exc:  # a uriOptions key or value this driver does not take
             raise Unsupported(f"client uriOptions: {exc}") from exc
+        finally:
+            pymongo.common.MIN_HEARTBEAT_INTERVAL = lowered
         exporter = None
         tracing = spec.get("observeTracingMessages")
         if self.driver.traced:
@@ -545,7 +788,7 @@ class Runner:
         options = dict(spec.get("sessionOptions", {}))
         kwargs: dict[str, Any] = {}
         if "defaultTransactionOptions" in options:
-            from pymongo.client_session import TransactionOptions
+            from pymongo.client_session_shared import TransactionOptions
 
             kwargs["default_transaction_options"] = TransactionOptions(
                 **txn_options(options.pop("defaultTransactionOptions"))
@@ -585,31 +828,44 @@ class Runner:
     def _check_error(self, expected: dict[str, Any], exc: BaseException) -> None:
         if isinstance(exc, AssertionError):
             raise exc
-        is_client = not isinstance(exc, OperationFailure) and not isinstance(exc, BulkWriteError)
+        # A client bulk write wraps the error that stopped it (None when only writes failed).
+        top = exc.error if isinstance(exc, ClientBulkWriteException) else exc
+        error = top if isinstance(top, BaseException) else exc
         for key, value in expected.items():
             if key == "isError":
                 continue
             if key == "isClientError":
-                assert is_client == value, f"isClientError {value}: {exc!r}"
+                assert _is_client_error(exc) == value, f"isClientError {value}: {exc!r}"
             elif key == "errorContains":
-                assert value.lower() in str(exc).lower(), f"{value!r} not in {exc}"
+                assert value.lower() in str(error).lower(), f"{value!r} not in {error}"
             elif key == "errorCode":
-                assert getattr(exc, "code", None) == value, f"code {value}: {exc!r}"
+                assert getattr(error, "code", None) == value, f"code {value}: {error!r}"
             elif key == "errorCodeName":
-                assert (getattr(exc, "details", None) or {}).get("codeName") == value
+                name = (getattr(error, "details", None) or {}).get("codeName")
+                assert name == value, f"codeName {value}: {error!r}"
             elif key == "errorLabelsContain":
                 for label in value:
-                    assert isinstance(exc, PyMongoError) and exc.has_error_label(label), (
-                        f"label {label} missing on {exc!r}"
+                    assert isinstance(error, PyMongoError) and error.has_error_label(label), (
+                        f"label {label} missing on {error!r}"
                     )
             elif key == "errorLabelsOmit":
                 for label in value:
-                    assert not (isinstance(exc, PyMongoError) and exc.has_error_label(label)), (
-                        f"label {label} present on {exc!r}"
+                    assert not (isinstance(error, PyMongoError) and error.has_error_label(label)), (
+                        f"label {label} present on {error!r}"
                     )
             elif key == "expectResult":
-                details = getattr(exc, "details", None)
-                self.matcher.match(value, details)
+                self.matcher.match(value, _error_result(exc))
+            elif key == "writeErrors":  # client bulk write: {index: WriteError}
+                assert isinstance(exc, ClientBulkWriteException), f"writeErrors {value}: {exc!r}"
+                errors: list[Any] = list(exc.write_errors or [])
+                by_index = {error["idx"]: error for error in errors}
+                assert len(by_index) == len(value), f"writeErrors {value}: {by_index}"
+                for index, want in value.items():
+                    self.matcher.match(want, by_index.get(int(index)), path=f"writeErrors.{index}")
+            elif key == "writeConcernErrors":  # client bulk write: a list of WriteConcernError
+                assert isinstance(exc, ClientBulkWriteException), f"{key} {value}: {exc!r}"
+                concern = exc.write_concern_errors
+                self.matcher.match(value, concern, root=False, path="writeConcernErrors")
             else:
                 raise Unsupported(f"expectError.{key}")
 
@@ -646,11 +902,42 @@ class Runner:
         return await asyncio.to_thread(session.with_transaction, sync_callback, **options)
 
     async def _test_runner(self, name: str, args: dict[str, Any]) -> Any:
+        if name == "targetedFailPoint" and self.topology == "sharded" and self.sharded:
+            pinned = _pymongo_session(self.entities[args["session"]])._transaction.pinned_address
+            assert pinned is not None, "targetedFailPoint: the session is not pinned"
+            if self.sharded.router(pinned).configure_fail_point(args["failPoint"]):
+                return None
         if name in ("failPoint", "targetedFailPoint"):
             await self.internal.admin.command(args["failPoint"])
             return None
         if name == "createEntities":
             await self._create_entities(args["entities"])
+            return None
+        if name in ("assertSessionPinned", "assertSessionUnpinned"):
+            # The transaction keeps its mongos after commit (a commit may be retried there);
+            # the session's own view forgets it once the transaction is not active.
+            session = _pymongo_session(self.entities[args["session"]])
+            pinned = session._transaction.pinned_address
+            if name == "assertSessionPinned":
+                assert pinned is not None, "assertSessionPinned: not pinned"
+            else:
+                assert pinned is None and session._pinned_address is None, f"pinned to {pinned}"
+            return None
+        if name == "assertSessionTransactionState":
+            state = _pymongo_session(self.entities[args["session"]])._transaction.state
+            actual = _TXN_STATES[state]
+            assert actual == args["state"], f"transaction state {actual}, expected {args['state']}"
+            return None
+        db = self.internal[args["databaseName"]]
+        if name in ("assertCollectionExists", "assertCollectionNotExists"):
+            names = await db.list_collection_names()
+            exists = args["collectionName"] in names
+            assert exists == (name == "assertCollectionExists"), f"{name}: collections {names}"
+            return None
+        if name in ("assertIndexExists", "assertIndexNotExists"):
+            indexes = await db[args["collectionName"]].index_information()
+            exists = args["indexName"] in indexes
+            assert exists == (name == "assertIndexExists"), f"{name}: indexes {sorted(indexes)}"
             return None
         raise Unsupported(f"testRunner operation {name}")
 
@@ -756,6 +1043,42 @@ def _flatten_with_transaction(
     return out
 
 
+def _is_client_error(exc: BaseException) -> bool:
+    """Raised by the driver itself, not by a server reply (the format's ``isClientError``).
+
+    A client bulk write's exception is the server's unless its top-level error is the client's.
+    """
+    if isinstance(exc, ClientBulkWriteException):
+        return isinstance(exc.error, BaseException) and _is_client_error(exc.error)
+    return not isinstance(exc, (OperationFailure, BulkWriteError, NotPrimaryError))
+
+
+def _error_result(exc: BaseException) -> Any:
+    """``expectError.expectResult``: the partial result the error carries."""
+    if isinstance(exc, ClientBulkWriteException):
+        partial = exc.partial_result
+        return _client_bulk_doc(partial) if partial is not None else None
+    if isinstance(exc, BulkWriteError):
+        return _result_doc(pymongo.results.BulkWriteResult(dict(exc.details), acknowledged=True))
+    return getattr(exc, "details", None)
+
+
+# PyMongo's _TxnState names as the format's assertSessionTransactionState names them.
+_TXN_STATES = {
+    _TxnState.NONE: "none",
+    _TxnState.STARTING: "starting",
+    _TxnState.IN_PROGRESS: "in_progress",
+    _TxnState.COMMITTED: "committed",
+    _TxnState.COMMITTED_EMPTY: "committed",
+    _TxnState.ABORTED: "aborted",
+}
+
+
+def _pymongo_session(session: Any) -> Any:
+    """PyMongo's session behind a Motor session (its delegate), or the session itself."""
+    return getattr(session, "delegate", session)
+
+
 # -- operation table -------------------------------------------------------------------------
 Handler = Callable[[Runner, Any, dict[str, Any]], Awaitable[Any]]
 
@@ -766,6 +1089,10 @@ async def _to_list(cursor: Any) -> list[Any]:
     return list(cursor)
 
 
+# Argument names whose snake_case PyMongo spells differently.
+_KEYWORDS = {"maxTimeMS": "max_time_ms"}
+
+
 def _kwargs(args: dict[str, Any], **renames: str) -> dict[str, Any]:
     out = {}
     for key, value in args.items():
@@ -773,7 +1100,7 @@ def _kwargs(args: dict[str, Any], **renames: str) -> dict[str, Any]:
             value = list(value.items())
         if key == "returnDocument":
             value = ReturnDocument.AFTER if value == "After" else ReturnDocument.BEFORE
-        out[renames.get(key, _snake(key))] = value
+        out[renames.get(key) or _KEYWORDS.get(key) or _snake(key)] = value
     return out
 
 
@@ -797,8 +1124,11 @@ async def _find(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
 
 
 async def _aggregate(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    # aggregate takes the command's own options as camelCase keywords (batchSize, maxTimeMS,
+    # allowDiskUse); only session, let and comment are Python keywords.
     pipeline = args.pop("pipeline")
-    return await _to_list(await _maybe(obj.aggregate(pipeline, **_kwargs(args))))
+    python = {k: args.pop(k) for k in ("session", "let", "comment") if k in args}
+    return await _to_list(await _maybe(obj.aggregate(pipeline, **python, **args)))
 
 
 async def _create_index(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
@@ -832,15 +1162,57 @@ _MODELS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
 }
 
 
-async def _client_bulk_write(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
-    models = []
-    for model in args.pop("models"):
+_MODEL_ARGUMENTS: dict[str, frozenset[str]] = {
+    "insertOne": frozenset({"document"}),
+    "updateOne": frozenset({"filter", "update", "upsert", "arrayFilters", "collation", "hint"}),
+    "updateMany": frozenset({"filter", "update", "upsert", "arrayFilters", "collation", "hint"}),
+    "replaceOne": frozenset({"filter", "replacement", "upsert", "collation", "hint"}),
+    "deleteOne": frozenset({"filter", "collation", "hint"}),
+    "deleteMany": frozenset({"filter", "collation", "hint"}),
+}
+
+
+def _check_models(name: str, models: list[dict[str, Any]]) -> None:
+    """Every write model of a ``bulkWrite``/``clientBulkWrite`` is one the runner builds."""
+    for model in models:
+        ((kind, fields),) = model.items()
+        if kind not in _MODEL_ARGUMENTS:
+            raise Unsupported(f"{name} model {kind}")
+        namespace = {"namespace"} if name == "clientBulkWrite" else set()
+        _only(fields, _MODEL_ARGUMENTS[kind] | namespace, f"{name}.{kind}")
+
+
+def _models(models: list[dict[str, Any]]) -> list[Any]:
+    """Write models as PyMongo's request classes (``namespace`` too, for client bulk writes)."""
+    out = []
+    for model in models:
         ((kind, fields),) = model.items()
         cls, positional = _MODELS[kind]
         fields = dict(fields)
         pos = [fields.pop(p) for p in positional]
-        models.append(cls(*pos, **_kwargs(fields)))
+        out.append(cls(*pos, **_kwargs(fields)))
+    return out
+
+
+async def _bulk_write(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    models = _models(args.pop("requests"))
     return await _maybe(obj.bulk_write(models, **_kwargs(args)))
+
+
+async def _client_bulk_write(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    models = _models(args.pop("models"))
+    if "writeConcern" in args:
+        args["writeConcern"] = _write_concern(args["writeConcern"], "clientBulkWrite")
+    return await _maybe(obj.bulk_write(models, **_kwargs(args)))
+
+
+async def _run_command(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    # `commandName` only says which key of `command` is the command (the first, in JSON order).
+    args.pop("commandName")
+    command = args.pop("command")
+    if "readPreference" in args:
+        args["readPreference"] = _read_preference(args["readPreference"], "runCommand")
+    return await _maybe(obj.command(command, **_kwargs(args)))
 
 
 async def _session_op(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
@@ -881,7 +1253,9 @@ _OPERATIONS: dict[str, Handler] = {
     "listDatabases": _bind(_list, "list_databases"),
     "createCollection": _bind(_create_collection),
     "dropCollection": _collection_op("drop_collection", "collection"),
+    "bulkWrite": _bulk_write,
     "clientBulkWrite": _client_bulk_write,
+    "runCommand": _run_command,
     "startTransaction": _bind(_session_op, "start_transaction"),
     "commitTransaction": _bind(_session_op, "commit_transaction"),
     "abortTransaction": _bind(_session_op, "abort_transaction"),
@@ -900,6 +1274,11 @@ _FIND = _READ | {
     "batchSize",
     "allowDiskUse",
     "let",
+    "maxTimeMS",
+    "max",
+    "min",
+    "returnKey",
+    "showRecordId",
 }
 _FIND_AND = _WRITE | {"filter", "sort", "projection", "returnDocument"}
 _TXN = frozenset({"readConcern", "writeConcern", "readPreference", "maxCommitTimeMS"})
@@ -920,7 +1299,9 @@ _ARGUMENTS: dict[str, frozenset[str]] = {
     "replaceOne": _WRITE | {"filter", "replacement", "upsert"},
     "deleteOne": _WRITE | {"filter"},
     "deleteMany": _WRITE | {"filter"},
-    "aggregate": frozenset({"session", "comment", "pipeline", "let", "batchSize", "allowDiskUse"}),
+    "aggregate": frozenset(
+        {"session", "comment", "pipeline", "let", "batchSize", "allowDiskUse", "maxTimeMS"}
+    ),
     "countDocuments": _READ | {"filter", "limit", "skip"},
     "estimatedDocumentCount": frozenset({"comment"}),
     "distinct": frozenset({"session", "comment", "fieldName", "filter"}),
@@ -931,9 +1312,22 @@ _ARGUMENTS: dict[str, frozenset[str]] = {
     "listDatabases": frozenset({"session", "comment"}),
     "createCollection": frozenset({"session", "collection"}),
     "dropCollection": frozenset({"session", "comment", "collection"}),
-    "clientBulkWrite": frozenset(
-        {"session", "comment", "models", "ordered", "verboseResults", "bypassDocumentValidation"}
+    "bulkWrite": frozenset(
+        {"session", "comment", "requests", "ordered", "bypassDocumentValidation", "let"}
     ),
+    "clientBulkWrite": frozenset(
+        {
+            "session",
+            "comment",
+            "models",
+            "ordered",
+            "verboseResults",
+            "bypassDocumentValidation",
+            "let",
+            "writeConcern",
+        }
+    ),
+    "runCommand": frozenset({"session", "command", "commandName", "readPreference"}),
     "withTransaction": _TXN | {"callback"},
     "startTransaction": _TXN,
     "commitTransaction": frozenset(),

@@ -4,29 +4,64 @@ mongomock supplies the hard part (matching, update operators, aggregation stages
 turns wire commands into its calls and replies shaped like mongod's. A transaction works on a
 private copy of each collection it touches and is merged back on commit, so its writes stay
 invisible to everyone else until then.
+
+Every write goes statement by statement through :meth:`Engine._statement`, the one place where
+document locks are taken (:mod:`._locks`), retryable-write results are remembered and replayed
+(retryable-writes.md, "Executing Retryable Write Commands": the server returns the first result
+of a statement it already applied) and the ``onPrimaryTransactionalWrite`` fail point fires.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import bson
 import mongomock
 from bson.int64 import Int64
+from bson.objectid import ObjectId
 from pymongo import ReturnDocument
 
-from motor_otel.testing._errors import CommandError
+from motor_otel.testing import _features
+from motor_otel.testing._errors import CommandError, write_error
+from motor_otel.testing._failpoints import FailPoints
+from motor_otel.testing._locks import DocumentLocks, Key
 
 Doc = dict[str, Any]
 
+_features.install()
 
-def _id_key(doc: Doc) -> bytes:
-    return bson.encode({"_id": doc["_id"]})
+# Update operators mongod knows (MongoDB manual, "Update Operators"); anything else is
+# FailedToParse (9), as the command-monitoring test "A successful updateOne with write errors"
+# expects from the server.
+_UPDATE_OPERATORS = frozenset(
+    {
+        "$currentDate", "$inc", "$min", "$max", "$mul", "$rename", "$set", "$setOnInsert",
+        "$unset", "$addToSet", "$pop", "$pull", "$push", "$pullAll", "$bit",
+    }
+)  # fmt: skip
+
+
+class HangUp(Exception):
+    """Close the client's connection without a reply (a fail point asked for it)."""
+
+
+class WriteError(CommandError):
+    """One statement of a write command failed: a ``writeErrors`` entry, not a failed command."""
+
+    def __init__(self, code: int, errmsg: str, **extra: Any) -> None:
+        super().__init__(code, errmsg)
+        self.extra = extra
+
+
+def _key(db: str, name: str, _id: Any) -> Key:
+    return (db, name, bson.encode({"_id": _id}))
 
 
 class View:
@@ -48,20 +83,19 @@ class TransactionView(View):
     def __init__(self, main: Any) -> None:
         super().__init__(mongomock.MongoClient())
         self._main = main
-        # (db, coll) -> {id key: document as it was when copied}
-        self.snapshots: dict[tuple[str, str], dict[bytes, Doc]] = {}
+        self.touched: set[tuple[str, str]] = set()
         self.created: set[tuple[str, str]] = set()
 
     def collection(self, db: str, name: str) -> Any:
         key = (db, name)
         coll = self.client[db][name]
-        if key not in self.snapshots:
+        if key not in self.touched:
+            self.touched.add(key)
             source = self._main[db][name]
-            docs = list(source.find({}))
-            self.snapshots[key] = {_id_key(d): d for d in docs}
             for index in source.list_indexes():
                 if index.get("unique") and index["name"] != "_id_":
                     coll.create_index(list(index["key"].items()), unique=True)
+            docs = list(source.find({}))
             if docs:
                 coll.insert_many(copy.deepcopy(docs))
             if name not in self._main[db].list_collection_names():
@@ -70,57 +104,55 @@ class TransactionView(View):
 
     def collection_names(self, db: str) -> list[str]:
         names = set(self._main[db].list_collection_names())
-        names.update(n for (d, n) in self.snapshots if d == db)
+        names.update(n for (d, n) in self.touched if d == db)
         return sorted(names)
 
-    def commit_into(self, main: Any) -> None:
-        """Merge into the committed data; a document changed by someone else since our copy
-        is a write conflict, as in mongod."""
-        changes: list[tuple[Any, dict[bytes, Doc | None]]] = []
-        for (db, name), before in self.snapshots.items():
-            after = {_id_key(d): d for d in self.client[db][name].find({})}
-            diff: dict[bytes, Doc | None] = {}
-            for key in before.keys() | after.keys():
-                old, new = before.get(key), after.get(key)
-                if old != new:
-                    diff[key] = new
-            target = main[db][name]
-            for key in diff:
-                old = before.get(key)
-                current = target.find_one({"_id": bson.decode(key)["_id"]})
-                if current != old:
-                    raise CommandError(
-                        112,
-                        "WriteConflict error: this operation conflicted with another operation.",
-                        ["TransientTransactionError"],
-                    )
-            changes.append((target, diff))
+    def commit_into(self, main: Any, written: set[Key]) -> None:
+        """Apply the documents this transaction wrote (and held, so nobody else changed them)."""
         for db, name in self.created:
             if name not in main[db].list_collection_names():
                 main[db].create_collection(name)
-        for target, diff in changes:
-            for key, new in diff.items():
-                _id = bson.decode(key)["_id"]
-                if new is None:
-                    target.delete_one({"_id": _id})
-                else:
-                    target.replace_one({"_id": _id}, new, upsert=True)
+            for index in self.client[db][name].list_indexes():
+                if index["name"] != "_id_":
+                    options = {k: index[k] for k in ("unique", "sparse") if k in index}
+                    main[db][name].create_index(
+                        list(index["key"].items()), name=index["name"], **options
+                    )
+        for db, name, encoded in written:
+            _id = bson.decode(encoded)["_id"]
+            new = self.client[db][name].find_one({"_id": _id})
+            target = main[db][name]
+            if new is None:
+                target.delete_one({"_id": _id})
+            else:
+                target.replace_one({"_id": _id}, new, upsert=True)
 
 
-def _duplicate(ns: str, coll: Any, doc: Doc, index: int) -> Doc:
-    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue."""
+@dataclass(slots=True)
+class Context:
+    """One command's circumstances: where it runs, and what the server knows of its session."""
+
+    view: View
+    txn: object | None = None  # the open transaction the command runs in
+    statements: dict[int, Doc] | None = None  # a retryable write's already-applied statements
+    transactional: bool = False  # carries lsid + txnNumber: onPrimaryTransactionalWrite applies
+    deadline: float | None = None  # from maxTimeMS
+
+
+def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
+    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue
+    (MongoDB manual, "Unique Indexes"; the fields PyMongo's DuplicateKeyError.details carries)."""
     key: Doc = {}
     if "_id" in doc and coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
         key = {"_id": doc["_id"]}
     name = "_id_" if key else "unique index"
     quoted = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in key.items())
-    return {
-        "index": index,
-        "code": 11000,
-        "errmsg": f"E11000 duplicate key error collection: {ns} index: {name} dup key: {{ {quoted} }}",
-        "keyPattern": {k: 1 for k in key},
-        "keyValue": key,
-    }
+    return WriteError(
+        11000,
+        f"E11000 duplicate key error collection: {ns} index: {name} dup key: {{ {quoted} }}",
+        keyPattern={k: 1 for k in key},
+        keyValue=key,
+    )
 
 
 def _sort_spec(sort: Any) -> list[tuple[str, int]] | None:
@@ -133,15 +165,58 @@ def _is_replacement(update: Any) -> bool:
     return isinstance(update, dict) and not any(str(k).startswith("$") for k in update)
 
 
-class Engine:
-    """Runs CRUD and catalogue commands against a :class:`View`. Callers hold :attr:`lock`."""
+def _check_update(update: Any, multi: bool, array_filters: Any) -> None:
+    """Reject what mongod rejects before touching a document, as write errors (MongoDB manual,
+    "update" command, "Update Statements": replacement documents cannot be multi; "Update
+    Operators"; "$[<identifier>]": arrayFilters only with update operators)."""
+    if isinstance(update, list):
+        if array_filters:
+            raise WriteError(72, "arrayFilters may not be specified for pipeline-style updates")
+        return
+    if not isinstance(update, dict):
+        raise WriteError(9, "Update argument must be either an object or an array")
+    if _is_replacement(update):
+        if multi:
+            raise WriteError(9, "multi update is not supported for replacement-style update")
+        return
+    for operator in update:
+        if operator not in _UPDATE_OPERATORS:
+            raise WriteError(
+                9,
+                f"Unknown modifier: {operator}. Expected a valid update modifier or "
+                "pipeline-style update specified as an array",
+            )
 
-    def __init__(self) -> None:
+
+def _upsert_id(query: Doc) -> list[Any]:
+    """The _id an upsert would insert, when the query fixes it."""
+    value = query.get("_id") if isinstance(query, dict) else None
+    if value is None or (isinstance(value, dict) and any(str(k).startswith("$") for k in value)):
+        return []
+    return [value]
+
+
+def _namespace(db: str, target: Any) -> tuple[str, str]:
+    if isinstance(target, str):
+        return db, target
+    if isinstance(target, dict) and isinstance(target.get("coll"), str):
+        return str(target.get("db", db)), target["coll"]
+    raise CommandError(2, f"invalid output namespace: {target!r}")
+
+
+class Engine:
+    """Runs CRUD and catalogue commands in a :class:`Context`. Callers hold :attr:`lock`."""
+
+    def __init__(
+        self, lock: threading.RLock, locks: DocumentLocks, fail_points: FailPoints
+    ) -> None:
         self.main: Any = mongomock.MongoClient()
-        self.lock = threading.RLock()
+        self.lock = lock
+        self.locks = locks
+        self._fail_points = fail_points
         self._cursor_ids = itertools.count(1000)
         self._cursors: dict[int, tuple[str, list[Doc]]] = {}
-        self.handlers: dict[str, Callable[[View, str, Doc], Doc]] = {
+        self.handlers: dict[str, Callable[[Context, str, Doc], Doc]] = {
             "insert": self.insert,
             "find": self.find,
             "getMore": self.get_more,
@@ -163,7 +238,82 @@ class Engine:
             "bulkWrite": self.bulk_write,
         }
 
-    # -- cursors -------------------------------------------------------------------------
+    def run(self, name: str, ctx: Context, db: str, cmd: Doc) -> Doc:
+        """Run one command; mongomock's gaps become error replies naming the feature."""
+        handler = self.handlers.get(name)
+        if handler is None:
+            raise CommandError(59, f"no such command: '{name}'")
+        _features.check_collation(cmd)
+        try:
+            with _features.let_variables(cmd.get("let")):
+                return handler(ctx, db, cmd)
+        except NotImplementedError as exc:
+            raise _features.unsupported(str(exc) or name) from None
+        except mongomock.OperationFailure as exc:
+            raise CommandError(exc.code or 2, str(exc)) from None
+
+    # -- one write statement -----------------------------------------------------------------
+    def _claim(self, ctx: Context, keys_of: Callable[[], list[Key]]) -> list[Key]:
+        """The documents a statement will write, locked for it (waiting outside a transaction)."""
+        while True:
+            keys = keys_of()
+            if ctx.txn is not None:
+                self.locks.claim(ctx.txn, keys)
+                return keys
+            if self.locks.free(keys, ctx.deadline):
+                return keys
+
+    def _statement(
+        self,
+        ctx: Context,
+        index: int,
+        keys_of: Callable[[], list[Key]],
+        apply: Callable[[], tuple[Doc, list[Key]]],
+    ) -> Doc:
+        """Apply one write statement once; ``apply`` returns its result and any keys it created."""
+        if ctx.statements is not None and index in ctx.statements:
+            return ctx.statements[index]  # a retry: the first result, not a second write
+        try:
+            keys = self._claim(ctx, keys_of)
+        except mongomock.OperationFailure as exc:  # e.g. an unknown query operator
+            raise WriteError(exc.code or 2, str(exc)) from None
+        failure = self._fail_points.transactional_write() if ctx.transactional else None
+        if failure is not None and failure.error_code is not None:
+            if failure.close_connection:
+                raise HangUp
+            raise WriteError(
+                failure.error_code, "Failing write for test (onPrimaryTransactionalWrite)"
+            )
+        result, created = apply()
+        if ctx.txn is not None:
+            self.locks.claim(ctx.txn, created)
+        else:
+            self.locks.wrote(keys + created)
+        if ctx.statements is not None:
+            ctx.statements[index] = result
+        if failure is not None and failure.close_connection:
+            raise HangUp
+        return result
+
+    def _batch(
+        self, ctx: Context, cmd: Doc, specs: list[Any], one: Callable[[int, Any], Doc]
+    ) -> tuple[list[tuple[int, Doc]], list[Doc]]:
+        """Run statements in order; a failed one is a write error (ordered, or in a transaction,
+        stops the batch: mongod fails a transaction's whole batch and aborts it, transactions.md
+        "Handling command errors", spec test abort.json "abort ignores TransactionAborted")."""
+        results: list[tuple[int, Doc]] = []
+        errors: list[Doc] = []
+        ordered = bool(cmd.get("ordered", True)) or ctx.txn is not None
+        for i, spec in enumerate(specs):
+            try:
+                results.append((i, one(i, spec)))
+            except WriteError as err:
+                errors.append(write_error(i, err, **err.extra))
+                if ordered:
+                    break
+        return results, errors
+
+    # -- cursors -------------------------------------------------------------------------------
     def _cursor_reply(self, ns: str, docs: list[Doc], batch_size: int | None, single: bool) -> Doc:
         size = len(docs) if batch_size in (None, 0) else int(batch_size)
         first, rest = docs[:size], docs[size:]
@@ -173,7 +323,7 @@ class Engine:
             self._cursors[cursor_id] = (ns, rest)
         return {"cursor": {"id": Int64(cursor_id), "ns": ns, "firstBatch": first}, "ok": 1}
 
-    def get_more(self, view: View, db: str, cmd: Doc) -> Doc:
+    def get_more(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         cursor_id = int(cmd["getMore"])
         entry = self._cursors.pop(cursor_id, None)
         if entry is None:
@@ -186,32 +336,184 @@ class Engine:
         next_id = cursor_id if rest else 0
         return {"cursor": {"id": Int64(next_id), "ns": ns, "nextBatch": batch}, "ok": 1}
 
-    def kill_cursors(self, view: View, db: str, cmd: Doc) -> Doc:
+    def kill_cursors(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         killed = []
         for cursor_id in cmd.get("cursors", []):
             if self._cursors.pop(int(cursor_id), None) is not None:
                 killed.append(cursor_id)
         return {"cursorsKilled": killed, "cursorsNotFound": [], "cursorsAlive": [], "ok": 1}
 
-    # -- CRUD ------------------------------------------------------------------------------
-    def insert(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["insert"])
-        n, errors = 0, []
-        for i, doc in enumerate(cmd.get("documents", [])):
+    # -- CRUD ----------------------------------------------------------------------------------
+    def _insert_one(self, ctx: Context, db: str, name: str, index: int, doc: Doc) -> Doc:
+        coll = ctx.view.collection(db, name)
+        if "_id" not in doc:
+            doc = {"_id": ObjectId(), **doc}
+
+        def apply() -> tuple[Doc, list[Key]]:
             try:
                 coll.insert_one(copy.deepcopy(doc))
-                n += 1
             except mongomock.DuplicateKeyError:
-                errors.append(_duplicate(f"{db}.{cmd['insert']}", coll, doc, i))
-                if cmd.get("ordered", True):
-                    break
-        reply: Doc = {"n": n, "ok": 1}
+                raise _duplicate(f"{db}.{name}", coll, doc) from None
+            return {"n": 1}, []
+
+        return self._statement(ctx, index, lambda: [_key(db, name, doc["_id"])], apply)
+
+    def insert(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        name = cmd["insert"]
+        docs = list(cmd.get("documents", []))
+        results, errors = self._batch(
+            ctx, cmd, docs, lambda i, doc: self._insert_one(ctx, db, name, i, doc)
+        )
+        reply: Doc = {"n": sum(r["n"] for _, r in results), "ok": 1}
         if errors:
             reply["writeErrors"] = errors
         return reply
 
-    def find(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["find"])
+    def _update_one(self, ctx: Context, db: str, name: str, index: int, spec: Doc) -> Doc:
+        coll = ctx.view.collection(db, name)
+        q, u = spec.get("q") or {}, spec.get("u")
+        multi, upsert = bool(spec.get("multi", False)), bool(spec.get("upsert", False))
+        array_filters = spec.get("arrayFilters")
+        _check_update(u, multi, array_filters)
+        limit = 0 if multi else 1
+
+        def keys_of() -> list[Key]:
+            ids = [d["_id"] for d in coll.find(q, {"_id": 1}).limit(limit)]
+            return [_key(db, name, i) for i in ids or (_upsert_id(q) if upsert else [])]
+
+        def apply() -> tuple[Doc, list[Key]]:
+            try:
+                if array_filters or _features.has_positional(u):
+                    return self._update_positional(
+                        coll, db, name, q, u, array_filters, limit, upsert
+                    )
+                if _is_replacement(u):
+                    result = coll.replace_one(q, u, upsert=upsert)
+                elif multi:
+                    result = coll.update_many(q, u, upsert=upsert)
+                else:
+                    result = coll.update_one(q, u, upsert=upsert)
+            except mongomock.DuplicateKeyError as exc:
+                raise WriteError(
+                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
+                ) from None
+            except mongomock.OperationFailure as exc:
+                raise WriteError(exc.code or 2, str(exc)) from None
+            except (ValueError, TypeError, KeyError) as exc:
+                raise WriteError(2, f"invalid update: {exc}") from None
+            if result.upserted_id is not None:
+                upserted = result.upserted_id
+                return {"n": 1, "nModified": 0, "upserted": upserted}, [_key(db, name, upserted)]
+            return {"n": result.matched_count, "nModified": result.modified_count}, []
+
+        return self._statement(ctx, index, keys_of, apply)
+
+    def _update_positional(
+        self, coll: Any, db: str, name: str, q: Doc, u: Any, filters: Any, limit: int, upsert: bool
+    ) -> tuple[Doc, list[Key]]:
+        """An update using ``$[]`` / ``$[<identifier>]``: mongomock has no arrayFilters, so each
+        matched document gets the update with those paths made concrete (see _features)."""
+        matched = list(coll.find(q).limit(limit))
+        if not matched and upsert:
+            # The path must exist to apply array updates (MongoDB manual, "$[<identifier>]").
+            _features.expand_array_filters({}, u, list(filters or []))
+        modified = 0
+        for doc in matched:
+            concrete = _features.expand_array_filters(doc, u, list(filters or []))
+            if concrete:
+                modified += coll.update_one({"_id": doc["_id"]}, concrete).modified_count
+        return {"n": len(matched), "nModified": modified}, []
+
+    def update(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        name = cmd["update"]
+        specs = list(cmd.get("updates", []))
+        results, errors = self._batch(
+            ctx, cmd, specs, lambda i, spec: self._update_one(ctx, db, name, i, spec)
+        )
+        reply: Doc = {
+            "n": sum(r["n"] for _, r in results),
+            "nModified": sum(r["nModified"] for _, r in results),
+            "ok": 1,
+        }
+        upserted = [{"index": i, "_id": r["upserted"]} for i, r in results if "upserted" in r]
+        if upserted:
+            reply["upserted"] = upserted
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def _delete_one(self, ctx: Context, db: str, name: str, index: int, spec: Doc) -> Doc:
+        coll = ctx.view.collection(db, name)
+        q = spec.get("q") or {}
+        limit = 1 if int(spec.get("limit", 0)) == 1 else 0
+
+        def keys_of() -> list[Key]:
+            return [_key(db, name, d["_id"]) for d in coll.find(q, {"_id": 1}).limit(limit)]
+
+        def apply() -> tuple[Doc, list[Key]]:
+            if limit:
+                return {"n": coll.delete_one(q).deleted_count}, []
+            return {"n": coll.delete_many(q).deleted_count}, []
+
+        return self._statement(ctx, index, keys_of, apply)
+
+    def delete(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        name = cmd["delete"]
+        specs = list(cmd.get("deletes", []))
+        results, errors = self._batch(
+            ctx, cmd, specs, lambda i, spec: self._delete_one(ctx, db, name, i, spec)
+        )
+        reply: Doc = {"n": sum(r["n"] for _, r in results), "ok": 1}
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def bulk_write(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        """MongoDB 8.0's client-level ``bulkWrite``: each op is one statement of its namespace."""
+        namespaces = [str(info["ns"]).split(".", 1) for info in cmd.get("nsInfo", [])]
+        counts = dict.fromkeys(("nInserted", "nMatched", "nModified", "nUpserted", "nDeleted"), 0)
+        results: list[Doc] = []
+        errors_only = bool(cmd.get("errorsOnly", False))
+        ordered = bool(cmd.get("ordered", True)) or ctx.txn is not None
+        for idx, op in enumerate(cmd.get("ops", [])):
+            kind = next(k for k in ("insert", "update", "delete") if k in op)
+            op_db, coll = namespaces[int(op[kind])]
+            try:
+                if kind == "insert":
+                    reply = self._insert_one(ctx, op_db, coll, idx, op["document"])
+                    counts["nInserted"] += reply["n"]
+                elif kind == "update":
+                    spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
+                    spec |= {k: op[k] for k in ("multi", "upsert", "arrayFilters") if k in op}
+                    reply = self._update_one(ctx, op_db, coll, idx, spec)
+                    counts["nUpserted"] += int("upserted" in reply)
+                    counts["nMatched"] += 0 if "upserted" in reply else reply["n"]
+                    counts["nModified"] += reply["nModified"]
+                else:
+                    spec = {"q": op.get("filter") or {}, "limit": 0 if op.get("multi") else 1}
+                    reply = self._delete_one(ctx, op_db, coll, idx, spec)
+                    counts["nDeleted"] += reply["n"]
+            except WriteError as err:
+                entry = write_error(idx, err, **err.extra)
+                results.append(
+                    {"ok": 0, "idx": idx, **{k: v for k, v in entry.items() if k != "index"}}
+                )
+                if ordered:
+                    break
+                continue
+            if not errors_only:
+                result: Doc = {"ok": 1, "idx": idx, "n": reply["n"]}
+                if kind == "update":
+                    result["nModified"] = reply["nModified"]
+                    if "upserted" in reply:
+                        result["upserted"] = {"_id": reply["upserted"]}
+                results.append(result)
+        errors = sum(1 for r in results if r["ok"] == 0)
+        cursor = {"id": Int64(0), "ns": "admin.$cmd.bulkWrite", "firstBatch": results}
+        return {"cursor": cursor, "nErrors": errors, **counts, "ok": 1}
+
+    def find(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        coll = ctx.view.collection(db, cmd["find"])
         cursor = coll.find(cmd.get("filter") or {}, cmd.get("projection"))
         sort = _sort_spec(cmd.get("sort"))
         if sort:
@@ -222,184 +524,188 @@ class Engine:
         if limit:
             cursor = cursor.limit(abs(limit))
         docs = list(cursor)
+        if cmd.get("returnKey"):
+            docs = _index_keys(coll, cmd.get("filter") or {}, cmd.get("sort") or {}, docs)
         single = bool(cmd.get("singleBatch")) or limit < 0
         return self._cursor_reply(f"{db}.{cmd['find']}", docs, cmd.get("batchSize"), single)
 
-    def update(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["update"])
-        n = modified = 0
-        upserted: list[Doc] = []
-        errors: list[Doc] = []
-        for i, spec in enumerate(cmd.get("updates", [])):
-            q, u = spec.get("q") or {}, spec.get("u")
-            kwargs: Doc = {"upsert": bool(spec.get("upsert", False))}
-            if spec.get("arrayFilters"):
-                kwargs["array_filters"] = spec["arrayFilters"]
-            try:
-                if _is_replacement(u):
-                    kwargs.pop("array_filters", None)
-                    result = coll.replace_one(q, u, **kwargs)
-                elif spec.get("multi"):
-                    result = coll.update_many(q, u, **kwargs)
-                else:
-                    result = coll.update_one(q, u, **kwargs)
-            except mongomock.DuplicateKeyError as exc:
-                errors.append({"index": i, "code": 11000, "errmsg": f"E11000 {exc}"})
-                break
-            except mongomock.OperationFailure as exc:
-                errors.append({"index": i, "code": exc.code or 2, "errmsg": str(exc)})
-                break
-            if result.upserted_id is not None:
-                n += 1
-                upserted.append({"index": i, "_id": result.upserted_id})
-            else:
-                n += result.matched_count
-                modified += result.modified_count
-        reply: Doc = {"n": n, "nModified": modified, "ok": 1}
-        if upserted:
-            reply["upserted"] = upserted
-        if errors:
-            reply["writeErrors"] = errors
-        return reply
-
-    def bulk_write(self, view: View, db: str, cmd: Doc) -> Doc:
-        """MongoDB 8.0's client-level ``bulkWrite``, as one-op insert/update/delete commands."""
-        namespaces = [str(info["ns"]).split(".", 1) for info in cmd.get("nsInfo", [])]
-        counts = dict.fromkeys(("nInserted", "nMatched", "nModified", "nUpserted", "nDeleted"), 0)
-        results: list[Doc] = []
-        errors_only = bool(cmd.get("errorsOnly", False))
-        for idx, op in enumerate(cmd.get("ops", [])):
-            kind = next(k for k in ("insert", "update", "delete") if k in op)
-            op_db, coll = namespaces[int(op[kind])]
-            if kind == "insert":
-                reply = self.insert(view, op_db, {"insert": coll, "documents": [op["document"]]})
-                counts["nInserted"] += reply["n"]
-            elif kind == "update":
-                spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
-                spec |= {k: op[k] for k in ("multi", "upsert", "arrayFilters") if k in op}
-                reply = self.update(view, op_db, {"update": coll, "updates": [spec]})
-                upserted = reply.get("upserted")
-                counts["nUpserted"] += len(upserted or [])
-                counts["nMatched"] += 0 if upserted else reply["n"]
-                counts["nModified"] += reply["nModified"]
-            else:
-                limit = 0 if op.get("multi") else 1
-                reply = self.delete(
-                    view,
-                    op_db,
-                    {"delete": coll, "deletes": [{"q": op.get("filter"), "limit": limit}]},
-                )
-                counts["nDeleted"] += reply["n"]
-            error = (reply.get("writeErrors") or [None])[0]
-            if error is not None:
-                results.append(
-                    {"ok": 0, "idx": idx, "code": error["code"], "errmsg": error["errmsg"]}
-                )
-                if cmd.get("ordered", True):
-                    break
-            elif not errors_only:
-                result: Doc = {"ok": 1, "idx": idx, "n": reply["n"]}
-                if kind == "update":
-                    result["nModified"] = reply["nModified"]
-                    if reply.get("upserted"):
-                        result["upserted"] = {"_id": reply["upserted"][0]["_id"]}
-                results.append(result)
-        errors = sum(1 for r in results if r["ok"] == 0)
-        cursor = {"id": Int64(0), "ns": "admin.$cmd.bulkWrite", "firstBatch": results}
-        return {"cursor": cursor, "nErrors": errors, **counts, "ok": 1}
-
-    def delete(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["delete"])
-        n = 0
-        for spec in cmd.get("deletes", []):
-            q = spec.get("q") or {}
-            if int(spec.get("limit", 0)) == 1:
-                n += coll.delete_one(q).deleted_count
-            else:
-                n += coll.delete_many(q).deleted_count
-        return {"n": n, "ok": 1}
-
-    def find_and_modify(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["findAndModify"])
+    def find_and_modify(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        name = cmd["findAndModify"]
+        coll = ctx.view.collection(db, name)
         query = cmd.get("query") or {}
         sort = _sort_spec(cmd.get("sort"))
         fields = cmd.get("fields")
-        existing = coll.find_one(query, sort=sort)
-        if cmd.get("remove"):
-            if existing is not None:
-                coll.delete_one({"_id": existing["_id"]})
-            value = (
-                existing if fields is None or existing is None else _project(coll, existing, fields)
-            )
-            return {"lastErrorObject": {"n": int(existing is not None)}, "value": value, "ok": 1}
         update = cmd.get("update")
         upsert = bool(cmd.get("upsert", False))
-        return_new = bool(cmd.get("new", False))
-        kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
-        kwargs["return_document"] = ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
-        try:
-            if _is_replacement(update):
-                value = coll.find_one_and_replace(query, update, **kwargs)
-            else:
-                value = coll.find_one_and_update(query, update, **kwargs)
-        except mongomock.DuplicateKeyError as exc:
-            raise CommandError(11000, f"E11000 {exc}") from None
-        last: Doc = {"n": 1 if existing is not None or upsert else 0}
-        if existing is not None:
-            last["updatedExisting"] = True
-        elif upsert:
-            last["updatedExisting"] = False
-            inserted = coll.find_one(query, sort=sort) if value is None else value
-            if inserted is not None and "_id" in inserted:
-                last["upserted"] = inserted["_id"]
-        return {"lastErrorObject": last, "value": value, "ok": 1}
+        array_filters = cmd.get("arrayFilters")
+        if not cmd.get("remove"):
+            try:
+                _check_update(update, False, array_filters)
+            except WriteError as err:
+                raise CommandError(err.code, err.errmsg) from None
 
-    def aggregate(self, view: View, db: str, cmd: Doc) -> Doc:
+        def keys_of() -> list[Key]:
+            existing = coll.find_one(query, {"_id": 1}, sort=sort)
+            ids = (
+                [existing["_id"]] if existing is not None else (_upsert_id(query) if upsert else [])
+            )
+            return [_key(db, name, i) for i in ids]
+
+        def apply() -> tuple[Doc, list[Key]]:
+            existing = coll.find_one(query, sort=sort)
+            if cmd.get("remove"):
+                if existing is not None:
+                    coll.delete_one({"_id": existing["_id"]})
+                value = (
+                    existing
+                    if fields is None or existing is None
+                    else _project(coll, existing, fields)
+                )
+                return {"lastErrorObject": {"n": int(existing is not None)}, "value": value}, []
+            return_new = bool(cmd.get("new", False))
+            kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
+            kwargs["return_document"] = (
+                ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
+            )
+            try:
+                if existing is not None and (array_filters or _features.has_positional(update)):
+                    concrete = _features.expand_array_filters(
+                        existing, update, list(array_filters or [])
+                    )
+                    value = coll.find_one_and_update(
+                        {"_id": existing["_id"]}, concrete or {"$set": {}}, **kwargs
+                    )
+                elif _is_replacement(update):
+                    value = coll.find_one_and_replace(query, update, **kwargs)
+                else:
+                    value = coll.find_one_and_update(query, update, **kwargs)
+            except mongomock.DuplicateKeyError as exc:
+                raise CommandError(
+                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
+                ) from None
+            last: Doc = {"n": 1 if existing is not None or upsert else 0}
+            created: list[Key] = []
+            if existing is not None:
+                last["updatedExisting"] = True
+            elif upsert:
+                last["updatedExisting"] = False
+                inserted = coll.find_one(query, sort=sort) if value is None else value
+                if inserted is not None and "_id" in inserted:
+                    last["upserted"] = inserted["_id"]
+                    created.append(_key(db, name, inserted["_id"]))
+            return {"lastErrorObject": last, "value": value}, created
+
+        result = self._statement(ctx, 0, keys_of, apply)
+        return {**result, "ok": 1}
+
+    def aggregate(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         target = cmd["aggregate"]
         if not isinstance(target, str):
-            raise CommandError(2, "database-level aggregate is not supported by the simulator")
-        coll = view.collection(db, target)
+            raise _features.unsupported("database-level aggregate ({aggregate: 1})")
+        coll = ctx.view.collection(db, target)
         pipeline = list(cmd.get("pipeline") or [])
-        try:
-            docs = list(coll.aggregate(pipeline))
-        except mongomock.OperationFailure as exc:
-            raise CommandError(exc.code or 2, str(exc)) from None
-        except NotImplementedError as exc:
-            raise CommandError(2, f"simulator does not support this pipeline: {exc}") from None
+        last = (
+            next(iter(pipeline[-1]), None) if pipeline and isinstance(pipeline[-1], dict) else None
+        )
+        if last in ("$out", "$merge"):
+            if ctx.txn is not None:
+                raise CommandError(263, f"{last} cannot be used in a transaction")
+            docs = list(coll.aggregate(pipeline[:-1]))
+            self._write_stage(ctx, db, str(last), pipeline[-1][last], docs)
+            return self._cursor_reply(f"{db}.{target}", [], None, True)
+        docs = list(coll.aggregate(pipeline))
         batch = (cmd.get("cursor") or {}).get("batchSize")
         return self._cursor_reply(f"{db}.{target}", docs, batch, False)
 
-    def count(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["count"])
+    def _write_stage(self, ctx: Context, db: str, stage: str, spec: Any, docs: list[Doc]) -> None:
+        """``$out`` replaces the target collection; ``$merge`` folds documents into it (MongoDB
+        manual, "$out (aggregation)", "$merge (aggregation)")."""
+        docs = [d if "_id" in d else {"_id": ObjectId(), **d} for d in docs]
+        if stage == "$out":
+            out_db, out_name = _namespace(db, spec)
+            out = ctx.view.collection(out_db, out_name)
+            self._claim(
+                ctx, lambda: [_key(out_db, out_name, d["_id"]) for d in out.find({}, {"_id": 1})]
+            )
+            out.delete_many({})
+            if docs:
+                out.insert_many(docs)
+            self.locks.wrote([_key(out_db, out_name, d["_id"]) for d in docs])
+            return
+        if not isinstance(spec, dict):
+            spec = {"into": spec}
+        unknown = set(spec) - {"into", "on", "whenMatched", "whenNotMatched"}
+        if unknown:
+            raise _features.unsupported(f"$merge option {sorted(unknown)[0]!r}")
+        out_db, out_name = _namespace(db, spec.get("into"))
+        on = spec.get("on", "_id")
+        on_fields = [on] if isinstance(on, str) else list(on)
+        matched_mode, unmatched_mode = (
+            spec.get("whenMatched", "merge"),
+            spec.get("whenNotMatched", "insert"),
+        )
+        if matched_mode not in ("replace", "keepExisting", "merge", "fail"):
+            raise _features.unsupported(f"$merge whenMatched {matched_mode!r}")
+        if unmatched_mode not in ("insert", "discard", "fail"):
+            raise CommandError(2, f"invalid $merge whenNotMatched: {unmatched_mode!r}")
+        out = ctx.view.collection(out_db, out_name)
+        for doc in docs:
+            selector = {f: doc.get(f) for f in on_fields}
+            existing = out.find_one(selector)
+            keys = [_key(out_db, out_name, existing["_id"] if existing else doc["_id"])]
+            self._claim(ctx, functools.partial(list, keys))
+            if existing is not None:
+                if matched_mode == "fail":
+                    raise CommandError(
+                        11000, f"E11000 duplicate key error collection: {out_db}.{out_name}"
+                    )
+                if matched_mode == "replace":
+                    out.replace_one({"_id": existing["_id"]}, {**doc, "_id": existing["_id"]})
+                elif matched_mode == "merge":
+                    fields = {k: v for k, v in doc.items() if k != "_id"}
+                    if fields:
+                        out.update_one({"_id": existing["_id"]}, {"$set": fields})
+            elif unmatched_mode == "insert":
+                out.insert_one(doc)
+            elif unmatched_mode == "fail":
+                raise CommandError(
+                    13113, "$merge could not find a matching document in the target collection"
+                )
+            self.locks.wrote(keys)
+
+    def count(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        coll = ctx.view.collection(db, cmd["count"])
         query = cmd.get("query") or {}
         n = coll.count_documents(query) if query else coll.estimated_document_count()
         return {"n": n, "ok": 1}
 
-    def distinct(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["distinct"])
+    def distinct(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        coll = ctx.view.collection(db, cmd["distinct"])
         return {"values": coll.distinct(cmd["key"], cmd.get("query") or {}), "ok": 1}
 
-    # -- catalogue -------------------------------------------------------------------------
-    def create(self, view: View, db: str, cmd: Doc) -> Doc:
+    # -- catalogue -----------------------------------------------------------------------------
+    def create(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["create"]
-        if name in view.collection_names(db):
+        if name in ctx.view.collection_names(db):
             raise CommandError(48, f"Collection {db}.{name} already exists.")
-        view.client[db].create_collection(name)
+        if isinstance(ctx.view, TransactionView):
+            ctx.view.collection(db, name)
+        ctx.view.client[db].create_collection(name)
         return {"ok": 1}
 
-    def drop(self, view: View, db: str, cmd: Doc) -> Doc:
+    def drop(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["drop"]
-        if name not in view.collection_names(db):
+        if name not in ctx.view.collection_names(db):
             raise CommandError(26, "ns not found")
-        view.client[db].drop_collection(name)
+        ctx.view.client[db].drop_collection(name)
         return {"ns": f"{db}.{name}", "nIndexesWas": 1, "ok": 1}
 
-    def drop_database(self, view: View, db: str, cmd: Doc) -> Doc:
-        view.client.drop_database(db)
+    def drop_database(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        ctx.view.client.drop_database(db)
         return {"dropped": db, "ok": 1}
 
-    def list_collections(self, view: View, db: str, cmd: Doc) -> Doc:
-        names = view.collection_names(db)
+    def list_collections(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        names = ctx.view.collection_names(db)
         flt = cmd.get("filter") or {}
         docs = [
             {"name": n, "type": "collection", "options": {}, "info": {"readOnly": False}}
@@ -411,23 +717,23 @@ class Engine:
         batch = (cmd.get("cursor") or {}).get("batchSize")
         return self._cursor_reply(f"{db}.$cmd.listCollections", docs, batch, False)
 
-    def list_databases(self, view: View, db: str, cmd: Doc) -> Doc:
+    def list_databases(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         names = list(self.main.list_database_names())
         dbs = [{"name": n, "sizeOnDisk": 8192, "empty": False} for n in names]
         if cmd.get("nameOnly"):
             dbs = [{"name": n} for n in names]
         return {"databases": dbs, "totalSize": 8192 * len(names), "ok": 1}
 
-    def list_indexes(self, view: View, db: str, cmd: Doc) -> Doc:
+    def list_indexes(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["listIndexes"]
-        if name not in view.collection_names(db):
+        if name not in ctx.view.collection_names(db):
             raise CommandError(26, f"ns does not exist: {db}.{name}")
-        docs = [dict(ix) for ix in view.collection(db, name).list_indexes()]
+        docs = [dict(ix) for ix in ctx.view.collection(db, name).list_indexes()]
         batch = (cmd.get("cursor") or {}).get("batchSize")
         return self._cursor_reply(f"{db}.{name}", docs, batch, False)
 
-    def create_indexes(self, view: View, db: str, cmd: Doc) -> Doc:
-        coll = view.collection(db, cmd["createIndexes"])
+    def create_indexes(self, ctx: Context, db: str, cmd: Doc) -> Doc:
+        coll = ctx.view.collection(db, cmd["createIndexes"])
         before = len(list(coll.list_indexes()))
         for spec in cmd.get("indexes", []):
             options = {k: v for k, v in spec.items() if k in ("name", "unique", "sparse")}
@@ -440,11 +746,11 @@ class Engine:
             "ok": 1,
         }
 
-    def drop_indexes(self, view: View, db: str, cmd: Doc) -> Doc:
+    def drop_indexes(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["dropIndexes"]
-        if name not in view.collection_names(db):
+        if name not in ctx.view.collection_names(db):
             raise CommandError(26, "ns not found")
-        coll = view.collection(db, name)
+        coll = ctx.view.collection(db, name)
         index: Any = cmd.get("index")
         before = len(list(coll.list_indexes()))
         try:
@@ -455,6 +761,20 @@ class Engine:
         except mongomock.OperationFailure as exc:
             raise CommandError(27, str(exc)) from None
         return {"nIndexesWas": before, "ok": 1}
+
+
+def _index_keys(coll: Any, flt: Doc, sort: Doc, docs: list[Doc]) -> list[Doc]:
+    """``returnKey``: each document reduced to the keys of the index the query used, or ``{}``
+    when it used none (MongoDB manual, "cursor.returnKey()"). The index is the first whose
+    leading field the filter or the sort names, as a planner with one candidate would pick."""
+    wanted = [k for k in list(flt) + list(sort) if not str(k).startswith("$")]
+    fields: list[str] = []
+    for index in coll.list_indexes():
+        keys = list(index["key"])
+        if keys and keys[0] in wanted:
+            fields = keys
+            break
+    return [{f: doc[f] for f in fields if f in doc} for doc in docs]
 
 
 def _project(coll: Any, doc: Doc, fields: Doc) -> Doc | None:

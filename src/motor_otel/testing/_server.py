@@ -22,7 +22,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mockupdb import OPCODES, MockupDB, OpMsg, mock_server_receive
 
-from motor_otel.testing._engine import Doc, Engine, TransactionView, View
+from motor_otel.testing._engine import Context, Doc, Engine, HangUp, TransactionView, View
 from motor_otel.testing._errors import (
     RETRYABLE_WRITE_CODES,
     TRANSIENT_TRANSACTION_CODES,
@@ -30,10 +30,23 @@ from motor_otel.testing._errors import (
     no_such_transaction,
 )
 from motor_otel.testing._failpoints import FailPoints
+from motor_otel.testing._locks import DocumentLocks
 
 _MAX_MESSAGE = 48_000_000
-_RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+_RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
+# What a multi-document transaction may run (MongoDB manual, "Transactions and Operations");
+# anything else is OperationNotSupportedInTransaction (263), as the transactions spec test
+# count.json expects.
+_IN_TRANSACTION = frozenset(
+    {
+        "aggregate", "distinct", "find", "getMore", "killCursors", "insert", "update", "delete",
+        "findAndModify", "bulkWrite", "create", "createIndexes",
+    }
+)  # fmt: skip
 _TXN_ENDING = frozenset({"commitTransaction", "abortTransaction"})
+_WRITE_COMMANDS = _RETRYABLE_WRITES | _TXN_ENDING | {
+    "create", "drop", "dropDatabase", "createIndexes", "dropIndexes",
+}  # fmt: skip
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
 
 
@@ -61,7 +74,7 @@ class _ClusterClock:
             return Timestamp(self._secs, self._inc)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Txn:
     number: int
     state: str  # "in_progress" | "committed" | "aborted"
@@ -69,8 +82,19 @@ class _Txn:
 
 
 @dataclass(slots=True)
+class _Session:
+    """What the server remembers of one logical session (keyed by lsid)."""
+
+    number: int = -1  # the highest txnNumber seen
+    txn: _Txn | None = None  # the transaction ``number`` started, if it was one
+    # The retryable write ``number``: its applied statements' results, by statement index.
+    statements: dict[int, Doc] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Connection:
     id: int
+    member: int = 0  # 0 is the primary, then the secondaries
     app_name: str | None = None
 
 
@@ -87,13 +111,14 @@ class TransactionCounters:
 class _Protocol(MockupDB):  # type: ignore[misc]
     """mockupdb with a concurrent, crash-proof per-connection loop."""
 
-    def __init__(self, simulator: SimulatedReplicaSet, host: str, port: int) -> None:
+    def __init__(self, simulator: SimulatedReplicaSet, host: str, port: int, member: int) -> None:
         super().__init__(port=port or None, auto_ismaster=False)
         self._address = (host, port or None)
         self._simulator = simulator
+        self._member = member
 
     def _server_loop(self, client: socket.socket, client_addr: Any) -> None:
-        conn = self._simulator._new_connection()
+        conn = self._simulator._new_connection(self._member)
         try:
             while not self._stopped:
                 try:
@@ -142,29 +167,46 @@ class SimulatedReplicaSet:
         set_name: str = "rs0",
         server_version: str = "8.0.0",
         users: Mapping[str, str] | None = None,
+        transaction_lifetime_limit_seconds: float = 60.0,
+        secondaries: int = 0,
     ) -> None:
         self.set_name = set_name
         self.users = dict(users or {})  # SASL PLAIN (authSource=$external), for credential tests
         self.server_version = server_version
         self._host = host
         self._port = port
-        self._engine = Engine()
         self._clock = _ClusterClock()
         self._failpoints = FailPoints()
-        self._sessions: dict[bytes, _Txn] = {}
+        lock = threading.RLock()
+        # mongod aborts a transaction older than transactionLifetimeLimitSeconds (default 60).
+        locks = DocumentLocks(
+            lock, lifetime_limit=transaction_lifetime_limit_seconds, expire=self._expire
+        )
+        self._engine = Engine(lock, locks, self._failpoints)
+        self._sessions: dict[bytes, _Session] = {}
+        self.secondaries = secondaries
+        self._data_bearing = 1 + secondaries  # members that acknowledge writes
         self._connection_ids = itertools.count(1)
         self.transactions = TransactionCounters()
         self._server: _Protocol | None = None
+        self._secondary_servers: list[_Protocol] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> SimulatedReplicaSet:
         if self._server is None:
-            self._server = _Protocol(self, self._host, self._port)
+            self._server = _Protocol(self, self._host, self._port, 0)
             self._server.run()
+            for member in range(1, 1 + self.secondaries):
+                secondary = _Protocol(self, self._host, 0, member)
+                secondary.run()
+                self._secondary_servers.append(secondary)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
+            for secondary in self._secondary_servers:
+                secondary.stop()
+            self._secondary_servers = []
             self._server.stop()
             self._server = None
 
@@ -195,9 +237,25 @@ class SimulatedReplicaSet:
         host, port = self.address
         return f"mongodb://{host}:{port}/?replicaSet={self.set_name}"
 
+    def wait_for_blocked_writes(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until ``count`` writes outside transactions are waiting for a transaction that
+        holds their document (True), or until ``timeout`` seconds pass (False).
+
+        Lets a test see the wait mongod imposes ("In-progress Transactions and Write Conflicts")
+        without sleeping: call it from a thread (``asyncio.to_thread``) while the write is sent.
+        """
+        with self._engine.lock:
+            return self._engine.locks.wait_for_waiting(count, timeout)
+
     # -- request handling ----------------------------------------------------------------------
-    def _new_connection(self) -> _Connection:
-        return _Connection(next(self._connection_ids))
+    @property
+    def secondary_addresses(self) -> list[tuple[str, int]]:
+        """The secondaries' addresses (``secondaries=N``): they answer hello as secondaries and
+        serve reads from the same data, so a read preference can select them."""
+        return [(self._host, int(s.port)) for s in self._secondary_servers]
+
+    def _new_connection(self, member: int = 0) -> _Connection:
+        return _Connection(next(self._connection_ids), member)
 
     def _handle(self, request: Any, conn: _Connection) -> None:
         try:
@@ -208,10 +266,18 @@ class SimulatedReplicaSet:
             request.reply(self._stamp(CommandError(2, "empty command").to_reply()))
             return
         name = next(iter(command))
-        if name in _HELLO:
-            request.reply(self._hello(command, conn))
-            return
-        action = self._failpoints.match(name, conn.app_name)
+        if name in _HELLO:  # its appName decides whether a fail point applies to it
+            app = ((command.get("client") or {}).get("application") or {}).get("name")
+            if app is not None:
+                conn.app_name = app
+        if conn.member and name != "configureFailPoint" and name not in _HELLO:
+            refusal = self._secondary_refusal(name, command)
+            if refusal is not None:
+                request.reply(self._stamp(refusal.to_reply()))
+                return
+        target = command.get(name)
+        namespace = f"{command.get('$db', 'admin')}.{target}" if isinstance(target, str) else None
+        action = self._failpoints.match(name, conn.app_name, namespace)
         if action is not None:
             if action.block_ms:
                 time.sleep(action.block_ms / 1000)
@@ -228,19 +294,67 @@ class SimulatedReplicaSet:
                 err.labels = list(labels)
                 request.reply(self._stamp(err.to_reply()))
                 return
-        reply = self._run(name, command)
+        if name in _HELLO:
+            request.reply(self._hello(command, conn))
+            return
+        try:
+            reply = self._run(name, command)
+        except HangUp:  # onPrimaryTransactionalWrite: the write happened, the reply is lost
+            request.hangup()
+            return
+        unsatisfiable = self._unsatisfiable(command)
+        if unsatisfiable is not None and reply.get("ok") == 1:
+            reply["writeConcernError"] = unsatisfiable
         if action is not None and action.write_concern_error is not None:
             reply["writeConcernError"] = dict(action.write_concern_error)
             labels = action.error_labels
             if labels is None:
-                code = int(action.write_concern_error.get("code", 0))
-                labels = self._labels_for(name, command, code) if code != 64 else []
+                labels = self._write_concern_labels(name, command, action.write_concern_error)
             if labels:
                 reply["errorLabels"] = list(labels)
         request.reply(self._stamp(reply))
 
+    def _secondary_refusal(self, name: str, command: Doc) -> CommandError | None:
+        """A secondary refuses writes (NotWritablePrimary, 10107) and reads that did not ask for
+        a secondary (NotPrimaryNoSecondaryOk, 13435), as mongod's secondaries do (server
+        discovery and monitoring spec, "not writable primary" and "node is recovering" errors)."""
+        if name in _WRITE_COMMANDS:
+            return CommandError(10107, "not primary")
+        mode = (command.get("$readPreference") or {}).get("mode", "primary")
+        if mode == "primary" and name not in ("ping", "buildInfo", "buildinfo", "endSessions"):
+            return CommandError(13435, "not primary and secondaryOk=false")
+        return None
+
+    def _unsatisfiable(self, command: Doc) -> Doc | None:
+        """The writeConcernError mongod adds when a write concern names more members than the set
+        has, or a mode it does not know; the write itself is applied (MongoDB manual, "Write
+        Concern", "w Option"; transactions spec test commit.json, "write concern error on
+        commit")."""
+        concern = command.get("writeConcern")
+        w = concern.get("w") if isinstance(concern, dict) else None
+        if isinstance(w, int) and not isinstance(w, bool) and w > self._data_bearing:
+            return {
+                "code": 100,
+                "codeName": "UnsatisfiableWriteConcern",
+                "errmsg": "Not enough data-bearing nodes",
+            }
+        if isinstance(w, str) and w != "majority":
+            return {
+                "code": 79,
+                "codeName": "UnknownReplWriteConcern",
+                "errmsg": f"No write concern mode named '{w}' found in replica set configuration",
+            }
+        return None
+
     def _labels_for(self, name: str, command: Doc, code: int) -> list[str]:
-        """The labels mongod itself attaches when a fail point gives none."""
+        """The labels mongod itself attaches to a command error when a fail point gives none.
+
+        ``TransientTransactionError`` inside a transaction (transactions.md, "Transient
+        Transaction Error": "the server adds the label"; spec test error-labels.json,
+        "NotWritablePrimary errors contain transient label"); ``RetryableWriteError`` on a
+        retryable write or commit/abort (retryable-writes.md, "RetryableWriteError Labels": 4.4+
+        servers add it, only when the command carries a txnNumber).
+        """
         in_txn = command.get("autocommit") is False
         if name in _TXN_ENDING:
             if code in RETRYABLE_WRITE_CODES:
@@ -250,6 +364,23 @@ class SimulatedReplicaSet:
             transient = TRANSIENT_TRANSACTION_CODES | RETRYABLE_WRITE_CODES
             return ["TransientTransactionError"] if code in transient else []
         if name in _RETRYABLE_WRITES and "txnNumber" in command and code in RETRYABLE_WRITE_CODES:
+            return ["RetryableWriteError"]
+        return []
+
+    def _write_concern_labels(self, name: str, command: Doc, error: Doc) -> list[str]:
+        """Labels for an ``ok: 1`` reply with a writeConcernError: ``RetryableWriteError`` for a
+        retryable write, commit or abort whose writeConcernError code is retryable
+        (retryable-writes.md, "RetryableWriteError Labels"), and never
+        ``TransientTransactionError``: a writeConcernError is not a command error
+        (transactions.md, "Command Error"), and inside a transaction no label at all (spec test
+        error-labels.json, "do not add RetryableWriteError label to writeConcernError
+        ShutdownInProgress that occurs within transaction")."""
+        code = int(error.get("code", 0))
+        if code not in RETRYABLE_WRITE_CODES or "txnNumber" not in command:
+            return []
+        if name in _TXN_ENDING or (
+            name in _RETRYABLE_WRITES and command.get("autocommit") is not False
+        ):
             return ["RetryableWriteError"]
         return []
 
@@ -263,20 +394,19 @@ class SimulatedReplicaSet:
         return reply
 
     def _hello(self, command: Doc, conn: _Connection) -> Doc:
-        app = ((command.get("client") or {}).get("application") or {}).get("name")
-        if app is not None:
-            conn.app_name = app
-        me = "{}:{}".format(*self.address)
+        primary = "{}:{}".format(*self.address)
+        hosts = [primary] + ["{}:{}".format(*a) for a in self.secondary_addresses]
+        is_primary = conn.member == 0
         reply: Doc = {
             "helloOk": True,
-            "ismaster": True,
-            "isWritablePrimary": True,
-            "secondary": False,
+            "ismaster": is_primary,
+            "isWritablePrimary": is_primary,
+            "secondary": not is_primary,
             "setName": self.set_name,
             "setVersion": 1,
-            "hosts": [me],
-            "primary": me,
-            "me": me,
+            "hosts": hosts,
+            "primary": primary,
+            "me": hosts[conn.member] if conn.member < len(hosts) else primary,
             "maxBsonObjectSize": 16 * 1024 * 1024,
             "maxMessageSizeBytes": _MAX_MESSAGE,
             "maxWriteBatchSize": 100_000,
@@ -293,6 +423,8 @@ class SimulatedReplicaSet:
     def _run(self, name: str, command: Doc) -> Doc:
         try:
             return self._dispatch(name, command)
+        except HangUp:
+            raise
         except CommandError as err:
             return err.to_reply()
         except Exception as exc:  # an engine bug must not kill the connection
@@ -320,17 +452,27 @@ class SimulatedReplicaSet:
                 "ok": 1,
             }
         if name in ("endSessions", "killAllSessions", "killSessions"):
+            self._end_sessions(name, command)
             return {"ok": 1}
         if name == "saslStart":
             return self._sasl_plain(command)
         if name in _TXN_ENDING:
             return self._end_transaction(name, command)
-        handler = self._engine.handlers.get(name)
-        if handler is None:
+        if name not in self._engine.handlers:
             raise CommandError(59, f"no such command: '{name}'")
         with self._engine.lock:
-            view = self._view_for(command)
-            return handler(view, db, command)
+            ctx = self._context_for(name, command)
+            try:
+                reply = self._engine.run(name, ctx, db, command)
+            except CommandError:
+                # A failed command inside a transaction aborts it on the server (transactions.md,
+                # "Handling command errors"; spec test errors.json, "write conflict commit").
+                if isinstance(ctx.txn, _Txn):
+                    self._abort(ctx.txn)
+                raise
+            if isinstance(ctx.txn, _Txn) and reply.get("writeErrors"):
+                self._abort(ctx.txn)  # a failed write aborts it too (spec test abort.json)
+            return reply
 
     def _sasl_plain(self, command: Doc) -> Doc:
         """SASL PLAIN, one round trip: enough for drivers to send real credentials."""
@@ -344,41 +486,83 @@ class SimulatedReplicaSet:
             raise CommandError(18, "Authentication failed.")
         return {"conversationId": 1, "done": True, "payload": b"", "ok": 1}
 
-    # -- transactions ---------------------------------------------------------------------------
-    def _view_for(self, command: Doc) -> View:
+    # -- transactions and retryable writes ----------------------------------------------------
+    def _context_for(self, name: str, command: Doc) -> Context:
+        """Where the command runs, from its lsid, txnNumber and autocommit fields."""
+        max_time = command.get("maxTimeMS")
+        deadline = time.monotonic() + int(max_time) / 1000 if max_time else None
         lsid = command.get("lsid")
         txn_number = command.get("txnNumber")
         if lsid is None or txn_number is None:
-            return View(self._engine.main)
-        key = bytes(lsid["id"])
+            return Context(View(self._engine.main), deadline=deadline)
         number = int(txn_number)
-        txn = self._sessions.get(key)
-        if command.get("autocommit") is not False:  # a retryable write
-            if txn is not None and number < txn.number:
-                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
-            if txn is not None and txn.state == "in_progress" and number > txn.number:
-                self._abort(txn)
-            return View(self._engine.main)
+        session = self._sessions.setdefault(bytes(lsid["id"]), _Session())
+        if command.get("autocommit") is not False:  # a retryable write (retryable-writes.md)
+            if number < session.number:
+                raise CommandError(
+                    225,
+                    f"Retryable write with txnNumber {number} is prohibited on session "
+                    f"because a newer retryable write with txnNumber {session.number} has "
+                    "already started on this session.",
+                )
+            if number > session.number:
+                if session.txn is not None and session.txn.state == "in_progress":
+                    self._abort(session.txn)
+                session.number, session.txn, session.statements = number, None, {}
+            statements = session.statements if name in _RETRYABLE_WRITES else None
+            return Context(
+                View(self._engine.main),
+                statements=statements,
+                transactional=True,
+                deadline=deadline,
+            )
+        if name not in _IN_TRANSACTION:
+            raise CommandError(263, f"Cannot run '{name}' in a multi-document transaction.")
         if command.get("startTransaction"):
-            if txn is not None and number < txn.number:
-                raise CommandError(225, f"txnNumber {number} is less than last {txn.number}")
-            if txn is not None and number == txn.number:
+            if number < session.number:
+                raise CommandError(225, f"txnNumber {number} is less than last {session.number}")
+            if number == session.number:
                 raise CommandError(225, f"transaction {number} has already been started")
-            if txn is not None and txn.state == "in_progress":
-                self._abort(txn)
+            if session.txn is not None and session.txn.state == "in_progress":
+                self._abort(session.txn)
             txn = _Txn(number, "in_progress", TransactionView(self._engine.main))
-            self._sessions[key] = txn
+            session.number, session.txn, session.statements = number, txn, {}
+            self._engine.locks.begin(txn)
             with self.transactions.lock:
                 self.transactions.total_started += 1
-            return txn.view  # type: ignore[return-value]
+            return Context(txn.view, txn=txn, transactional=True, deadline=deadline)  # type: ignore[arg-type]
+        txn = session.txn  # type: ignore[assignment]
         if txn is None or txn.number != number or txn.state != "in_progress" or txn.view is None:
             raise no_such_transaction(number)
-        return txn.view
+        return Context(txn.view, txn=txn, transactional=True, deadline=deadline)
+
+    def _end_sessions(self, name: str, command: Doc) -> None:
+        """Ending or killing a session aborts its open transaction, releasing what it holds
+        (MongoDB manual, "endSessions", "killSessions", "killAllSessions")."""
+        if name == "killAllSessions":
+            ids = list(self._sessions)
+        else:
+            listed = command.get(name) or []
+            ids = [bytes(s["id"]) for s in listed if isinstance(s, dict) and "id" in s]
+        with self._engine.lock:
+            for key in ids:
+                session = self._sessions.get(key)
+                txn = session.txn if session is not None else None
+                if txn is not None and txn.state == "in_progress":
+                    self._abort(txn)
+                if name != "killAllSessions":
+                    self._sessions.pop(key, None)
 
     def _abort(self, txn: _Txn) -> None:
         txn.state, txn.view = "aborted", None
+        self._engine.locks.end(txn, committed=False)
         with self.transactions.lock:
             self.transactions.total_aborted += 1
+
+    def _expire(self, txn: object) -> None:
+        """mongod's transactionLifetimeLimitSeconds: an open transaction that old is aborted."""
+        if isinstance(txn, _Txn) and txn.state == "in_progress":
+            self._abort(txn)
 
     def _end_transaction(self, name: str, command: Doc) -> Doc:
         lsid, txn_number = command.get("lsid"), command.get("txnNumber")
@@ -386,7 +570,8 @@ class SimulatedReplicaSet:
             raise CommandError(2, f"{name} requires lsid and txnNumber")
         number = int(txn_number)
         with self._engine.lock:
-            txn = self._sessions.get(bytes(lsid["id"]))
+            session = self._sessions.get(bytes(lsid["id"]))
+            txn = session.txn if session is not None else None
             if txn is None or txn.number != number:
                 raise no_such_transaction(number)
             if name == "abortTransaction":
@@ -400,12 +585,9 @@ class SimulatedReplicaSet:
                 return {"ok": 1}  # a retried commit of a committed transaction succeeds
             if txn.state == "aborted" or txn.view is None:
                 raise no_such_transaction(number)
-            try:
-                txn.view.commit_into(self._engine.main)
-            except CommandError:
-                self._abort(txn)
-                raise
+            txn.view.commit_into(self._engine.main, self._engine.locks.held(txn))
             txn.state, txn.view = "committed", None
+            self._engine.locks.end(txn, committed=True)
             with self.transactions.lock:
                 self.transactions.total_committed += 1
             return {"ok": 1}

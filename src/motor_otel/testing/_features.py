@@ -1,0 +1,243 @@
+"""What mongomock 4.3 lacks and the simulator adds: a small adapter, one feature per function.
+
+mongomock supplies query, update and aggregation semantics; where it has no support for a
+feature that MongoDB documents, this module adds it, following the MongoDB manual page named in
+each docstring. :func:`install` extends mongomock in place once; it only turns what mongomock
+refused (``NotImplementedError`` or "Unrecognized expression") into the documented behaviour,
+so code that already worked on mongomock sees no change.
+
+Features that remain unsupported reach the client as an error reply naming them (see
+:func:`unsupported`), never as a wrong answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import mongomock
+from mongomock import aggregate as _aggregate
+from mongomock import filtering as _filtering
+
+from motor_otel.testing._errors import CommandError
+
+Doc = dict[str, Any]
+
+# ``let`` variables of the command being run ("let" option of find, aggregate, update, delete,
+# findAndModify): visible as ``$$name`` in every expression, $expr included.
+_LET: contextvars.ContextVar[Doc] = contextvars.ContextVar("motor_otel_let", default={})  # noqa: B039
+
+# The numeric aliases of ``$type`` (MongoDB manual, "$type" query operator, "Available Types").
+_TYPE_ALIASES = {
+    1: "double",
+    2: "string",
+    3: "object",
+    4: "array",
+    5: "binData",
+    7: "objectId",
+    8: "bool",
+    9: "date",
+    10: "null",
+    16: "int",
+    18: "long",
+    19: "decimal",
+}
+_REMOVE = "$$REMOVE"
+
+
+def unsupported(feature: str) -> CommandError:
+    """The reply for a feature the simulator does not have: ``ok: 0``, BadValue (2), naming it."""
+    return CommandError(2, f"{feature} is not supported by the simulator (motor_otel.testing)")
+
+
+class _Parser(_aggregate._Parser):  # type: ignore[misc]
+    """mongomock's expression parser with ``let`` variables and ``$setField`` / ``$getField`` /
+    ``$unsetField`` (MongoDB manual, "$setField (aggregation)", "$getField (aggregation)",
+    "$unsetField (aggregation)")."""
+
+    def __init__(
+        self, doc_dict: Doc, user_vars: Doc | None = None, ignore_missing_keys: bool = False
+    ) -> None:
+        super().__init__(doc_dict, {**_LET.get(), **(user_vars or {})}, ignore_missing_keys)
+
+    def parse(self, expression: Any) -> Any:
+        if isinstance(expression, dict) and len(expression) == 1:
+            ((name, args),) = expression.items()
+            if name in ("$setField", "$unsetField", "$getField"):
+                return self._field_operator(name, args)
+        return super().parse(expression)
+
+    def _field_operator(self, name: str, args: Any) -> Any:
+        if name == "$getField" and not isinstance(args, dict):
+            args = {"field": args}
+        if not isinstance(args, dict) or "field" not in args:
+            raise mongomock.OperationFailure(f"{name} requires 'field'", code=4161101)
+        field = self.parse(args["field"])
+        if not isinstance(field, str):
+            raise mongomock.OperationFailure(f"{name} requires 'field' to evaluate to a string")
+        target = self.parse(args.get("input", "$$CURRENT"))
+        if name == "$getField":
+            if not isinstance(target, dict):
+                raise KeyError(field)
+            return target[field]
+        if target is None:
+            return None
+        if not isinstance(target, dict):
+            raise mongomock.OperationFailure(f"{name} requires 'input' to evaluate to an object")
+        result = dict(target)
+        raw_value = _REMOVE if name == "$unsetField" else args.get("value")
+        if raw_value == _REMOVE:
+            result.pop(field, None)
+        else:
+            result[field] = self.parse(raw_value)
+        return result
+
+
+def _replace_with(in_collection: list[Doc], database: Any, options: Any) -> list[Doc]:
+    """``$replaceWith: <expr>`` is ``$replaceRoot: {newRoot: <expr>}`` (MongoDB manual,
+    "$replaceWith (aggregation)": "an alias for $replaceRoot")."""
+    result: list[Doc] = _aggregate._handle_replace_root_stage(
+        in_collection, database, {"newRoot": options}
+    )
+    return result
+
+
+_installed = False
+
+
+def install() -> None:
+    """Extend mongomock once per process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    _aggregate._Parser = _Parser
+    _aggregate._PIPELINE_HANDLERS["$replaceWith"] = _replace_with
+    type_map = _filtering.TYPE_MAP
+    type_map["null"] = lambda v: v is None  # "$type: 'null'" matches null, not a missing field
+    for code, alias in _TYPE_ALIASES.items():
+        if type_map.get(alias) is not None:
+            type_map[code] = type_map[alias]
+    _installed = True
+
+
+@contextlib.contextmanager
+def let_variables(let: Any) -> Iterator[None]:
+    """Make a command's ``let`` document visible to expressions while it runs."""
+    if let is not None and not isinstance(let, dict):
+        raise CommandError(9, "'let' must be an object")
+    for name in let or {}:
+        if not re.fullmatch(r"[a-z][A-Za-z0-9_]*", str(name)):
+            raise CommandError(
+                2, f"'{name}' starts with an invalid character for a user variable name"
+            )
+    values = {name: _aggregate._parse_expression(v, {}) for name, v in (let or {}).items()}
+    token = _LET.set(values)
+    try:
+        yield
+    finally:
+        _LET.reset(token)
+
+
+def check_collation(cmd: Doc) -> None:
+    """Only the simple collation is supported; any other would silently compare wrongly."""
+    specs = [cmd.get("collation")]
+    for key in ("updates", "deletes"):
+        specs.extend(s.get("collation") for s in cmd.get(key) or [] if isinstance(s, dict))
+    for spec in specs:
+        if spec is None:
+            continue
+        if not isinstance(spec, dict) or spec.get("locale") != "simple":
+            raise unsupported(f"collation {spec!r} (only {{locale: 'simple'}})")
+
+
+# -- arrayFilters ------------------------------------------------------------------------------
+_POSITIONAL = re.compile(r"^\$\[([a-z][A-Za-z0-9]*)?\]$")
+
+
+def _identifier(flt: Doc) -> str:
+    for key, value in flt.items():
+        if key.startswith("$") and isinstance(value, list) and value:
+            return _identifier(value[0])
+        return str(key).split(".", 1)[0]
+    raise CommandError(9, "Cannot use an expression without a top-level field name in arrayFilters")
+
+
+def _element_matches(element: Any, ident: str, filters: dict[str, list[Doc]]) -> bool:
+    return all(_filtering.filter_applies(f, {ident: element}) for f in filters[ident])
+
+
+def _paths(
+    node: Any, parts: list[str], prefix: str, filters: dict[str, list[Doc]]
+) -> Iterator[str]:
+    if not parts:
+        yield prefix
+        return
+    head, rest = parts[0], parts[1:]
+    found = _POSITIONAL.match(head)
+    join = (prefix + ".") if prefix else ""
+    if found is None:
+        child = node.get(head) if isinstance(node, dict) else None
+        if isinstance(node, list) and head.isdigit() and int(head) < len(node):
+            child = node[int(head)]
+        yield from _paths(child, rest, join + head, filters)
+        return
+    if not isinstance(node, list):
+        raise CommandError(
+            2, f"The path '{prefix}' must exist in the document in order to apply array updates."
+        )
+    ident = found.group(1)
+    for i, element in enumerate(node):
+        if ident is None or _element_matches(element, ident, filters):
+            yield from _paths(element, rest, f"{join}{i}", filters)
+
+
+def expand_array_filters(doc: Doc, update: Any, array_filters: list[Doc]) -> Doc:
+    """The update with every ``$[]`` / ``$[<identifier>]`` replaced by the concrete array indexes
+    it selects in ``doc`` (MongoDB manual, "$[<identifier>]" and "$[]" update operators)."""
+    filters: dict[str, list[Doc]] = {}
+    for flt in array_filters:
+        if not isinstance(flt, dict) or not flt:
+            raise CommandError(9, "arrayFilters entries must be non-empty objects")
+        filters.setdefault(_identifier(flt), []).append(flt)
+    used: set[str] = set()
+    expanded: Doc = {}
+    for operator, fields in update.items():
+        if not isinstance(fields, dict):
+            expanded[operator] = fields
+            continue
+        out: Doc = {}
+        for path, value in fields.items():
+            parts = str(path).split(".")
+            for part in parts:
+                match = _POSITIONAL.match(part)
+                if match and match.group(1):
+                    if match.group(1) not in filters:
+                        raise CommandError(
+                            2,
+                            f"No array filter found for identifier '{match.group(1)}' in path '{path}'",
+                        )
+                    used.add(match.group(1))
+            if not any(_POSITIONAL.match(p) for p in parts):
+                out[path] = value
+                continue
+            for concrete in _paths(doc, parts, "", filters):
+                out[concrete] = copy.deepcopy(value)
+        if out:
+            expanded[operator] = out
+    unused = set(filters) - used
+    if unused:
+        raise CommandError(
+            9, f"The array filter for identifier '{sorted(unused)[0]}' was not used in the update"
+        )
+    return expanded
+
+
+def has_positional(update: Any) -> bool:
+    return isinstance(update, dict) and any(
+        isinstance(fields, dict) and any("$[" in str(path) for path in fields)
+        for fields in update.values()
+    )
