@@ -526,15 +526,22 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
             await super().abort_transaction()
 
     async def end_session(self) -> None:
-        # Motor's end_session aborts through PyMongo directly: abort through self so it is traced.
+        await self._before_end()
+        await super().end_session()
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # Motor's own __aexit__ ends the session on the event loop's thread, with no executor
+        # round trip (end_session takes one): keep it that way, as the application expects.
+        await self._before_end()
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+
+    async def _before_end(self) -> None:
+        """Motor ends a session through PyMongo directly, which aborts an open transaction there:
+        abort through self first, so that abort is traced."""
         if self._otel.attempt is not None and self.delegate.in_transaction:
             with contextlib.suppress(PyMongoError):  # as PyMongo's own end_session does
                 await self.abort_transaction()
         self._session_ending()
-        await super().end_session()
-
-    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        await self.end_session()
 
     async def with_transaction(
         self,
