@@ -1,12 +1,15 @@
 """Metrics that say what the spans say, through the OpenTelemetry metrics API only.
 
 A :class:`~motor_otel.events.TransactionObserver`: the tracing core hands it lifecycle facts and
-it records them. Without an SDK every instrument is a no-op.
+it records them, whatever the trace sampler decided. Without an SDK every instrument is a no-op:
+the API's no-op meter is noticed once (:attr:`MongoMetrics.noop`, and the instrumentor then
+registers no observer at all), the API's proxy meter before a provider is set is checked with
+one attribute read per fact. Attribute sets are built once per distinct value and reused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
@@ -43,10 +46,48 @@ _OPERATION_KEYS = (
     A.ERROR_TYPE,
     A.DB_RESPONSE_STATUS_CODE,
 )
+_OPERATION_KEY_SET = frozenset(_OPERATION_KEYS)
 
 
 def _labels(labels: Sequence[str]) -> Sequence[str]:
     return labels or ("none",)
+
+
+_MAX_CACHED = 1024  # distinct attribute sets kept per cache; a cache that fills is cleared
+_RETRY_ATTRS: dict[str, Mapping[str, AttributeValue]] = {}
+_TRANSACTION_ATTRS: dict[
+    tuple[str, str | None, tuple[str, ...]],
+    tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]],
+] = {}
+
+
+def _retry_attributes(label: str) -> Mapping[str, AttributeValue]:
+    attrs = _RETRY_ATTRS.get(label)
+    if attrs is None:
+        if len(_RETRY_ATTRS) >= _MAX_CACHED:
+            _RETRY_ATTRS.clear()
+        attrs = _RETRY_ATTRS[label] = {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label}
+    return attrs
+
+
+def _transaction_attributes(
+    summary: TransactionSummary,
+) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
+    """(duration/attempts attributes, transactions-counter attributes) for a summary."""
+    key = (summary.outcome, summary.error_type, tuple(summary.error_labels))
+    found = _TRANSACTION_ATTRS.get(key)
+    if found is None:
+        attrs: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.TXN_OUTCOME: summary.outcome,
+        }
+        if summary.error_type is not None:
+            attrs[A.ERROR_TYPE] = summary.error_type
+        labels = ",".join(sorted(summary.error_labels)) or "none"
+        if len(_TRANSACTION_ATTRS) >= _MAX_CACHED:
+            _TRANSACTION_ATTRS.clear()
+        found = _TRANSACTION_ATTRS[key] = (attrs, {**attrs, ERROR_LABELS: labels})
+    return found
 
 
 class MongoMetrics:
@@ -56,15 +97,20 @@ class MongoMetrics:
         "_attempts",
         "_commit_retries",
         "_operation_duration",
+        "_proxy",
         "_retries",
         "_transaction_duration",
         "_transactions",
+        "noop",
     )
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         meter = metrics.get_meter(
             "motor_otel", __version__, meter_provider, schema_url=A.SCHEMA_URL
         )
+        self.noop = isinstance(meter, metrics.NoOpMeter)  # nothing recorded goes anywhere
+        # The API's proxy meter (no provider set yet) becomes real when one is set.
+        self._proxy = meter if hasattr(meter, "_real_meter") else None
         self._operation_duration = meter.create_histogram(
             OPERATION_DURATION,
             unit="s",
@@ -100,26 +146,36 @@ class MongoMetrics:
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
 
+    @property
+    def idle(self) -> bool:
+        """The API's proxy meter with no provider behind it yet: nothing to record."""
+        proxy = self._proxy
+        return proxy is not None and getattr(proxy, "_real_meter", None) is None
+
     def transaction_retry(self, info: AttemptInfo) -> None:
+        if self.idle:
+            return
         for label in _labels(info.error_labels):
-            self._retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+            self._retries.add(1, _retry_attributes(label))
 
     def commit_retry(self, info: AttemptInfo) -> None:
+        if self.idle:
+            return
         for label in _labels(info.error_labels):
-            self._commit_retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+            self._commit_retries.add(1, _retry_attributes(label))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
-        attrs: dict[str, AttributeValue] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.TXN_OUTCOME: summary.outcome,
-        }
-        if summary.error_type is not None:
-            attrs[A.ERROR_TYPE] = summary.error_type
+        if self.idle:
+            return
+        attrs, counted = _transaction_attributes(summary)
         self._transaction_duration.record(summary.duration_s, attrs)
         self._attempts.record(summary.attempts, attrs)
-        labels = ",".join(sorted(summary.error_labels)) or "none"
-        self._transactions.add(1, {**attrs, ERROR_LABELS: labels})
+        self._transactions.add(1, counted)
 
     def operation_ended(self, summary: OperationSummary) -> None:
-        attrs = {k: summary.attributes[k] for k in _OPERATION_KEYS if k in summary.attributes}
+        if self.idle:
+            return
+        attrs = summary.attributes
+        if not _OPERATION_KEY_SET.issuperset(attrs):  # the core hands over exactly these
+            attrs = {k: attrs[k] for k in _OPERATION_KEYS if k in attrs}
         self._operation_duration.record(summary.duration_s, attrs)
