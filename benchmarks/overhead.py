@@ -1,21 +1,25 @@
-"""What tracing costs the client: uninstrumented vs contrib pymongo vs motor-otel, one process.
+"""What tracing costs the client: the driver alone, contrib pymongo and motor-otel, one process.
 
 Run ``python benchmarks/overhead.py [--quick]``. The simulated replica set runs in a subprocess
-(``python -m motor_otel.testing``) so its CPU time does not hide ours. Each round runs every
-workload once per variant, interleaved (a b c a b c ...); the table shows medians over rounds of
-client CPU (``time.process_time``, all threads: Motor's executor and the span processor's worker
-included) and wall time per operation or per transaction.
+(``python -m motor_otel.testing``) so its CPU time does not hide ours; where ``taskset`` exists
+the script re-runs itself pinned to one core and moves the servers to the others. Each round
+runs every workload once per variant, interleaved; the tables show, per variant, the median over
+rounds of client CPU (``time.process_time``: all threads, Motor's executor and the span
+processor's worker included) per transaction or operation, its spread, and the ratio to the
+driver alone (median of the per-round ratios, with their range).
 
-(a) the driver alone; (b) the driver + opentelemetry-instrumentation-pymongo's ``CommandTracer``
-passed as an event listener (command spans only); (c) the driver + ``motor_otel.instrument_client``
-(withTransaction, transaction-attempt, operation and command spans). (b) and (c) each have an SDK
-``TracerProvider`` + ``BatchSpanProcessor`` + an exporter that drops and counts spans; the timed
-region ends with ``force_flush`` so export work is charged to the variant that caused it.
+Variants: the driver alone; opentelemetry-instrumentation-pymongo's ``CommandTracer`` (contrib)
+and motor-otel, each recorded (SDK ``TracerProvider`` + ``BatchSpanProcessor`` + an exporter
+that drops and counts), unsampled (``ParentBased(ALWAYS_OFF)``) and under a 1 %
+``TraceIdRatioBased`` sampler; motor-otel with ``command_detail="events"``; both recorded with
+the real OTLP/HTTP exporter sending to a sink in another process over loopback; motor-otel with
+``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` (old attribute names beside the stable ones).
+Each timed region ends with ``force_flush``, so export work is charged to the variant that
+caused it.
 
-A fourth client, (l), the driver + a command listener that does nothing, runs interleaved too: it
-is what PyMongo charges any listener for building and publishing command events, (b) and (c)
-alike, and the last table splits (c)'s added CPU into that, the SDK's own cost for the spans (c)
-emits (bare spans), and the rest (our code, plus what the SDK costs beyond a bare span in a loop).
+The floor: the SDK alone replaying the span tree motor-otel recorded for the same workload
+(names, kinds, attributes, events, links, parents; same processor and exporter), no driver and
+no instrumentation code: what these spans cost at the very least.
 """
 
 from __future__ import annotations
@@ -23,111 +27,185 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import platform
+import shutil
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
-from _common import CLIENT_OPTIONS, CountingExporter, counting_provider, simulator_process
+from _common import (
+    CLIENT_OPTIONS,
+    CountingExporter,
+    otlp_sink_process,
+    simulator_process,
+)
 from motor.motor_asyncio import AsyncIOMotorClient
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.pymongo import CommandTracer
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
-from pymongo import AsyncMongoClient, monitoring
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from pymongo import AsyncMongoClient
 
 import motor_otel
+from motor_otel.instrumentor import telemetry_of
 from motor_otel.testing import fail_command
 
-VARIANTS = ("a", "b", "c")  # the table's columns
-MEASURED = ("a", "l", "b", "c")  # interleaved in this order; (l) only feeds the breakdown
-HEADERS = {"a": "(a) uninstrumented", "b": "(b) contrib pymongo", "c": "(c) motor-otel"}
 FAIL_ONCE = fail_command("insert", error_code=112, error_labels=["TransientTransactionError"])
+PINNED = "BENCH_PINNED_CPU"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    key: str
+    label: str
+    tracer: str  # "none", "contrib" or "ours"
+    sampler: Callable[[], Sampler] | None = None
+    otlp: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    semconv_opt_in: str | None = None  # OTEL_SEMCONV_STABILITY_OPT_IN while it is instrumented
+
+
+SPECS = [
+    VariantSpec("plain", "driver alone", "none"),
+    VariantSpec("contrib", "contrib, recorded", "contrib"),
+    VariantSpec("ours", "motor-otel, recorded", "ours"),
+    VariantSpec("contrib_off", "contrib, ParentBased(ALWAYS_OFF)", "contrib", lambda: ParentBased(ALWAYS_OFF)),
+    VariantSpec("ours_off", "motor-otel, ParentBased(ALWAYS_OFF)", "ours", lambda: ParentBased(ALWAYS_OFF)),
+    VariantSpec("contrib_1pct", "contrib, 1 % TraceIdRatioBased", "contrib", lambda: TraceIdRatioBased(0.01)),
+    VariantSpec("ours_1pct", "motor-otel, 1 % TraceIdRatioBased", "ours", lambda: TraceIdRatioBased(0.01)),
+    VariantSpec("ours_events", 'motor-otel, command_detail="events"', "ours", settings={"command_detail": "events"}),
+    VariantSpec("ours_dup", "motor-otel, recorded, database/dup", "ours", semconv_opt_in="database/dup"),
+    VariantSpec("contrib_otlp", "contrib, recorded, OTLP/HTTP export", "contrib", otlp=True),
+    VariantSpec("ours_otlp", "motor-otel, recorded, OTLP/HTTP export", "ours", otlp=True),
+]  # fmt: skip
+FLOOR = "floor"
 
 
 @dataclass
 class Sizes:
     rounds: int
-    single_ops: int  # insert_one + find_one pairs per sample
     txn_serial: int  # transactions one after another per sample
-    txn_batches: int  # batches of 100 concurrent transactions per sample
+    concurrent: int  # transactions in one concurrent batch
     txn_retry: int  # transactions whose first attempt fails, per sample
-    bare_spans: int
+    single_ops: int  # insert_one + find_one pairs per sample
 
 
-QUICK = Sizes(rounds=3, single_ops=40, txn_serial=20, txn_batches=1, txn_retry=10, bare_spans=2000)
-FULL = Sizes(
-    rounds=7, single_ops=300, txn_serial=120, txn_batches=2, txn_retry=60, bare_spans=20000
-)
+QUICK = Sizes(rounds=2, txn_serial=6, concurrent=20, txn_retry=3, single_ops=10)
+FULL = Sizes(rounds=11, txn_serial=80, concurrent=100, txn_retry=30, single_ops=150)
+
+
+class _Counting(SpanExporter):
+    """Counts spans on their way to another exporter (the OTLP one)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return self.inner.export(spans)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 @dataclass
 class Variant:
-    key: str
+    spec: VariantSpec
     client: Any
-    provider: TracerProvider | None = None
-    exporter: CountingExporter | None = None
+    provider: TracerProvider | None
+    counter: CountingExporter | _Counting | None
+
+    @property
+    def spans(self) -> int:
+        return self.counter.spans if self.counter is not None else 0
 
 
-@dataclass
-class Sample:
-    cpu: float
-    wall: float
-    spans: float
+def _provider(spec: VariantSpec, otlp_url: str) -> tuple[TracerProvider, Any]:
+    sampler = spec.sampler() if spec.sampler else None
+    provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+    counter: CountingExporter | _Counting = (
+        _Counting(OTLPSpanExporter(endpoint=otlp_url)) if spec.otlp else CountingExporter()
+    )
+    provider.add_span_processor(BatchSpanProcessor(counter, max_queue_size=1 << 16))
+    return provider, counter
 
 
-@dataclass
-class Series:
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {k: [] for k in MEASURED})
-
-    def median(self, key: str, attr: str) -> float:
-        return statistics.median(getattr(s, attr) for s in self.samples[key])
-
-
-def _client(driver: str, uri: str, key: str) -> Variant:
+def _client(driver: str, uri: str, spec: VariantSpec, otlp_url: str) -> Variant:
     kwargs: dict[str, Any] = dict(CLIENT_OPTIONS)
-    provider, exporter = counting_provider() if key in ("b", "c") else (None, None)
-    if key == "l":
-        kwargs["event_listeners"] = [_SilentListener()]
-    if key == "b":
+    provider, counter = (None, None) if spec.tracer == "none" else _provider(spec, otlp_url)
+    if spec.tracer == "contrib":
         assert provider is not None
         kwargs["event_listeners"] = [CommandTracer(provider.get_tracer("bench.contrib"))]
     client: Any = (AsyncIOMotorClient if driver == "motor" else AsyncMongoClient)(uri, **kwargs)
-    if key == "c":
-        motor_otel.instrument_client(client, tracer_provider=provider)
-    return Variant(key, client, provider, exporter)
+    if spec.tracer == "ours":
+        with _semconv_opt_in(spec.semconv_opt_in):
+            motor_otel.instrument_client(client, tracer_provider=provider, **spec.settings)
+        telemetry = telemetry_of(client)
+        assert telemetry is not None and telemetry.old_names == bool(spec.semconv_opt_in)
+    return Variant(spec, client, provider, counter)
 
 
-class _SilentListener(monitoring.CommandListener):
-    """Makes PyMongo build and publish command events, and does nothing with them."""
+@contextmanager
+def _semconv_opt_in(value: str | None) -> Iterator[None]:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=value`` for one ``instrument_client`` call.
 
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        pass
+    motor-otel reads it once per call through contrib's helper, which caches what it read for
+    the whole process: so the helper is made to read it afresh here, and again afterwards.
+    """
+    if value is None:
+        yield
+        return
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+    name = "OTEL_SEMCONV_STABILITY_OPT_IN"
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    _OpenTelemetrySemanticConventionStability._initialized = False
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+        _OpenTelemetrySemanticConventionStability._initialized = False
 
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
-
-async def _close(driver: str, variant: Variant) -> None:
-    if driver == "motor":
-        variant.client.close()
+async def _close(client: Any) -> None:
+    if isinstance(client, AsyncMongoClient):
+        await client.close()
     else:
-        await variant.client.close()
-    if variant.provider is not None:
-        variant.provider.shutdown()
+        client.close()
 
 
-# -- workloads: each returns (units, excluded cpu, excluded wall) --------------------------------
-Workload = Callable[[Variant, Any, Sizes], Awaitable[tuple[int, float, float]]]
+# -- workloads: each returns (units, excluded cpu) ------------------------------------------
+Workload = Callable[[Any, Any, Sizes], Awaitable[tuple[int, float]]]
 
 
 async def _three_writes(client: Any, n: int) -> None:
     coll = client.bench.items
-    async with client.start_session() if _is_pymongo(client) else await client.start_session() as s:
+    pymongo = isinstance(client, AsyncMongoClient)
+    async with client.start_session() if pymongo else await client.start_session() as s:
 
         async def callback(session: Any) -> None:
             await coll.insert_one({"n": n, "k": 1}, session=session)
@@ -137,233 +215,346 @@ async def _three_writes(client: Any, n: int) -> None:
         await s.with_transaction(callback)
 
 
-def _is_pymongo(client: Any) -> bool:
-    return isinstance(client, AsyncMongoClient)
+async def txn_serial(client: Any, admin: Any, sizes: Sizes) -> tuple[int, float]:
+    for i in range(sizes.txn_serial):
+        await _three_writes(client, i)
+    return sizes.txn_serial, 0.0
 
 
-async def single_ops(v: Variant, admin: Any, sizes: Sizes) -> tuple[int, float, float]:
-    coll = v.client.bench.items
+async def txn_concurrent(client: Any, admin: Any, sizes: Sizes) -> tuple[int, float]:
+    await asyncio.gather(*(_three_writes(client, i) for i in range(sizes.concurrent)))
+    return sizes.concurrent, 0.0
+
+
+async def txn_retry(client: Any, admin: Any, sizes: Sizes) -> tuple[int, float]:
+    cpu = 0.0
+    for i in range(sizes.txn_retry):
+        c0 = time.process_time()
+        await admin.admin.command(FAIL_ONCE)  # set-up, not charged: the same for every variant
+        cpu += time.process_time() - c0
+        await _three_writes(client, i)
+    return sizes.txn_retry, cpu
+
+
+async def single_ops(client: Any, admin: Any, sizes: Sizes) -> tuple[int, float]:
+    coll = client.bench.items
     for i in range(sizes.single_ops):
         result = await coll.insert_one({"i": i, "name": "widget"})
         await coll.find_one({"_id": result.inserted_id})
-    return 2 * sizes.single_ops, 0.0, 0.0
-
-
-async def txn_serial(v: Variant, admin: Any, sizes: Sizes) -> tuple[int, float, float]:
-    for i in range(sizes.txn_serial):
-        await _three_writes(v.client, i)
-    return sizes.txn_serial, 0.0, 0.0
-
-
-async def txn_concurrent(v: Variant, admin: Any, sizes: Sizes) -> tuple[int, float, float]:
-    for _ in range(sizes.txn_batches):
-        await asyncio.gather(*(_three_writes(v.client, i) for i in range(100)))
-    return 100 * sizes.txn_batches, 0.0, 0.0
-
-
-async def txn_retry(v: Variant, admin: Any, sizes: Sizes) -> tuple[int, float, float]:
-    cpu = wall = 0.0
-    for i in range(sizes.txn_retry):
-        c0, w0 = time.process_time(), time.perf_counter()
-        await admin.admin.command(FAIL_ONCE)  # set-up, not charged: the same for every variant
-        cpu += time.process_time() - c0
-        wall += time.perf_counter() - w0
-        await _three_writes(v.client, i)
-    return sizes.txn_retry, cpu, wall
+    return 2 * sizes.single_ops, 0.0
 
 
 WORKLOADS: list[tuple[str, str, str, Workload]] = [
-    ("motor", "single op (insert_one/find_one)", "op", single_ops),
-    ("motor", "with_transaction x1, 3 writes", "txn", txn_serial),
-    ("motor", "with_transaction x100 concurrent", "txn", txn_concurrent),
-    ("motor", "with_transaction, 1 retry", "txn", txn_retry),
-    ("pymongo", "single op (insert_one/find_one)", "op", single_ops),
-    ("pymongo", "with_transaction x1, 3 writes", "txn", txn_serial),
-    ("pymongo", "with_transaction, 1 retry", "txn", txn_retry),
+    ("motor", "Motor: with_transaction, 3 writes", "txn", txn_serial),
+    ("motor", "Motor: with_transaction x{concurrent} concurrent", "txn", txn_concurrent),
+    ("motor", "Motor: with_transaction, 1 retry", "txn", txn_retry),
+    ("pymongo", "AsyncMongoClient: with_transaction, 3 writes", "txn", txn_serial),
+    ("pymongo", "AsyncMongoClient: insert_one + find_one", "op", single_ops),
 ]
+
+
+# -- the floor: the SDK alone replaying our span tree ---------------------------------------
+@dataclass
+class _Planned:
+    name: str
+    kind: SpanKind
+    parent: int | None
+    attributes: dict[str, Any]
+    links: list[Link]
+    events: list[tuple[str, dict[str, Any]]]
+    error: bool
+
+
+@dataclass
+class Replay:
+    spans: list[_Planned]
+    steps: list[tuple[bool, int]]  # (start?, span index) in the recorded order
+    units: int
+
+
+async def capture(driver: str, uri: str, admin: Any, work: Workload, sizes: Sizes) -> Replay:
+    """Run the workload once through motor-otel and keep the span tree it recorded."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client: Any = (AsyncIOMotorClient if driver == "motor" else AsyncMongoClient)(
+        uri, **CLIENT_OPTIONS
+    )
+    motor_otel.instrument_client(client, tracer_provider=provider)
+    units, _ = await work(client, admin, sizes)
+    await _close(client)
+    spans = list(exporter.get_finished_spans())
+    index = {span.context.span_id: i for i, span in enumerate(spans) if span.context}
+    planned = [
+        _Planned(
+            span.name,
+            span.kind,
+            index.get(span.parent.span_id) if span.parent else None,
+            dict(span.attributes or {}),
+            [Link(link.context, link.attributes) for link in span.links],
+            [(event.name, dict(event.attributes or {})) for event in span.events],
+            span.status.status_code is StatusCode.ERROR,
+        )
+        for span in spans
+    ]
+    order = sorted(
+        [(span.start_time or 0, 0, i) for i, span in enumerate(spans)]
+        + [(span.end_time or 0, 1, i) for i, span in enumerate(spans)]
+    )
+    return Replay(planned, [(kind == 0, i) for _, kind, i in order], units)
+
+
+def replay(plan: Replay, tracer: trace.Tracer, times: int) -> None:
+    root = Context()
+    error = Status(StatusCode.ERROR, "replayed")
+    for _ in range(times):
+        live: list[Any] = [None] * len(plan.spans)
+        for start, i in plan.steps:
+            p = plan.spans[i]
+            if start:
+                parent = p.parent
+                ctx = trace.set_span_in_context(live[parent]) if parent is not None else root
+                live[i] = tracer.start_span(
+                    p.name, context=ctx, kind=p.kind, attributes=p.attributes, links=p.links
+                )
+            else:
+                span = live[i]
+                for name, attrs in p.events:
+                    span.add_event(name, attrs)
+                if p.error:
+                    span.set_status(error)
+                span.end()
+
+
+@dataclass
+class Sample:
+    cpu: float  # per unit
+    spans: float  # per unit
+
+
+def measure_floor(plan: Replay, units_wanted: int) -> Sample:
+    counter = CountingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(counter, max_queue_size=1 << 16))
+    tracer = provider.get_tracer("bench.floor")
+    times = max(1, round(units_wanted / plan.units))
+    gc.collect()
+    c0 = time.process_time()
+    replay(plan, tracer, times)
+    provider.force_flush()
+    cpu = time.process_time() - c0
+    provider.shutdown()
+    units = times * plan.units
+    return Sample(cpu / units, counter.spans / units)
 
 
 async def _measure(v: Variant, admin: Any, sizes: Sizes, work: Workload) -> Sample:
     await admin.bench.items.drop()  # keep the server's collection small: same cost every sample
     gc.collect()
-    spans0 = v.exporter.spans if v.exporter else 0
-    c0, w0 = time.process_time(), time.perf_counter()
-    units, cpu_skip, wall_skip = await work(v, admin, sizes)
+    spans0 = v.spans
+    c0 = time.process_time()
+    units, cpu_skip = await work(v.client, admin, sizes)
     if v.provider is not None:
         v.provider.force_flush()
     cpu = time.process_time() - c0 - cpu_skip
-    wall = time.perf_counter() - w0 - wall_skip
-    spans = (v.exporter.spans - spans0) if v.exporter else 0
-    return Sample(cpu / units, wall / units, spans / units)
+    return Sample(cpu / units, (v.spans - spans0) / units)
 
 
-def bare_span(n: int, attributes: int, after: int = 0) -> Sample:
-    """A bare SDK span: ``attributes`` at start, ``after`` more set once started (as a reply's).
-
-    With motor-otel's average attribute count it is the yardstick of the per-span target; with
-    12 + 2 it is shaped like our command spans, what the SDK alone charges for one of those.
-    """
-    provider, exporter = counting_provider()
-    tracer = provider.get_tracer("bench.bare")
-    attrs: dict[str, str | int] = {
-        f"bench.attribute.{i}": (i if i % 2 else f"value-{i}") for i in range(attributes)
-    }
-    later: dict[str, str | int] = {f"bench.reply.{i}": i << 32 for i in range(after)}
-    gc.collect()
-    c0, w0 = time.process_time(), time.perf_counter()
-    for _ in range(n):
-        span = tracer.start_span("bench.bare", kind=SpanKind.CLIENT, attributes=attrs)
-        if later:
-            span.set_attributes(later)
-        span.end()
-    provider.force_flush()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    provider.shutdown()
-    assert exporter.spans == n, "the bare-span processor dropped spans"
-    return Sample(cpu / n, wall / n, 1.0)
+Results = dict[int, dict[str, list[Sample]]]
 
 
-async def run(uri: str, sizes: Sizes) -> tuple[dict[int, Series], list[float], float, list[float]]:
+async def run(uri: str, otlp_url: str, sizes: Sizes, specs: list[VariantSpec]) -> Results:
     admin: Any = AsyncIOMotorClient(uri, **CLIENT_OPTIONS)
     await admin.admin.command("ping")
     clients = {
-        driver: {key: _client(driver, uri, key) for key in MEASURED}
+        driver: [_client(driver, uri, spec, otlp_url) for spec in specs]
         for driver in ("motor", "pymongo")
     }
-    results = {i: Series() for i in range(len(WORKLOADS))}
-    bare: list[Sample] = []
-    command_like: list[Sample] = []
-    attrs_per_span: list[float] = []
+    plans = {
+        i: await capture(driver, uri, admin, work, sizes)
+        for i, (driver, _name, _unit, work) in enumerate(WORKLOADS)
+    }
+    results: Results = {i: {s.key: [] for s in [*specs, VariantSpec(FLOOR, "", "")]} for i in plans}
     try:
-        for round_no in range(sizes.rounds + 1):  # round 0 warms pools, caches and the JIT-less VM
+        for round_no in range(sizes.rounds + 1):  # round 0 warms pools, caches, connections
             for i, (driver, _name, _unit, work) in enumerate(WORKLOADS):
-                for key in MEASURED:
-                    v = clients[driver][key]
-                    a0 = (v.exporter.spans, v.exporter.attributes) if v.exporter else (0, 0)
+                per_round = clients[driver] if round_no % 2 else clients[driver][::-1]
+                for v in per_round:
                     sample = await _measure(v, admin, sizes, work)
                     if round_no:
-                        results[i].samples[key].append(sample)
-                    if key == "c" and v.exporter and v.exporter.spans > a0[0]:
-                        attrs_per_span.append(
-                            (v.exporter.attributes - a0[1]) / (v.exporter.spans - a0[0])
-                        )
-            if round_no:
-                attributes = round(statistics.median(attrs_per_span))
-                bare.append(bare_span(sizes.bare_spans, attributes))
-                command_like.append(bare_span(sizes.bare_spans, 12, after=2))
+                        results[i][v.spec.key].append(sample)
+                floor = measure_floor(plans[i], sizes.txn_serial)
+                if round_no:
+                    results[i][FLOOR].append(floor)
             print(f"round {round_no}/{sizes.rounds} done", file=sys.stderr, flush=True)
     finally:
         await admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        for per_driver in clients.items():
-            for v in per_driver[1].values():
-                await _close(per_driver[0], v)
+        for per_driver in clients.values():
+            for v in per_driver:
+                await _close(v.client)
+                if v.provider is not None:
+                    v.provider.shutdown()
         admin.close()
-    return (
-        results,
-        [s.cpu for s in bare],
-        statistics.median(attrs_per_span),
-        [s.cpu for s in command_like],
-    )
+    return results
 
 
+# -- report -----------------------------------------------------------------------------------
 def _us(x: float) -> str:
     return f"{x * 1e6:,.1f}"
 
 
-def report(
-    results: dict[int, Series],
-    bare_cpu: list[float],
-    attrs: float,
-    sizes: Sizes,
-    command_like_cpu: list[float],
-) -> str:
-    bare = statistics.median(bare_cpu)
+def _median(samples: list[Sample] | None, attr: str = "cpu") -> float:
+    if not samples:
+        return float("nan")  # a partial run (--variants) without this variant
+    return statistics.median(getattr(s, attr) for s in samples)
+
+
+def _ratios(samples: list[Sample], plain: list[Sample]) -> list[float]:
+    return [s.cpu / p.cpu for s, p in zip(samples, plain, strict=True)]
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def report(results: Results, sizes: Sizes, specs: list[VariantSpec], pinned: str) -> str:
+    keys = [s.key for s in specs]
+    labels = {s.key: s.label for s in specs}
+    labels[FLOOR] = "floor: the SDK alone replaying motor-otel's span tree"
     lines = [
-        f"motor-otel overhead: medians of {sizes.rounds} interleaved rounds; client CPU "
-        "(time.process_time) and wall time per unit; server in another process",
+        f"motor-otel overhead: {sizes.rounds} interleaved rounds; client CPU "
+        "(time.process_time, all threads) per unit; server and OTLP sink in other processes",
+        f"{pinned}; Python {platform.python_version()}, PyMongo {version('pymongo')}, "
+        f"Motor {version('motor')}, OpenTelemetry SDK {version('opentelemetry-sdk')}, "
+        f"contrib pymongo {version('opentelemetry-instrumentation-pymongo')}",
         "",
-        f"{'workload':<52}{'metric':<12}"
-        + "".join(f"{HEADERS[k]:>22}" for k in VARIANTS)
-        + f"{'c/a':>8}{'c/b':>8}",
+        "CPU = median over rounds (min-max); x plain = median of per-round ratios (min-max);",
+        "added = variant - driver alone, per unit and per exported span",
     ]
-    targets = [
-        f"{'targets (added client CPU vs (a))':<52}{'(b) added':>12}{'(c) added':>12}"
-        f"{'c<=b':>8}{'(b)/span':>10}{'(c)/span':>10}{'x bare':>8}{'<=1.5x':>8}{'c/a CPU':>9}{'<=1.25':>8}"
-    ]
-    breakdown = [
-        f"{'where (c) added CPU goes, per unit':<52}{'(c) added':>12}{'PyMongo events':>16}"
-        f"{'SDK, bare':>12}{'the rest':>12}{'rest/span':>11}"
-    ]
-    for i, (driver, name, unit, _work) in enumerate(WORKLOADS):
-        series = results[i]
-        label = f"{'Motor' if driver == 'motor' else 'AsyncMongoClient'}: {name}"
-        first = label
-        for metric, attr in (("CPU", "cpu"), ("wall", "wall")):
-            m = {k: series.median(k, attr) for k in VARIANTS}
+    summary: list[str] = []
+    for i, (_driver, name, unit, _work) in enumerate(WORKLOADS):
+        r = results[i]
+        plain = r["plain"]
+        p = _median(plain)
+        title = name.format(concurrent=sizes.concurrent)
+        lines += [
+            "",
+            f"### {title}",
+            "",
+            f"| variant | CPU µs/{unit} | x plain | spans/{unit} | added µs/{unit} | added µs/span |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key in [*keys, FLOOR]:
+            samples = r[key]
+            cpu = _median(samples)
+            spans = _median(samples, "spans")
+            lo, hi = min(s.cpu for s in samples), max(s.cpu for s in samples)
+            if key == FLOOR:
+                ratio, added = "", cpu
+            else:
+                rs = _ratios(samples, plain)
+                ratio = f"{statistics.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})"
+                added = cpu - p
+            per_span = _us(added / spans) if spans >= 0.5 and key != "plain" else ""
             lines.append(
-                f"{label:<52}{metric + ' us/' + unit:<12}"
-                + "".join(f"{_us(m[k]):>22}" for k in VARIANTS)
-                + f"{m['c'] / m['a']:>8.2f}{m['c'] / m['b']:>8.2f}"
+                f"| {labels[key]} | {_us(cpu)} ({_us(lo)}-{_us(hi)}) | {ratio} | {spans:.1f} | "
+                f"{_us(added) if key != 'plain' else ''} | {per_span} |"
             )
-            label = ""
-        spans = {k: series.median(k, "spans") for k in VARIANTS}
-        lines.append(
-            f"{'':<52}{'spans/' + unit:<12}" + "".join(f"{spans[k]:>22.1f}" for k in VARIANTS)
-        )
-        cpu = {k: series.median(k, "cpu") for k in VARIANTS}
-        over_b, over_c = cpu["b"] - cpu["a"], cpu["c"] - cpu["a"]
-        per_span = over_c / spans["c"] if spans["c"] else float("nan")
-        per_b_span = over_b / spans["b"] if spans["b"] else float("nan")
-        ratio = cpu["c"] / cpu["a"]
-        targets.append(
-            f"{first:<52}{_us(over_b) + ' us':>12}{_us(over_c) + ' us':>12}"
-            f"{_verdict(over_c <= over_b):>8}{_us(per_b_span) + ' us':>10}{_us(per_span) + ' us':>10}{per_span / bare:>7.2f}x"
-            f"{_verdict(per_span <= 1.5 * bare):>8}{ratio:>9.2f}{_verdict(ratio <= 1.25):>8}"
-        )
-        events = series.median("l", "cpu") - cpu["a"]
-        sdk = bare * spans["c"]
-        rest = over_c - events - sdk
-        breakdown.append(
-            f"{first:<52}{_us(over_c) + ' us':>12}{_us(events) + ' us':>16}{_us(sdk) + ' us':>12}"
-            f"{_us(rest) + ' us':>12}{_us(rest / spans['c']) + ' us' if spans['c'] else '':>11}"
-        )
+        summary.append(_targets(title, r, unit))
     lines += [
         "",
-        f"bare SDK span (start_span + {round(attrs)} attributes + end, BatchSpanProcessor, "
-        f"same exporter): {_us(bare)} us CPU",
-        "an SDK span shaped like our command spans (12 attributes at start, 2 from the reply): "
-        f"{_us(statistics.median(command_like_cpu))} us CPU",
-        "(c)/span = ((c) - (a)) CPU per unit / (c) spans per unit; x bare = that / bare SDK span;",
-        "(b)/span = the same for the contrib instrumentation, for comparison",
+        "### Targets (reported, not asserted)",
         "",
-        *targets,
-        "",
-        "PyMongo events = (l) - (a): PyMongo building and publishing command events to a listener",
-        "that does nothing ((b) pays it too); SDK, bare = (c) spans per unit x bare SDK span; the",
-        "rest = our code, plus what the SDK costs in place beyond a bare span in a tight loop",
-        "",
-        *breakdown,
+        "| workload | ours/plain ≤ 1.35 (goal 1.25) | ours/span ≤ contrib/span | "
+        "unsampled ours/plain ≤ 1.05: ALWAYS_OFF, 1 % | events added ≤ contrib added | "
+        "ours added / floor (goal ≤ 2) | export adds per span: ours, contrib | "
+        "database/dup adds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *summary,
     ]
     return "\n".join(lines)
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
+def _targets(title: str, r: dict[str, list[Sample]], unit: str) -> str:
+    plain = r["plain"]
+    p = _median(plain)
+
+    def ratio(key: str) -> float:
+        return statistics.median(_ratios(r[key], plain)) if r.get(key) else float("nan")
+
+    def added(key: str) -> float:
+        return _median(r[key]) - p if r.get(key) else float("nan")
+
+    def per_span(key: str) -> float:
+        spans = _median(r.get(key), "spans")
+        return added(key) / spans if spans else float("nan")
+
+    ours = ratio("ours")
+    span_ours, span_contrib = per_span("ours"), per_span("contrib")
+    off, pct = ratio("ours_off"), ratio("ours_1pct")
+    events, contrib = added("ours_events"), added("contrib")
+    floor = _median(r[FLOOR])
+    spans = _median(r.get("ours"), "spans")
+    contrib_spans = _median(r.get("contrib"), "spans")
+    export_ours = (added("ours_otlp") - added("ours")) / spans if spans else float("nan")
+    export_contrib = (
+        (added("contrib_otlp") - added("contrib")) / contrib_spans
+        if contrib_spans
+        else float("nan")
+    )
+    return (
+        f"| {title} | {ours:.2f} {_verdict(ours <= 1.35)} | {_us(span_ours)} vs "
+        f"{_us(span_contrib)} µs {_verdict(span_ours <= span_contrib)} | {off:.2f}, {pct:.2f} "
+        f"{_verdict(off <= 1.05 and pct <= 1.05)} | {_us(events)} vs {_us(contrib)} µs/{unit} "
+        f"{_verdict(events <= contrib)} | {_us(added('ours'))} / {_us(floor)} = "
+        f"{added('ours') / floor:.2f} {_verdict(added('ours') / floor <= 2)} | "
+        f"{_us(export_ours)}, {_us(export_contrib)} µs | "
+        f"{_us(added('ours_dup') - added('ours'))} µs/{unit} |"
+    )
+
+
+def _pin(argv: list[str]) -> str:
+    """Re-run under ``taskset`` on the last CPU; the servers get the others."""
+    pinned = os.environ.get(PINNED)
+    if pinned is not None:
+        return f"client pinned to CPU {pinned} with taskset; servers on CPUs {os.environ.get('BENCH_SERVER_CPUS')}"
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if shutil.which("taskset") is None or len(cpus) < 2:
+        return "not pinned (no taskset, or one CPU)"
+    cpu, others = cpus[-1], cpus[:-1]
+    env = dict(os.environ, **{PINNED: str(cpu), "BENCH_SERVER_CPUS": ",".join(map(str, others))})
+    script = os.path.abspath(__file__)
+    os.execvpe("taskset", ["taskset", "-c", str(cpu), sys.executable, script, *argv], env)
+    raise AssertionError("unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds, small samples (~30 s)")
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small rounds: a smoke run")
     parser.add_argument("--rounds", type=int, help="override the number of measured rounds")
+    parser.add_argument("--no-pin", action="store_true", help="do not re-run under taskset")
+    parser.add_argument(
+        "--variants", help="comma-separated variant keys, for a partial run (plain is kept)"
+    )
     args = parser.parse_args(argv)
+    specs = SPECS
+    if args.variants:
+        wanted = {"plain", *args.variants.split(",")}
+        specs = [spec for spec in SPECS if spec.key in wanted]
+    pinned = "not pinned (--no-pin)" if args.no_pin else _pin(argv)
     sizes = QUICK if args.quick else FULL
     if args.rounds:
         sizes.rounds = args.rounds
     started = time.perf_counter()
-    with simulator_process() as uri:
-        results, bare, attrs, command_like = asyncio.run(run(uri, sizes))
-    print(report(results, bare, attrs, sizes, command_like))
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    with simulator_process() as uri, otlp_sink_process() as (otlp_url, received):
+        results = asyncio.run(run(uri, otlp_url, sizes, specs))
+    print(report(results, sizes, specs, pinned))
+    print(
+        f"\nOTLP sink received {received.get('requests', 0)} requests, "
+        f"{received.get('bytes', 0):,} bytes; total {time.perf_counter() - started:.0f} s"
+    )
+    print("command: .venv/bin/python benchmarks/overhead.py " + " ".join(argv))
     return 0
 
 

@@ -57,6 +57,7 @@ TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
 TXN_BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
 TXN_RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 TXN_WASTED_MS = "db.mongodb.transaction.wasted_ms"
+MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events (events mode)
 
 MONGODB = "mongodb"
 
@@ -112,7 +113,7 @@ _LSID_CACHE_MAX = 4096  # server sessions are pooled: a process sees few distinc
 
 def lsid_to_str(lsid: Any) -> str | None:
     """The session id's UUID as a string, as PyMongo's own tracing formats it."""
-    if not isinstance(lsid, Mapping):
+    if not isinstance(lsid, (dict, Mapping)):  # dict first: no ABC check per command
         return None
     raw = lsid.get("id")
     if isinstance(raw, (Binary, bytes)) and len(raw) == 16:
@@ -143,7 +144,9 @@ def timestamp_to_int(ts: Any) -> int | None:
 
 def cluster_time_of(reply: Mapping[str, Any]) -> int | None:
     ct = reply.get("$clusterTime")
-    return timestamp_to_int(ct.get("clusterTime")) if isinstance(ct, Mapping) else None
+    if isinstance(ct, (dict, Mapping)):  # dict first: no ABC check per reply
+        return timestamp_to_int(ct.get("clusterTime"))
+    return None
 
 
 def collection_of(command_name: str, command: Mapping[str, Any], database: str) -> str | None:
@@ -159,6 +162,70 @@ def collection_of(command_name: str, command: Mapping[str, Any], database: str) 
 
 def summary(name: str, database: str, collection: str | None) -> str:
     return f"{name} {database}.{collection}" if collection else f"{name} {database}"
+
+
+_MAX_CACHED = 1024
+_OPERATION_CACHE: dict[
+    tuple[str, str, str | None], tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]
+] = {}
+
+
+def operation_attributes(
+    operation: str, database: str, collection: str | None
+) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
+    """(span attributes, metric attributes) of an operation: built once per namespace.
+
+    Shared between calls: callers copy them rather than change them.
+    """
+    key = (operation, database, collection)
+    found = _OPERATION_CACHE.get(key)
+    if found is None:
+        metric: dict[str, AttributeValue] = {
+            DB_SYSTEM_NAME: MONGODB,
+            DB_NAMESPACE: database,
+            DB_OPERATION_NAME: operation,
+        }
+        if collection:
+            metric[DB_COLLECTION_NAME] = collection
+        span = {**metric, DB_OPERATION_SUMMARY: summary(operation, database, collection)}
+        if len(_OPERATION_CACHE) >= _MAX_CACHED:
+            _OPERATION_CACHE.clear()
+        found = _OPERATION_CACHE[key] = (span, metric)
+    return found
+
+
+_COMMAND_CACHE: dict[tuple[str, str, str | None, Any], Mapping[str, AttributeValue]] = {}
+
+
+def command_attributes(
+    name: str, database: str, collection: str | None, address: Any
+) -> Mapping[str, AttributeValue]:
+    """A command span's constant attributes (per command name, namespace and server).
+
+    Shared between calls: callers copy them rather than change them.
+    """
+    key = (name, database, collection, address)
+    cacheable = True
+    try:
+        found = _COMMAND_CACHE.get(key)
+    except TypeError:  # an unhashable address: build it every time
+        found, cacheable = None, False
+    if found is None:
+        attrs: dict[str, AttributeValue] = {
+            DB_SYSTEM_NAME: MONGODB,
+            DB_NAMESPACE: database,
+            DB_COMMAND_NAME: name,
+            DB_QUERY_SUMMARY: summary(name, database, collection),
+            **server_attributes(address),
+        }
+        if collection:
+            attrs[DB_COLLECTION_NAME] = collection
+        found = attrs
+        if cacheable:
+            if len(_COMMAND_CACHE) >= _MAX_CACHED:
+                _COMMAND_CACHE.clear()
+            _COMMAND_CACHE[key] = attrs
+    return found
 
 
 _SERVER_CACHE: dict[Any, Mapping[str, AttributeValue]] = {}

@@ -11,11 +11,13 @@ from typing import Any, Literal
 from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 
 WithTransactionMode = Literal["driver", "spec"]
+CommandDetail = Literal["spans", "events"]
 
 ENV_PREFIX = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _HOOKS = ("request_hook", "response_hook", "failed_hook", "transaction_hook")
+_COMMAND_DETAIL = ("spans", "events")
 _logger = logging.getLogger("motor_otel")
 
 
@@ -32,6 +34,7 @@ class Settings:
     response_hook: ResponseHook | None = None
     failed_hook: FailedHook | None = None
     transaction_hook: TransactionHook | None = None
+    command_detail: CommandDetail = "spans"
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -82,6 +85,11 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in ("driver", "spec"):
             raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")
         return value
+    if name == "command_detail":
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in _COMMAND_DETAIL:
+            raise ValueError(f"command_detail must be 'spans' or 'events', got {value!r}")
+        return text
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()

@@ -8,14 +8,18 @@ command itself carries. Both maps are bounded and guarded by one lock.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
+from motor_otel._sampling import Decider
 from motor_otel.config import Settings
 from motor_otel.events import RetryCause, TransactionObserver
 
@@ -37,6 +41,22 @@ class Attempt:
     owner: object = None  # the session object's token: an lsid outlives its session (pooled)
     started: float = 0.0  # perf_counter() when it opened: its share of the time lost to retries
     retry_cause: RetryCause | None = None  # the first operation that failed with TTE in it
+    recording: bool = True  # decided once, when the attempt starts
+    silent: bool = False  # nothing under it records either: its commands get no span
+    _context: otel_context.Context | None = None
+
+    @property
+    def context(self) -> otel_context.Context:
+        """The attempt's span as a parent context, built once for all its children."""
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = trace.set_span_in_context(self.span)
+        return ctx
+
+
+Command = tuple[Span | None, Attempt | None, int, int | None]
+"""An in-flight command: (its span or its event's span, its attempt, event start ns or 0, the
+cursor id it sent, for its event)."""
 
 
 class Correlator:
@@ -49,7 +69,7 @@ class Correlator:
     def __init__(self, max_attempts: int = MAX_ATTEMPTS, max_commands: int = MAX_COMMANDS) -> None:
         self._lock = threading.Lock()
         self._attempts: OrderedDict[str, Attempt] = OrderedDict()
-        self._commands: OrderedDict[Hashable, tuple[Span, Attempt | None]] = OrderedDict()
+        self._commands: OrderedDict[Hashable, Command] = OrderedDict()
         self._max_attempts = max_attempts
         self._max_commands = max_commands
 
@@ -83,15 +103,28 @@ class Correlator:
             if attempt is not None and attempt.owner is owner:
                 del self._attempts[lsid]
 
-    def start_command(self, key: Hashable, span: Span, attempt: Attempt | None) -> None:
-        with self._lock:
-            self._commands[key] = (span, attempt)
-            if len(self._commands) > self._max_commands:
-                self._commands.popitem(last=False)
+    # The in-flight command map takes no lock: each of its operations is one call into the C
+    # implementation of OrderedDict, atomic under the GIL; racing evictions only drop extra
+    # entries of a map that is over its bound anyway.
+    def start_command(
+        self,
+        key: Hashable,
+        span: Span | None,
+        attempt: Attempt | None,
+        event_at: int = 0,
+        cursor_id: int | None = None,
+    ) -> None:
+        """Remember an in-flight command: its span (``None`` when it has none, only its
+        attempt's error labels to collect), or in ``events`` mode the span its event goes on,
+        when it was sent (``event_at``, ns) and the cursor it names."""
+        commands = self._commands
+        commands[key] = (span, attempt, event_at, cursor_id)
+        if len(commands) > self._max_commands:
+            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread
+                commands.popitem(last=False)
 
-    def pop_command(self, key: Hashable) -> tuple[Span, Attempt | None] | None:
-        with self._lock:
-            return self._commands.pop(key, None)
+    def pop_command(self, key: Hashable) -> Command | None:
+        return self._commands.pop(key, None)
 
     def sizes(self) -> tuple[int, int]:
         """(open attempts, in-flight commands): for leak checks and benchmarks."""
@@ -111,3 +144,20 @@ class Telemetry:
     enabled: bool = True
     native: bool = False  # PyMongo's own tracing is on: it owns operation and command spans
     old_names: bool = False  # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup, read at instrument()
+    attribute_observers: bool = False  # an observer (the lifecycle logger) reads attributes
+    decider: Decider = field(init=False)
+    events: bool = field(init=False)  # command_detail="events": commands become span events
+
+    def __post_init__(self) -> None:
+        self.decider = Decider(self.tracer)
+        self.events = self.settings.command_detail == "events"
+
+    def observed(self) -> bool:
+        """Some observer would use a lifecycle fact now: no summary is built for nobody.
+
+        Metrics behind the API's proxy meter are ``idle`` until a meter provider is set.
+        """
+        observers = self.observers
+        if len(observers) != 1:
+            return bool(observers)
+        return not getattr(observers[0], "idle", False)

@@ -27,7 +27,7 @@ from motor_otel.coexistence import (
     restore_contrib,
     strip_contrib,
 )
-from motor_otel.config import Settings, WithTransactionMode
+from motor_otel.config import CommandDetail, Settings, WithTransactionMode
 from motor_otel.correlation import Telemetry
 from motor_otel.listener import TracingCommandListener
 from motor_otel.logs import LifecycleLogger
@@ -65,9 +65,12 @@ def _build(
     resolved = Settings.resolve(**settings)
     tracer = trace.get_tracer("motor_otel", __version__, tracer_provider, schema_url=A.SCHEMA_URL)
     telemetry = Telemetry(tracer=tracer, settings=resolved, old_names=_old_names_opted_in())
-    telemetry.observers.append(MongoMetrics(meter_provider))
+    recorder = MongoMetrics(meter_provider)
+    if not recorder.noop:  # the API's no-op meter: noticed here once, so it costs nothing later
+        telemetry.observers.append(recorder)
     if resolved.log_lifecycle:
         telemetry.observers.append(LifecycleLogger())
+        telemetry.attribute_observers = True
     return telemetry
 
 
@@ -298,6 +301,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         query_text_max_length: int | None = None,
         query_text_raw_values: bool | None = None,
         log_lifecycle: bool | None = None,
+        command_detail: CommandDetail | None = None,
         request_hook: RequestHook | None = None,
         response_hook: ResponseHook | None = None,
         failed_hook: FailedHook | None = None,
@@ -322,6 +326,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             query_text_max_length=query_text_max_length,
             query_text_raw_values=query_text_raw_values,
             log_lifecycle=log_lifecycle,
+            command_detail=command_detail,
             request_hook=request_hook,
             response_hook=response_hook,
             failed_hook=failed_hook,

@@ -1,13 +1,16 @@
 """Command spans from PyMongo's command monitoring, parented by correlation.
 
 Events arrive synchronously on the thread that sent the command, so the per-event path is kept
-short: nothing is built for a span that does not record.
+short: nothing is built for a span that does not record, and no span is started under a parent
+whose children provably would not record (decided once, when the operation or attempt started).
+In ``command_detail="events"`` mode a command is an event on its operation (or attempt) span.
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from types import CodeType, FrameType
@@ -24,7 +27,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.operations import CURRENT_OPERATION
+from motor_otel.operations import CURRENT_OPERATION, OperationScope
 
 
 class TracingCommandListener(monitoring.CommandListener):
@@ -43,59 +46,91 @@ class TracingCommandListener(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         t = self.telemetry
-        if not (t.enabled and t.settings.enabled and is_instrumentation_enabled()):
+        if not (t.enabled and t.settings.enabled):
+            return
+        scope = CURRENT_OPERATION.get()
+        # Inside an operation of ours, suppression was checked when it started (no user code
+        # runs between then and its commands); elsewhere, ask now.
+        if scope is None and not is_instrumentation_enabled():
             return
         try:  # not `with guard(...)`: this runs for every command, and try costs nothing
             if self.suppressor is not None:
                 self.suppressor.enforce()
-            scope = CURRENT_OPERATION.get()
-            if scope.native if scope is not None else pymongo_traces_command(t.native):
+            if scope is not None and scope.silent:  # nothing under it records: labels only
+                scope.address = event.connection_id  # the metric's server.*
+                if scope.attempt is not None:  # the session's: the one its commands carry
+                    t.correlator.start_command(
+                        (event.connection_id, event.request_id), None, scope.attempt
+                    )
+            elif scope.native if scope is not None else pymongo_traces_command(t.native):
                 if scope is not None:  # our metric's server.*, though PyMongo makes the span
                     scope.address = event.connection_id
                 self._native_started(event)
             else:
-                self._started(event, _driver_connection_id(sys._getframe(1)))
+                self._started(event, scope, sys._getframe(1))
         except Exception as exc:
             report("listener.started", exc)
 
-    def _started(self, event: monitoring.CommandStartedEvent, driver_id: int | None) -> None:
+    def _started(
+        self,
+        event: monitoring.CommandStartedEvent,
+        scope: OperationScope | None,
+        publisher: FrameType,
+    ) -> None:
         command = event.command
         name = event.command_name
         if A.is_sensitive(name, command):
             return
+        t = self.telemetry
         lsid = A.lsid_to_str(command.get("lsid"))
         txn = A.txn_number_of(command)
         attempt = None
-        link = None
-        scope = CURRENT_OPERATION.get()
         if lsid is not None and txn is not None:
-            attempt = self.telemetry.correlator.find_attempt(lsid, txn)
-        # Parent, per the correlation rules in docs/architecture.md.
+            attempt = t.correlator.find_attempt(lsid, txn)
+        key = (event.connection_id, event.request_id)
+        # Parent, per the correlation rules in docs/architecture.md; whether anything under it
+        # records was decided when it started (its `silent`), so nothing is built for nobody.
+        ctx = None
         if attempt is not None and (scope is None or scope.attempt is not attempt):
-            parent: Span | None = attempt.span
+            parent: Span = attempt.span
+            silent = attempt.silent
+            if not silent:
+                ctx = attempt.context
+        elif scope is not None:
+            scope.address = event.connection_id  # the metric's server.*: its last command's
+            parent, silent, ctx = scope.span, scope.silent, scope.context
+            if not silent and ctx is None:
+                ctx = trace.set_span_in_context(parent)
+        else:
+            parent = trace.get_current_span()
+            silent = t.decider.children_dropped(parent)
+        if t.events:  # no span: an event on the operation (or attempt) span, at the reply,
+            # stamped when sent. Never on a span that is not ours (a command outside any
+            # operation or transaction of ours, e.g. PyMongo's own endSessions): none then.
+            if (scope is not None or attempt is not None) and parent.is_recording():
+                cursor = _sent_cursor_id(name, command)
+                t.correlator.start_command(key, parent, attempt, time.time_ns(), cursor)
+            elif attempt is not None:
+                t.correlator.start_command(key, None, attempt)
+            return
+        if silent:
+            if attempt is not None:  # its replies' error labels still count, for the metrics
+                t.correlator.start_command(key, None, attempt)
+            return
+        link = None
+        if attempt is not None and parent is attempt.span:
             caller = trace.get_current_span().get_span_context()
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
-        elif scope is not None:
-            parent = scope.span
-            scope.address = event.connection_id  # the metric's server.*: its last command's
-        else:
-            parent = None
-        span = self.telemetry.tracer.start_span(
-            name,
-            context=trace.set_span_in_context(parent) if parent is not None else None,
-            kind=SpanKind.CLIENT,
-            links=link,
-        )
+        span = t.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, links=link)
         if span.is_recording():
             attrs = self._start_attributes(event, name, command, lsid, txn)
+            driver_id = _driver_connection_id(publisher)
             if driver_id is not None:
                 attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
             span.set_attributes(attrs)
-            call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
-        self.telemetry.correlator.start_command(
-            (event.connection_id, event.request_id), span, attempt
-        )
+            call_hook("request_hook", t.settings.request_hook, span, event)
+        t.correlator.start_command(key, span, attempt)
 
     def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
         """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
@@ -107,7 +142,7 @@ class TracingCommandListener(monitoring.CommandListener):
         attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
         if attempt is not None:
             self.telemetry.correlator.start_command(
-                (event.connection_id, event.request_id), trace.INVALID_SPAN, attempt
+                (event.connection_id, event.request_id), None, attempt
             )
 
     def _start_attributes(
@@ -120,32 +155,16 @@ class TracingCommandListener(monitoring.CommandListener):
     ) -> dict[str, Any]:
         db = event.database_name
         coll = A.collection_of(name, command, db)
-        attrs: dict[str, Any] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.DB_NAMESPACE: db,
-            A.DB_COMMAND_NAME: name,
-            A.DB_QUERY_SUMMARY: A.summary(name, db, coll),
-            **A.server_attributes(event.connection_id),
-        }
-        if coll:
-            attrs[A.DB_COLLECTION_NAME] = coll
+        attrs: dict[str, Any] = dict(A.command_attributes(name, db, coll, event.connection_id))
         if lsid is not None:
             attrs[A.MONGODB_LSID] = lsid
         if txn is not None:
             attrs[A.MONGODB_TXN_NUMBER] = txn
         if event.server_connection_id is not None:
             attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
-        if name in ("getMore", "killCursors"):
-            cursors = command.get("cursors")
-            cursor = (
-                command.get(name)
-                if name == "getMore"
-                else cursors[0]
-                if isinstance(cursors, list) and cursors
-                else None
-            )
-            if isinstance(cursor, int) and not isinstance(cursor, bool):
-                attrs[A.MONGODB_CURSOR_ID] = int(cursor)
+        cursor = _sent_cursor_id(name, command)
+        if cursor is not None:
+            attrs[A.MONGODB_CURSOR_ID] = cursor
         settings = self.telemetry.settings
         text = A.query_text(command, settings.query_text_max_length, settings.query_text_raw_values)
         if text is not None:
@@ -156,16 +175,19 @@ class TracingCommandListener(monitoring.CommandListener):
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
         if found is None:
             return
-        span, attempt = found
+        span, attempt, event_at, sent_cursor = found
         try:
-            if span.is_recording():
-                reply = event.reply
+            reply = event.reply
+            if span is None or not span.is_recording():
+                # Not ours to record (PyMongo's, or unsampled): its error labels only.
+                labels = A.error_labels_of(reply)
+                if labels:  # e.g. a writeConcernError on an ok:1 commit
+                    _note_labels(attempt, labels)
+            else:
                 attrs: dict[str, Any] = {}
-                cursor = reply.get("cursor")
-                cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
-                if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
-                    attrs[A.MONGODB_CURSOR_ID] = int(cursor_id)
-                _times(reply, attrs)
+                cursor_id = _reply_cursor_id(reply) or sent_cursor
+                if cursor_id is not None:
+                    attrs[A.MONGODB_CURSOR_ID] = cursor_id
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
                     attrs[A.ERROR_LABELS] = labels
@@ -175,37 +197,85 @@ class TracingCommandListener(monitoring.CommandListener):
                     if "writeErrors" in reply or "writeConcernError" in reply
                     else None
                 )
+                if event_at:
+                    _command_event(span, event, event_at, attrs, error)
+                    return
+                _times(reply, attrs)
                 if error is None:
                     span.set_attributes(attrs)
                 else:
                     _record_failure(span, _write_failure(reply), error, attrs, labels)
                 call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
-            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
-                _note_labels(attempt, A.error_labels_of(event.reply))
         except Exception as exc:
             report("listener.succeeded", exc)
-        span.end()
+        if span is not None and not event_at:
+            span.end()
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
         if found is None:
             return
-        span, attempt = found
+        span, attempt, event_at, sent_cursor = found
         with guard("listener.failed"):
-            if span.is_recording():
-                failure = event.failure
+            failure = event.failure
+            labels = A.error_labels_of(failure)
+            if labels:
+                _note_labels(attempt, labels)
+            if span is not None and span.is_recording():
                 attrs: dict[str, Any] = {}
-                labels = A.error_labels_of(failure)
                 if labels:
                     attrs[A.ERROR_LABELS] = labels
-                    _note_labels(attempt, labels)
-                _times(failure, attrs)
                 error = E.reply_error(failure) or (E.class_name(OperationFailure), None)
+                if event_at:
+                    if sent_cursor is not None:
+                        attrs[A.MONGODB_CURSOR_ID] = sent_cursor
+                    _command_event(span, event, event_at, attrs, error)
+                    return
+                _times(failure, attrs)
                 _record_failure(span, failure, error, attrs, labels)
                 call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
-            elif attempt is not None:  # not ours to record (PyMongo's, or unsampled): labels only
-                _note_labels(attempt, A.error_labels_of(event.failure))
-        span.end()
+        if span is not None and not event_at:
+            span.end()
+
+
+def _command_event(
+    span: Span,
+    event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
+    event_at: int,
+    attrs: dict[str, Any],
+    error: tuple[str, int | None] | None,
+) -> None:
+    """``command_detail="events"``: the command as one event on its operation (or attempt)
+    span, stamped when it was sent; a failure's ``error.type`` is the one its span would have."""
+    attrs[A.MONGODB_COMMAND_DURATION_MS] = event.duration_micros / 1000.0
+    if event.server_connection_id is not None:
+        attrs[A.MONGODB_SERVER_CONNECTION_ID] = int(event.server_connection_id)
+    if error is not None:
+        attrs[A.ERROR_TYPE] = error[0]
+        if error[1] is not None:
+            attrs[A.DB_RESPONSE_STATUS_CODE] = str(error[1])
+    span.add_event(event.command_name, attrs, timestamp=event_at)
+
+
+def _sent_cursor_id(name: str, command: Any) -> int | None:
+    """The cursor a getMore or killCursors command names."""
+    if name == "getMore":
+        cursor = command.get(name)
+    elif name == "killCursors":
+        cursors = command.get("cursors")
+        cursor = cursors[0] if isinstance(cursors, list) and cursors else None
+    else:
+        return None
+    return int(cursor) if isinstance(cursor, int) and not isinstance(cursor, bool) else None
+
+
+def _reply_cursor_id(reply: Any) -> int | None:
+    """The (non-zero) cursor a reply opened or continued."""
+    cursor = reply.get("cursor")
+    cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
+    if isinstance(cursor_id, int) and not isinstance(cursor_id, bool) and cursor_id:
+        return int(cursor_id)
+    return None
 
 
 def _record_failure(

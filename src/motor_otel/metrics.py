@@ -1,12 +1,15 @@
 """Metrics that say what the spans say, through the OpenTelemetry metrics API only.
 
 A :class:`~motor_otel.events.TransactionObserver`: the tracing core hands it lifecycle facts and
-it records them. Without an SDK every instrument is a no-op.
+it records them, whatever the trace sampler decided. Without an SDK every instrument is a no-op:
+the API's no-op meter is noticed once (:attr:`MongoMetrics.noop`, and the instrumentor then
+registers no observer at all), the API's proxy meter before a provider is set is checked with
+one attribute read per fact. Attribute sets are built once per distinct value and reused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
@@ -45,10 +48,21 @@ _OPERATION_KEYS = (
     A.ERROR_TYPE,
     A.DB_RESPONSE_STATUS_CODE,
 )
+_OPERATION_KEY_SET = frozenset(_OPERATION_KEYS)
 
 
 def _labels(labels: Sequence[str]) -> Sequence[str]:
     return labels or ("none",)
+
+
+_MAX_CACHED = 1024  # distinct attribute sets kept per cache; a cache that fills is cleared
+_RETRY_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
+_TRANSACTION_ATTRS: dict[
+    tuple[str, str | None, tuple[str, ...]],
+    tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]],
+] = {}
+_WASTED_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
+_NOT_RETRIED_ATTRS: dict[tuple[tuple[str, ...], str | None], Mapping[str, AttributeValue]] = {}
 
 
 def _cause_attributes(cause: RetryCause | None, *, error_type: bool) -> dict[str, AttributeValue]:
@@ -64,6 +78,71 @@ def _cause_attributes(cause: RetryCause | None, *, error_type: bool) -> dict[str
     return attrs
 
 
+def _retry_attributes(label: str, cause: RetryCause | None = None) -> Mapping[str, AttributeValue]:
+    key = (label, cause)
+    attrs = _RETRY_ATTRS.get(key)
+    if attrs is None:
+        if len(_RETRY_ATTRS) >= _MAX_CACHED:
+            _RETRY_ATTRS.clear()
+        attrs = _RETRY_ATTRS[key] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            ERROR_LABEL: label,
+            **_cause_attributes(cause, error_type=True),
+        }
+    return attrs
+
+
+def _wasted_attributes(summary: TransactionSummary) -> Mapping[str, AttributeValue]:
+    """The outcome and, with one cause, its collection and operation (not its error.type)."""
+    key = (summary.outcome, summary.retry_cause)
+    attrs = _WASTED_ATTRS.get(key)
+    if attrs is None:
+        if len(_WASTED_ATTRS) >= _MAX_CACHED:
+            _WASTED_ATTRS.clear()
+        attrs = _WASTED_ATTRS[key] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.TXN_OUTCOME: summary.outcome,
+            **_cause_attributes(summary.retry_cause, error_type=False),
+        }
+    return attrs
+
+
+def _not_retried_attributes(info: AttemptInfo) -> Mapping[str, AttributeValue]:
+    key = (tuple(info.error_labels), info.error_type)
+    attrs = _NOT_RETRIED_ATTRS.get(key)
+    if attrs is None:
+        found: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            ERROR_LABELS: ",".join(sorted(info.error_labels)) or "none",
+        }
+        if info.error_type is not None:
+            found[A.ERROR_TYPE] = info.error_type
+        if len(_NOT_RETRIED_ATTRS) >= _MAX_CACHED:
+            _NOT_RETRIED_ATTRS.clear()
+        attrs = _NOT_RETRIED_ATTRS[key] = found
+    return attrs
+
+
+def _transaction_attributes(
+    summary: TransactionSummary,
+) -> tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]]:
+    """(duration/attempts attributes, transactions-counter attributes) for a summary."""
+    key = (summary.outcome, summary.error_type, tuple(summary.error_labels))
+    found = _TRANSACTION_ATTRS.get(key)
+    if found is None:
+        attrs: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.TXN_OUTCOME: summary.outcome,
+        }
+        if summary.error_type is not None:
+            attrs[A.ERROR_TYPE] = summary.error_type
+        labels = ",".join(sorted(summary.error_labels)) or "none"
+        if len(_TRANSACTION_ATTRS) >= _MAX_CACHED:
+            _TRANSACTION_ATTRS.clear()
+        found = _TRANSACTION_ATTRS[key] = (attrs, {**attrs, ERROR_LABELS: labels})
+    return found
+
+
 class MongoMetrics:
     """Records operation and transaction metrics; see the README's metric table."""
 
@@ -72,16 +151,21 @@ class MongoMetrics:
         "_commit_not_retried",
         "_commit_retries",
         "_operation_duration",
+        "_proxy",
         "_retries",
         "_transaction_duration",
         "_transactions",
         "_wasted_duration",
+        "noop",
     )
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         meter = metrics.get_meter(
             "motor_otel", __version__, meter_provider, schema_url=A.SCHEMA_URL
         )
+        self.noop = isinstance(meter, metrics.NoOpMeter)  # nothing recorded goes anywhere
+        # The API's proxy meter (no provider set yet) becomes real when one is set.
+        self._proxy = meter if hasattr(meter, "_real_meter") else None
         self._operation_duration = meter.create_histogram(
             OPERATION_DURATION,
             unit="s",
@@ -130,45 +214,43 @@ class MongoMetrics:
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
 
+    @property
+    def idle(self) -> bool:
+        """The API's proxy meter with no provider behind it yet: nothing to record."""
+        proxy = self._proxy
+        return proxy is not None and getattr(proxy, "_real_meter", None) is None
+
     def transaction_retry(self, info: AttemptInfo) -> None:
-        cause = _cause_attributes(info.retry_cause, error_type=True)
+        if self.idle:
+            return
         for label in _labels(info.error_labels):
-            self._retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label, **cause})
+            self._retries.add(1, _retry_attributes(label, info.retry_cause))
 
     def commit_retry(self, info: AttemptInfo) -> None:
+        if self.idle:
+            return
         for label in _labels(info.error_labels):
-            self._commit_retries.add(1, {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label})
+            self._commit_retries.add(1, _retry_attributes(label))
 
     def commit_not_retried(self, info: AttemptInfo) -> None:
-        attrs: dict[str, AttributeValue] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            ERROR_LABELS: ",".join(sorted(info.error_labels)) or "none",
-        }
-        if info.error_type is not None:
-            attrs[A.ERROR_TYPE] = info.error_type
-        self._commit_not_retried.add(1, attrs)
+        if self.idle:
+            return
+        self._commit_not_retried.add(1, _not_retried_attributes(info))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
-        attrs: dict[str, AttributeValue] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.TXN_OUTCOME: summary.outcome,
-        }
-        if summary.error_type is not None:
-            attrs[A.ERROR_TYPE] = summary.error_type
+        if self.idle:
+            return
+        attrs, counted = _transaction_attributes(summary)
         self._transaction_duration.record(summary.duration_s, attrs)
         self._attempts.record(summary.attempts, attrs)
-        labels = ",".join(sorted(summary.error_labels)) or "none"
-        self._transactions.add(1, {**attrs, ERROR_LABELS: labels})
+        self._transactions.add(1, counted)
         if summary.wasted_s > 0:
-            self._wasted_duration.record(
-                summary.wasted_s,
-                {
-                    A.DB_SYSTEM_NAME: A.MONGODB,
-                    A.TXN_OUTCOME: summary.outcome,
-                    **_cause_attributes(summary.retry_cause, error_type=False),
-                },
-            )
+            self._wasted_duration.record(summary.wasted_s, _wasted_attributes(summary))
 
     def operation_ended(self, summary: OperationSummary) -> None:
-        attrs = {k: summary.attributes[k] for k in _OPERATION_KEYS if k in summary.attributes}
+        if self.idle:
+            return
+        attrs = summary.attributes
+        if not _OPERATION_KEY_SET.issuperset(attrs):  # the core hands over exactly these
+            attrs = {k: attrs[k] for k in _OPERATION_KEYS if k in attrs}
         self._operation_duration.record(summary.duration_s, attrs)

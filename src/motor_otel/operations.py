@@ -12,7 +12,7 @@ import inspect
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -32,10 +32,15 @@ from motor_otel.events import OperationSummary, RetryCause
 
 @dataclass(slots=True, eq=False)
 class OperationScope:
+    """One operation in flight; whether it records is decided once, here, for all it sends."""
+
     span: Span
     attempt: Attempt | None
-    attrs: dict[str, Any]  # the metric's attributes, known without reading the span back
+    attrs: Mapping[str, Any]  # the metric's attributes (shared: copied before any change)
     native: bool = False  # PyMongo traces this operation itself: ours is a non-recording span
+    recording: bool = True  # the span records: attributes, exceptions, links are worth building
+    silent: bool = False  # nothing under it would record either: commands get no span
+    context: otel_context.Context | None = None  # the span as a parent, built once
     address: Any = None  # (host, port) of the connection that served its last command
 
 
@@ -110,49 +115,54 @@ def start_operation(
     if CURRENT_OPERATION.get() is not None:
         return None  # a public method called by another one: the outer operation owns it
     attempt = attempt_of(session)
+    span_attrs, attrs = A.operation_attributes(operation, db, collection)
+    if telemetry.native:
+        return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True, recording=False)
+    # The parent: the session's attempt, else the caller's span. One that does not record, and
+    # whose children provably would not either, stands in for the span: nothing is started.
+    if attempt is not None:
+        if attempt.silent:
+            return OperationScope(attempt.span, attempt, attrs, recording=False, silent=True)
+        caller = trace.get_current_span(parent)
+    else:
+        caller = trace.get_current_span(parent)
+        if telemetry.decider.children_dropped(caller):
+            return OperationScope(caller, None, attrs, recording=False, silent=True)
     links: list[Link] | None = None
     ctx: otel_context.Context | None = parent
-    if attempt is not None:
-        caller = trace.get_current_span(parent)
-        if caller is not attempt.span:  # in the callback it is: nothing to add
-            ctx = trace.set_span_in_context(attempt.span)
-            caller_ctx = caller.get_span_context()
-            if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
-                links = [Link(caller_ctx)]
-    name = A.summary(operation, db, collection)
-    attrs: dict[str, Any] = {
-        A.DB_SYSTEM_NAME: A.MONGODB,
-        A.DB_NAMESPACE: db,
-        A.DB_OPERATION_NAME: operation,
-        A.DB_OPERATION_SUMMARY: name,
-    }
-    if collection:
-        attrs[A.DB_COLLECTION_NAME] = collection
-    if telemetry.native:
-        return OperationScope(trace.INVALID_SPAN, attempt, attrs, native=True)
+    if attempt is not None and caller is not attempt.span:  # in the callback it is: no link
+        ctx = attempt.context
+        caller_ctx = caller.get_span_context()
+        if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
+            links = [Link(caller_ctx)]
     span = telemetry.tracer.start_span(
-        name,
+        span_attrs[A.DB_OPERATION_SUMMARY],  # type: ignore[arg-type]
         context=ctx,
         kind=SpanKind.CLIENT,
-        attributes=A.with_old_names(dict(attrs)) if telemetry.old_names else attrs,
+        attributes=A.with_old_names(dict(span_attrs)) if telemetry.old_names else span_attrs,
         links=links,
     )
-    return OperationScope(span, attempt, attrs)
+    if span.is_recording():
+        return OperationScope(span, attempt, attrs, context=trace.set_span_in_context(span))
+    silent = telemetry.decider.children_dropped(span)
+    return OperationScope(span, attempt, attrs, recording=False, silent=silent)
 
 
 def finish_operation(
     telemetry: Telemetry, scope: OperationScope, started: float, exc: BaseException | None
 ) -> None:
     span = scope.span
-    attrs = scope.attrs  # this operation's own dict: completed in place, never shared
+    attrs = scope.attrs  # shared by every operation on this namespace: never changed in place
     if exc is not None:
-        attrs.update(record_exception(span, exc))
+        failure = record_exception(span, exc) if scope.recording else E.error_attributes(exc)
+        attrs = {**attrs, **failure}
         if scope.attempt is not None:
             note_retry_cause(scope.attempt, attrs, exc)
-    span.end()
-    if telemetry.observers:
+    if scope.recording:
+        span.end()
+    if telemetry.observed():
         if scope.address is not None:
-            attrs.update(A.server_attributes(scope.address))
+            attrs = {**attrs, **A.server_attributes(scope.address)}
         summary = OperationSummary(time.perf_counter() - started, attrs)
         for observer in telemetry.observers:
             try:
@@ -226,9 +236,9 @@ def enter(scope: OperationScope) -> _Tokens:
     A pair of plain calls rather than a context manager: it runs around every driver call.
     """
     token = CURRENT_OPERATION.set(scope)
-    if scope.native:  # PyMongo's own operation span must find its real parent as current
+    if scope.context is None:  # not recording (or native: PyMongo's span needs its real parent)
         return token, None
-    return token, otel_context.attach(trace.set_span_in_context(scope.span))
+    return token, otel_context.attach(scope.context)
 
 
 def leave(tokens: _Tokens) -> None:
@@ -248,23 +258,32 @@ def activated(scope: OperationScope) -> Iterator[None]:
         leave(tokens)
 
 
-@contextmanager
-def operation_span(
-    telemetry: Telemetry, operation: str, *, db: str, collection: str | None, session: Any
-) -> Iterator[OperationScope | None]:
-    """Run a block as one operation span (used by sessions for commit/abort)."""
-    scope = start_operation(telemetry, operation, db=db, collection=collection, session=session)
-    if scope is None:
-        yield None
-        return
-    started = time.perf_counter()
-    try:
-        with activated(scope):
-            yield scope
-    except BaseException as exc:
-        finish_operation(telemetry, scope, started, exc)
-        raise
-    finish_operation(telemetry, scope, started, None)
+class operation_span:
+    """``with operation_span(...) as scope:`` runs a block as one operation span (sessions use it
+    for commit/abort). A class, not ``@contextmanager``: no generator on every commit."""
+
+    __slots__ = ("_scope", "_started", "_telemetry", "_tokens")
+
+    def __init__(
+        self, telemetry: Telemetry, operation: str, *, db: str, collection: str | None, session: Any
+    ) -> None:
+        self._telemetry = telemetry
+        self._scope = start_operation(
+            telemetry, operation, db=db, collection=collection, session=session
+        )
+
+    def __enter__(self) -> OperationScope | None:
+        scope = self._scope
+        if scope is not None:
+            self._started = time.perf_counter()
+            self._tokens = enter(scope)
+        return scope
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        scope = self._scope
+        if scope is not None:
+            leave(self._tokens)
+            finish_operation(self._telemetry, scope, self._started, exc)
 
 
 # -- patching Motor ----------------------------------------------------------------------------
@@ -493,8 +512,8 @@ def _hand_over(telemetry: Telemetry, scope: OperationScope, started: float, resu
 
 def _pending_scope(cursor: Any) -> tuple[_PendingCursorOperation | None, OperationScope | None]:
     pending: _PendingCursorOperation | None = getattr(cursor, "_motor_otel_op", None)
-    if pending is None or CURRENT_OPERATION.get() is not None:
-        return None, None
+    if pending is None or CURRENT_OPERATION.get() is not None or not is_instrumentation_enabled():
+        return None, None  # (the listener trusts a current operation to have checked that)
     with guard("operations.cursor_fetch"):
         return pending, pending.begin()
     return pending, None
@@ -550,7 +569,7 @@ def _wrap_get_more(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _get_more(self: Any) -> Any:
         pending: _PendingCursorOperation | None = getattr(self, "_motor_otel_op", None)
-        if pending is None:
+        if pending is None or not is_instrumentation_enabled():
             return original(self)
         scope = None
         with guard("operations.cursor_fetch"):

@@ -70,6 +70,7 @@ class _WithTransaction:
     backoff_ms: float = 0.0  # summed over retries
     lost_s: float = 0.0  # time in attempts that did not commit
     causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
+    silent: bool = False  # nothing under its span records: its attempts are stand-ins too
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +119,11 @@ def _option_attributes(
 
 
 def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
-    """Hand a fact to every observer with ``span`` current, so log lines carry its ids."""
-    token = otel_context.attach(trace.set_span_in_context(span))
+    """Hand a fact to every observer with ``span`` current, so log lines carry its ids (and
+    metric exemplars its trace); a span that does not record is made current only for logs."""
+    token = None
+    if t.attribute_observers or span.is_recording():
+        token = otel_context.attach(trace.set_span_in_context(span))
     try:
         for observer in t.observers:
             try:
@@ -127,7 +131,8 @@ def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
             except Exception as exc:
                 report(f"observer.{method}", exc)
     finally:
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
 
 
 class _TransactionTracer:
@@ -172,9 +177,9 @@ class _TransactionTracer:
         t = self._tracing()
         if t is not None:
             with guard("session.start_transaction"):
-                self._open_attempt(t, _option_attributes(*options))
+                self._open_attempt(t, options)
 
-    def _open_attempt(self, t: Telemetry, options: dict[str, Any]) -> None:
+    def _open_attempt(self, t: Telemetry, options: tuple[Any, ...]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
         started = time.perf_counter()
@@ -184,7 +189,7 @@ class _TransactionTracer:
         if wt is not None:
             wt.attempts += 1
             number = wt.attempts
-            parent = trace.set_span_in_context(wt.span)
+            parent_span = wt.span
             if wt.last_attempt_end is not None:  # the driver's backoff sleep, as it happened
                 waited = round((time.perf_counter() - wt.last_attempt_end) * 1000.0, 3)
                 wt.backoff_ms += waited
@@ -193,23 +198,35 @@ class _TransactionTracer:
                 self._notify("transaction_retry", wt.labels, wt.span, backoff, _last_cause(wt))
         else:
             number = 1
-            parent = None
+            parent_span = trace.get_current_span()
             self._otel.tx_start = time.perf_counter()
             self._otel.tx_labels = []
             self._otel.tx_commits = 0
         lsid = self._session_lsid()
         txn_number = int(self._otel.session._transaction_id)
-        attrs: dict[str, Any] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.TXN_ATTEMPT: number,
-            A.MONGODB_LSID: lsid,
-            A.MONGODB_TXN_NUMBER: txn_number,
-            **options,
-            **backoff,
-        }
-        span = t.tracer.start_span(
-            "transaction", context=parent, kind=SpanKind.CLIENT, attributes=attrs
-        )
+        # Decided once per attempt: a parent that does not record and whose children would not
+        # either stands in for the attempt's span, and nothing below it builds anything.
+        silent = wt.silent if wt is not None else t.decider.children_dropped(parent_span)
+        attrs: dict[str, Any] = {}
+        if not silent or t.attribute_observers:
+            attrs = {
+                A.DB_SYSTEM_NAME: A.MONGODB,
+                A.TXN_ATTEMPT: number,
+                A.MONGODB_LSID: lsid,
+                A.MONGODB_TXN_NUMBER: txn_number,
+                **_option_attributes(*options),
+                **backoff,
+            }
+        if silent:
+            span = parent_span
+        else:
+            span = t.tracer.start_span(
+                "transaction",
+                context=trace.set_span_in_context(parent_span) if wt is not None else None,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
+        recording = span.is_recording()
         attempt = Attempt(
             span,
             lsid,
@@ -217,14 +234,17 @@ class _TransactionTracer:
             number,
             attributes=attrs,
             owner=self._otel.owner,
+            recording=recording,
+            silent=silent or (not recording and t.decider.children_dropped(span)),
             started=started,
         )
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
         if t.native:  # PyMongo traces this client: our attempt is its transaction span too
             lend_transaction_span(self._otel.session, span)
-        call_hook("transaction_hook", t.settings.transaction_hook, span, self)
-        if t.observers:
+        if recording:
+            call_hook("transaction_hook", t.settings.transaction_hook, span, self)
+        if t.observed():
             _tell(
                 t,
                 span,
@@ -240,21 +260,27 @@ class _TransactionTracer:
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
         span = attempt.span
         labels = list(attempt.error_labels)
-        failure: dict[str, str] = {}
         if exc is not None:
             A.add_labels(labels, error_labels(exc))
-            failure = record_exception(span, exc)
-        elif outcome != "committed" and attempt.unsettled is not None:
-            # Nobody retried the unknown commit: that is the failure (its event is already there).
-            exc = attempt.unsettled
-            failure = record_exception(span, exc, event=False)
-        attrs = {A.TXN_OUTCOME: outcome, **_timestamp_attributes(self._otel.session), **failure}
+        unsettled = False
+        if exc is None and outcome != "committed" and attempt.unsettled is not None:
+            exc, unsettled = attempt.unsettled, True  # nobody retried the unknown commit
+        failure: dict[str, str] = {}
+        if exc is not None:
+            if attempt.recording:  # an unsettled commit's event is already there
+                failure = record_exception(span, exc, event=not unsettled)
+            elif t.attribute_observers:
+                failure = E.error_attributes(exc)
+        attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome, **failure}
+        if attempt.recording or t.attribute_observers:
+            attrs.update(_timestamp_attributes(self._otel.session))
         if labels:
             attrs[A.ERROR_LABELS] = labels
         if outcome != "committed" and attempt.retry_cause is not None:
             attrs[A.TXN_RETRY_CAUSE] = attempt.retry_cause.summary
-        span.set_attributes(attrs)
-        span.end()
+        if attempt.recording:
+            span.set_attributes(attrs)
+            span.end()
         wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
@@ -289,7 +315,7 @@ class _TransactionTracer:
         wasted_s: float = 0.0,
         cause: RetryCause | None = None,
     ) -> None:
-        if not t.observers:
+        if not t.observed():
             return
         summary = TransactionSummary(
             outcome=outcome,
@@ -316,7 +342,7 @@ class _TransactionTracer:
         error_type: str | None = None,
     ) -> None:
         t = self._otel.telemetry
-        if t is None or not t.observers:
+        if t is None or not t.observed():
             return
         wt = self._otel.wt
         info = AttemptInfo(
@@ -356,7 +382,8 @@ class _TransactionTracer:
                 if UTCR not in labels:  # a commit that might be retried keeps its attempt open
                     self._close_attempt("failed", exc)
                 else:  # the event now; ERROR status only if no retry commits it after all
-                    attempt.span.add_event("exception", exception_attributes(exc))
+                    if attempt.recording:
+                        attempt.span.add_event("exception", exception_attributes(exc))
                     attempt.unsettled = exc
             raise
         with guard("session.committed"):
@@ -379,21 +406,31 @@ class _TransactionTracer:
                 state.finalizer()  # forgets this session's attempts, once, and is then dead
 
     # -- with_transaction bookkeeping ----------------------------------------------------
-    def _with_transaction_starting(self, t: Telemetry) -> tuple[_WithTransaction, _Token]:
-        """The ``withTransaction`` span, made current for the driver's loop."""
+    def _with_transaction_starting(self, t: Telemetry) -> tuple[_WithTransaction, _Token | None]:
+        """The ``withTransaction`` span, made current for the driver's loop.
+
+        Under a caller's span that does not record, and whose children would not either, that
+        span stands in: nothing is started and it is already current.
+        """
+        caller = trace.get_current_span()
+        if t.decider.children_dropped(caller):
+            wt = _WithTransaction(caller, time.perf_counter(), silent=True)
+            self._otel.wt = wt
+            return wt, None
         span = t.tracer.start_span(
             "withTransaction",
             kind=SpanKind.CLIENT,
             attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction},
         )
-        wt = _WithTransaction(span, time.perf_counter())
+        wt = _WithTransaction(span, time.perf_counter(), silent=t.decider.children_dropped(span))
         self._otel.wt = wt
         return wt, otel_context.attach(trace.set_span_in_context(span))
 
     def _with_transaction_ended(
-        self, t: Telemetry, wt: _WithTransaction, token: _Token, exc: BaseException | None
+        self, t: Telemetry, wt: _WithTransaction, token: _Token | None, exc: BaseException | None
     ) -> None:
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         try:
             self._finish_with_transaction(t, wt, exc)
         except Exception as error:
@@ -405,9 +442,9 @@ class _TransactionTracer:
         Not ``trace.use_span``: exceptions are ours to record, without document values.
         """
         attempt = self._otel.attempt
-        if attempt is None:
+        if attempt is None or attempt.silent:  # its stand-in, the caller's span, is current
             return None
-        return otel_context.attach(trace.set_span_in_context(attempt.span))
+        return otel_context.attach(attempt.context)
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
@@ -419,33 +456,40 @@ class _TransactionTracer:
             self._otel.wt = None
         outcome: Outcome = "failed" if exc is not None else (wt.last_outcome or "committed")
         span = wt.span
+        recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
             A.TXN_COMMIT_ATTEMPTS: wt.commit_attempts,
             A.TXN_OUTCOME: outcome,
-            **_timestamp_attributes(self._otel.session),
         }
+        if recording or t.attribute_observers:
+            attrs.update(_timestamp_attributes(self._otel.session))
         if wt.attempts > 1:
             attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
             labels = error_labels(exc)
             A.add_labels(wt.labels, labels)
-            attrs.update(record_exception(span, exc))
+            if recording:
+                attrs.update(record_exception(span, exc))
+            elif t.attribute_observers:
+                attrs.update(E.error_attributes(exc))
             if (
                 t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
                 and exc is wt.last_commit_error
                 and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
             ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
-                span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
+                if recording:
+                    span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
                 self._notify("commit_not_retried", labels, span, error_type=E.error_type(exc))
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
         wasted_s = _wasted_s(wt)
         if wasted_s > 0:
             attrs[A.TXN_WASTED_MS] = round(wasted_s * 1000.0, 3)
-        span.set_attributes(attrs)
-        span.end()
+        if recording:
+            span.set_attributes(attrs)
+            span.end()
         self._emit_summary(
             t,
             span,
@@ -539,15 +583,22 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
             await super().abort_transaction()
 
     async def end_session(self) -> None:
-        # Motor's end_session aborts through PyMongo directly: abort through self so it is traced.
+        await self._before_end()
+        await super().end_session()
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # Motor's own __aexit__ ends the session on the event loop's thread, with no executor
+        # round trip (end_session takes one): keep it that way, as the application expects.
+        await self._before_end()
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+
+    async def _before_end(self) -> None:
+        """Motor ends a session through PyMongo directly, which aborts an open transaction there:
+        abort through self first, so that abort is traced."""
         if self._otel.attempt is not None and self.delegate.in_transaction:
             with contextlib.suppress(PyMongoError):  # as PyMongo's own end_session does
                 await self.abort_transaction()
         self._session_ending()
-        await super().end_session()
-
-    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        await self.end_session()
 
     async def with_transaction(
         self,
@@ -572,14 +623,15 @@ class InstrumentedAsyncIOMotorClientSession(_TransactionTracer, AsyncIOMotorClie
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = coro if wt.silent else callback  # its attempts' stand-ins are current already
         try:
             if t.settings.with_transaction == "spec":
                 result = await self._spec_loop(
-                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    run, read_concern, write_concern, read_preference, max_commit_time_ms
                 )
             else:
                 result = await super().with_transaction(
-                    callback, read_concern, write_concern, read_preference, max_commit_time_ms
+                    run, read_concern, write_concern, read_preference, max_commit_time_ms
                 )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)
@@ -715,9 +767,10 @@ class InstrumentedAsyncClientSession(AsyncClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = callback if wt.silent else traced  # its attempts' stand-ins are current already
         try:
             result = await super().with_transaction(
-                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                run, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)
@@ -791,9 +844,10 @@ class InstrumentedClientSession(ClientSession, _TransactionTracer):
                 if attempt_token is not None:
                     otel_context.detach(attempt_token)
 
+        run = callback if wt.silent else traced  # its attempts' stand-ins are current already
         try:
             result = super().with_transaction(
-                traced, read_concern, write_concern, read_preference, max_commit_time_ms
+                run, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         except BaseException as exc:
             self._with_transaction_ended(t, wt, token, exc)

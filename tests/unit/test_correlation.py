@@ -38,7 +38,7 @@ def test_in_flight_commands_beyond_the_bound_evict_the_oldest() -> None:
         correlator.start_command(("host", request_id), span, attempt)
     assert correlator.sizes() == (0, 2)
     popped = [correlator.pop_command(("host", request_id)) for request_id in range(3)]
-    assert [None, (spans[1], attempt), (spans[2], attempt)] == popped
+    assert [None, (spans[1], attempt, 0, None), (spans[2], attempt, 0, None)] == popped
     assert correlator.sizes() == (0, 0)
 
 
