@@ -55,6 +55,8 @@ TXN_WRITE_CONCERN = "db.mongodb.transaction.write_concern"
 TXN_READ_PREFERENCE = "db.mongodb.transaction.read_preference"
 TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
 TXN_BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
+TXN_RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
+TXN_WASTED_MS = "db.mongodb.transaction.wasted_ms"
 MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events (events mode)
 
 MONGODB = "mongodb"

@@ -1,108 +1,43 @@
-"""``motor-otel demo``: a small shop on the embedded simulator, with injected failures, traced.
+"""``motor-otel demo``: a small shop on the embedded simulator, with real contention and injected
+failures, traced.
 
 Real spans from real driver calls: the instrumented Motor client talks to
-:class:`~motor_otel.testing.SimulatedReplicaSet` over the wire protocol; fail points inject
-transient callback errors and unknown commit results. The terminal shows the trace trees of the
-retried transactions and a metrics summary; ``--otlp-endpoint`` sends the same to a collector or
-Jaeger, ``--json`` writes the spans as OTLP JSON.
+:class:`~motor_otel.testing.SimulatedReplicaSet` over the wire protocol. Fail points inject
+transient callback errors and unknown commit results; then several buyers order the same item at
+once, and their transactions really conflict on its stock document. The terminal shows trace
+trees, where the retries came from and what they cost, and a metrics summary; ``--otlp-endpoint``
+sends the same to a collector or Jaeger (and says so when it could not), ``--json`` writes the
+spans as OTLP JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
+import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from motor_otel._demo_report import (
+    children_of,
+    metrics_summary,
+    otlp_json,
+    render_tree,
+    retry_table,
+)
+
+__all__ = ["main", "metrics_summary", "otlp_json", "render_tree", "retry_table"]
 
 NEEDS = (
     "motor-otel demo needs the OpenTelemetry SDK, the OTLP exporter and the simulator: "
     "pip install 'motor-otel[demo]'"
 )
 ITEMS = ("apple", "pear", "plum", "fig")
-
-
-def render_tree(spans: Sequence[Any]) -> list[str]:
-    """Span names, durations, attempts and labels, indented by parentage."""
-    ids = {s.context.span_id for s in spans}
-    by_parent: dict[Any, list[Any]] = {}
-    for span in spans:
-        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
-        by_parent.setdefault(parent, []).append(span)
-    lines: list[str] = []
-
-    def walk(parent: Any, depth: int) -> None:
-        for span in sorted(by_parent.get(parent, []), key=lambda s: s.start_time):
-            attrs = span.attributes or {}
-            ms = (span.end_time - span.start_time) / 1e6
-            notes = [
-                f"{key.rsplit('.', 1)[-1]}={attrs[key]}"
-                for key in (
-                    "db.mongodb.transaction.attempt",
-                    "db.mongodb.transaction.attempts",
-                    "db.mongodb.transaction.commit_attempts",
-                    "db.mongodb.transaction.outcome",
-                    "db.response.status_code",
-                )
-                if key in attrs
-            ]
-            if "db.mongodb.error_labels" in attrs:
-                notes.append("labels=" + ",".join(attrs["db.mongodb.error_labels"]))
-            notes.extend(f"[{event.name}]" for event in span.events if event.name != "exception")
-            lines.append(f"{'  ' * depth}{span.name}  {ms:.1f} ms  {' '.join(notes)}".rstrip())
-            walk(span.context.span_id, depth + 1)
-
-    walk(None, 0)
-    return lines
-
-
-def otlp_json(spans: Sequence[Any]) -> dict[str, Any]:
-    """Spans as OTLP/JSON (ids in hex, as the OTLP JSON mapping requires)."""
-    from google.protobuf.json_format import MessageToDict
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    document: dict[str, Any] = MessageToDict(encode_spans(spans))
-
-    def fix(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
-                    node[key] = base64.b64decode(value).hex()
-                else:
-                    fix(value)
-        elif isinstance(node, list):
-            for item in node:
-                fix(item)
-
-    fix(document)
-    return document
-
-
-def _metrics_summary(reader: Any) -> list[str]:
-    data = reader.get_metrics_data()
-    lines: list[str] = []
-    if data is None:
-        return lines
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    attrs = {
-                        k.rsplit(".", 1)[-1]: v
-                        for k, v in point.attributes.items()
-                        if k not in ("db.system.name", "db.namespace", "server.address")
-                    }
-                    label = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
-                    if hasattr(point, "count"):
-                        mean = point.sum / point.count if point.count else 0.0
-                        value = f"count={point.count} mean={mean:.4g}"
-                    else:
-                        value = f"{point.value}"
-                    lines.append(f"{metric.name} {{{label}}} {value}")
-    return sorted(lines)
+CONTENDED = "fig"
+EXPORT_TIMEOUT_S = 2.0
+"""Per OTLP request, retries included: an endpoint that does not answer fails the demo fast."""
 
 
 async def _shop(client: Any, transactions: int, progress: bool) -> list[tuple[int, str]]:
@@ -114,12 +49,12 @@ async def _shop(client: Any, transactions: int, progress: bool) -> list[tuple[in
     for n in range(1, transactions + 1):
         item = ITEMS[n % len(ITEMS)]
         if n % 5 == 0:
-            injected.append((n, "TransientTransactionError in the callback"))
+            injected.append((n, "WriteConflict on the stock update (a fail point)"))
             await client.admin.command(
                 {
                     "configureFailPoint": "failCommand",
                     "mode": {"times": 1},
-                    "data": {"failCommands": ["insert"], "errorCode": 112},
+                    "data": {"failCommands": ["update"], "errorCode": 112},
                 }
             )
         elif n % 7 == 0:
@@ -141,13 +76,191 @@ async def _shop(client: Any, transactions: int, progress: bool) -> list[tuple[in
                 await session.with_transaction(buy)
             except Exception as exc:  # what the application would see, shown not hidden
                 print(f"transaction {n}: with_transaction raised {type(exc).__name__}")
+                await _release(client, session)
         if progress and (n % 10 == 0 or n == transactions):
             print(f"[{n}/{transactions}] transactions done", flush=True)
     return injected
 
 
+async def _release(client: Any, session: Any) -> None:
+    """End the server session of a transaction ``with_transaction`` gave up on.
+
+    A commit that failed and was not retried (Motor's loop, ``driver`` mode) may leave the
+    transaction open on the server, holding its documents until mongod's
+    ``transactionLifetimeLimitSeconds`` (60 s) expires it; every later writer of those documents
+    then conflicts. ``killSessions`` aborts it at once (MongoDB manual, "killSessions").
+    """
+    from pymongo.errors import PyMongoError
+
+    try:
+        await client.admin.command({"killSessions": [session.session_id]})
+    except PyMongoError as exc:
+        print(f"  (killSessions failed: {type(exc).__name__})")
+
+
+async def _contention(client: Any, buyers: int) -> list[str]:
+    """``buyers`` transactions at once on one stock document; what each one's caller saw.
+
+    Every buyer's first attempt writes the document and then waits until all of them have
+    written (or failed to), so their transactions overlap for sure; retries do not wait. A
+    server that finds the conflict at the write (mongod) fails the later writers at once; one
+    that finds it at commit lets every write through and fails the later commits. Motor's own
+    loop (``driver`` mode) does not retry a failed commit: that buyer's ``with_transaction``
+    raises, which is counted here as the application would see it.
+    """
+    from pymongo.errors import PyMongoError
+
+    stock, orders = client.shop.stock, client.shop.orders
+    arrived = 0
+    everyone_wrote = asyncio.Event()
+
+    def arrive() -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == buyers:
+            everyone_wrote.set()
+
+    async def buyer(k: int) -> str:
+        first = True
+
+        async def buy(session: Any) -> None:
+            nonlocal first
+            was_first, first = first, False
+            try:
+                await stock.update_one({"_id": CONTENDED}, {"$inc": {"qty": -1}}, session=session)
+            finally:
+                if was_first:
+                    arrive()
+            if was_first:
+                await everyone_wrote.wait()
+            await orders.insert_one({"buyer": k, "item": CONTENDED}, session=session)
+
+        async with await client.start_session() as session:
+            try:
+                await session.with_transaction(buy)
+            except PyMongoError as exc:
+                await _release(client, session)
+                code = getattr(exc, "code", None)
+                return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
+        return "committed"
+
+    return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
+
+
+def _export_failure(
+    endpoint: str, spans: int, span_exporter: Any, metric_exporter: Any
+) -> str | None:
+    """What did not reach the endpoint, in one line; ``None`` when everything did."""
+    lost = spans - span_exporter.delivered
+    if lost <= 0 and not metric_exporter.failed:
+        return None
+    metrics = "the metrics were not delivered" if metric_exporter.failed else "metrics delivered"
+    return (
+        f"export to {endpoint} failed: {lost} of {spans} spans lost, {metrics} "
+        f"(is a collector listening there? OTLP/HTTP, e.g. port 4318)"
+    )
+
+
+def _otlp_exporters(base: str) -> tuple[Any, Any]:
+    """OTLP/HTTP exporters that remember what they delivered, with a short timeout."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class CountingSpanExporter(OTLPSpanExporter):
+        delivered = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            result = super().export(spans)
+            if result is SpanExportResult.SUCCESS:
+                self.delivered += len(spans)
+            return result
+
+    class CountingMetricExporter(OTLPMetricExporter):
+        failed = False
+
+        def export(
+            self, metrics_data: Any, timeout_millis: float | None = 10_000, **kwargs: Any
+        ) -> Any:
+            result = super().export(metrics_data, timeout_millis, **kwargs)
+            if result is not MetricExportResult.SUCCESS:
+                self.failed = True
+            return result
+
+    spans = CountingSpanExporter(endpoint=f"{base}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+    metrics = CountingMetricExporter(endpoint=f"{base}/v1/metrics", timeout=EXPORT_TIMEOUT_S)
+    return spans, metrics
+
+
+def _print_trees(spans: list[Any], transactions: int, injected: list[tuple[int, str]]) -> None:
+    roots = sorted(
+        (s for s in spans if s.name == "withTransaction"), key=lambda s: s.start_time or 0
+    )
+    for n, what in injected[:3]:
+        root = roots[n - 1]
+        print(f"\n--- transaction {n}: injected {what}")
+        print(
+            "\n".join(
+                render_tree([s for s in spans if s.context.trace_id == root.context.trace_id])
+            )
+        )
+    buyers = roots[transactions:]
+    by_parent = children_of(spans)
+    shown = next(
+        (
+            r
+            for r in buyers
+            if len([c for c in by_parent.get(r.context.span_id, []) if c.name == "transaction"]) > 1
+        ),
+        next((r for r in buyers if any(e.name == "commit_not_retried" for e in r.events)), None),
+    )
+    if shown is not None:
+        k = buyers.index(shown) + 1
+        print(f"\n--- buyer {k}: contention on stock {CONTENDED!r}")
+        print(
+            "\n".join(
+                render_tree([s for s in spans if s.context.trace_id == shown.context.trace_id])
+            )
+        )
+
+
+def _contention_note(spans: list[Any], transactions: int, mode: str) -> list[str]:
+    """Where the buyers' conflicts were found, read from their attempts' retry causes."""
+    roots = sorted(
+        (s for s in spans if s.name == "withTransaction"), key=lambda s: s.start_time or 0
+    )
+    by_parent = children_of(spans)
+    at_write = at_commit = 0
+    for root in roots[transactions:]:
+        for attempt in by_parent.get(root.context.span_id, []):
+            cause = str((attempt.attributes or {}).get("db.mongodb.transaction.retry_cause", ""))
+            if cause.startswith("commitTransaction"):
+                at_commit += 1
+            elif cause:
+                at_write += 1
+    lines = [
+        f"buyers' conflicts found at the write: {at_write}, at commit: {at_commit};"
+        " the other retries are injected with fail points"
+    ]
+    if at_commit:
+        lines.append(
+            "(This simulator finds a write conflict at commit; mongod finds it at the write.)"
+        )
+        if mode == "driver":
+            lines += [
+                "Motor's own loop does not retry a failed commit: those buyers got the error,",
+                "counted by db.client.mongodb.transaction.commit_not_retried.",
+            ]
+    return lines
+
+
 async def demo(
-    mode: str, transactions: int, otlp_endpoint: str | None, json_path: Path | None
+    mode: str,
+    transactions: int,
+    buyers: int,
+    otlp_endpoint: str | None,
+    json_path: Path | None,
 ) -> int:
     from motor.motor_asyncio import AsyncIOMotorClient
     from opentelemetry.sdk.metrics import MeterProvider
@@ -166,18 +279,15 @@ async def demo(
     tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
     reader = InMemoryMetricReader()
     readers: list[Any] = [reader]
+    exporters: tuple[Any, Any] | None = None
     if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        base = otlp_endpoint.rstrip("/")
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
-        )
-        readers.append(
-            PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
-        )
+        # The exporter's "retrying in 1s" warnings say nothing the line at the end does not.
+        logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)
+        exporters = _otlp_exporters(otlp_endpoint.rstrip("/"))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporters[0]))
+        readers.append(PeriodicExportingMetricReader(exporters[1]))
     meter_provider = MeterProvider(metric_readers=readers, resource=resource)
 
     async with SimulatedReplicaSet() as rs:
@@ -190,25 +300,30 @@ async def demo(
             with_transaction=mode,
         )
         injected = await _shop(client, transactions, progress=True)
+        seen = await _contention(client, buyers) if buyers else []
         client.close()
+    if seen:
+        outcomes = {what: seen.count(what) for what in sorted(set(seen))}
+        said = ", ".join(f"{n} {what}" for what, n in outcomes.items())
+        print(f"{buyers} buyers of {CONTENDED!r} at once: {said}")
 
     spans = list(memory.get_finished_spans())
-    roots = sorted(
-        (s for s in spans if s.name == "withTransaction"), key=lambda s: s.start_time or 0
-    )
-    for n, what in injected[:3]:
-        root = roots[n - 1]
-        tree = [s for s in spans if s.context.trace_id == root.context.trace_id]
-        print(f"\n--- transaction {n}: injected {what}")
-        print("\n".join(render_tree(tree)))
+    _print_trees(spans, transactions, injected)
+    print("\n--- where retries came from")
+    print("\n".join(retry_table(spans)))
+    print("\n".join(_contention_note(spans, transactions, mode)))
     print("\n--- metrics")
-    print("\n".join(_metrics_summary(reader)))
+    print("\n".join(metrics_summary(reader)))
     if json_path is not None:
         json_path.write_text(json.dumps(otlp_json(spans), indent=1))
         print(f"\nwrote {len(spans)} spans as OTLP JSON to {json_path}")
     tracer_provider.shutdown()
     meter_provider.shutdown()
-    if otlp_endpoint:
+    if otlp_endpoint and exporters is not None:
+        failure = _export_failure(otlp_endpoint, len(spans), *exporters)
+        if failure is not None:
+            print(failure, file=sys.stderr)
+            return 1
         print(f"sent {len(spans)} spans and the metrics to {otlp_endpoint}")
     return 0
 
@@ -216,14 +331,22 @@ async def demo(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="motor-otel")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="trace a shop workload with injected transaction failures")
+    p = sub.add_parser("demo", help="trace a shop workload with contention and injected failures")
     p.add_argument("--mode", choices=("driver", "spec"), default="spec")
     p.add_argument("--transactions", type=int, default=20, help="how many (default 20)")
+    p.add_argument(
+        "--buyers",
+        type=int,
+        default=4,
+        help="concurrent transactions on one stock document at the end (default 4, 0: none)",
+    )
     p.add_argument("--otlp-endpoint", help="OTLP/HTTP base URL, e.g. http://localhost:4318")
     p.add_argument("--json", type=Path, help="write the spans as OTLP JSON to this file")
     args = parser.parse_args(argv)
     if args.transactions < 1:
         parser.error("--transactions must be at least 1")
+    if args.buyers < 0:
+        parser.error("--buyers must be 0 or more")
     try:
         import mockupdb  # noqa: F401
         import opentelemetry.exporter.otlp.proto.http
@@ -231,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print(NEEDS, file=sys.stderr)
         return 2
-    return asyncio.run(demo(args.mode, args.transactions, args.otlp_endpoint, args.json))
+    return asyncio.run(
+        demo(args.mode, args.transactions, args.buyers, args.otlp_endpoint, args.json)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

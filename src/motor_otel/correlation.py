@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, Tracer
 
 from motor_otel._sampling import Decider
 from motor_otel.config import Settings
-from motor_otel.events import TransactionObserver
+from motor_otel.events import RetryCause, TransactionObserver
 
 MAX_ATTEMPTS = 100_000
 MAX_COMMANDS = 100_000
@@ -39,6 +39,8 @@ class Attempt:
     unsettled: BaseException | None = None  # a commit whose result is unknown, maybe retried
     attributes: dict[str, Any] = field(default_factory=dict)  # the span's, from its start
     owner: object = None  # the session object's token: an lsid outlives its session (pooled)
+    started: float = 0.0  # perf_counter() when it opened: its share of the time lost to retries
+    retry_cause: RetryCause | None = None  # the first operation that failed with TTE in it
     recording: bool = True  # decided once, when the attempt starts
     silent: bool = False  # nothing under it records either: its commands get no span
     _context: otel_context.Context | None = None

@@ -18,6 +18,25 @@ Outcome = Literal["committed", "aborted", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
+class RetryCause:
+    """The operation whose ``TransientTransactionError`` ended an attempt.
+
+    Bounded by construction: the application's own collections and the driver's operation
+    names, plus ``error.type``; never a document value.
+    """
+
+    summary: str
+    """The failing operation's ``db.operation.summary``: ``update shop.stock``,
+    ``commitTransaction admin``."""
+    operation: str
+    """Its ``db.operation.name``."""
+    collection: str | None
+    """Its ``db.collection.name`` (``None`` for ``commitTransaction``)."""
+    error_type: str
+    """Its ``error.type``."""
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptInfo:
     """One attempt of a transaction: started, retried, or ended."""
 
@@ -30,6 +49,11 @@ class AttemptInfo:
     """Labels of the error that caused a retry, if any."""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     """The same attributes as the span this attempt produced."""
+    retry_cause: RetryCause | None = None
+    """On ``transaction_retry``: what ended the previous attempt, when an operation's
+    ``TransientTransactionError`` did."""
+    error_type: str | None = None
+    """On ``commit_not_retried``: the ``error.type`` of the commit error that escaped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +73,12 @@ class TransactionSummary:
     """``error.type`` of the failure when ``outcome == "failed"``: the server's error code as a
     string, else the exception's fully qualified class name (see :mod:`motor_otel.errors`)."""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    wasted_s: float = 0.0
+    """Time lost to retries: the attempts that did not commit plus the backoff between them;
+    0 unless a ``with_transaction`` call retried."""
+    retry_cause: RetryCause | None = None
+    """The one cause of every retry, when they all had the same one (by collection and
+    operation); ``None`` when there were several, or none known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +102,9 @@ class TransactionObserver(Protocol):
 
     def commit_retry(self, info: AttemptInfo) -> None:
         """``commitTransaction`` is about to be sent again for the same attempt."""
+
+    def commit_not_retried(self, info: AttemptInfo) -> None:
+        """Motor's loop let a commit error escape that the documented loop would retry."""
 
     def transaction_ended(self, summary: TransactionSummary) -> None: ...
 

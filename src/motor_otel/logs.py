@@ -51,8 +51,9 @@ def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> E
 class LifecycleLogger:
     """Emits ``transaction.*`` events, through structlog when it is configured, else stdlib.
 
-    Levels: ``started`` debug; ``committed``/``aborted`` info; ``retry``/``commit_retry``
-    warning; ``failed`` error. Fields are the span attribute names (the failure's class is
+    Levels: ``started`` debug; ``committed``/``aborted`` info; ``retry``/``commit_retry``/
+    ``commit_not_retried`` warning; ``failed`` error. ``retry`` names its cause (the operation
+    whose ``TransientTransactionError`` ended the previous attempt) when there was one. Fields are the span attribute names (the failure's class is
     ``error.type``), plus the attributes the core hands over with each fact; the one extra field
     is ``duration_s``, since a log line has no span duration.
     """
@@ -85,6 +86,15 @@ class LifecycleLogger:
         }
         if info.error_labels:
             fields[A.ERROR_LABELS] = list(info.error_labels)
+        cause = info.retry_cause
+        if cause is not None:
+            fields[A.TXN_RETRY_CAUSE] = cause.summary
+            fields[A.DB_OPERATION_NAME] = cause.operation
+            if cause.collection is not None:
+                fields[A.DB_COLLECTION_NAME] = cause.collection
+            fields[A.ERROR_TYPE] = cause.error_type
+        if info.error_type is not None:
+            fields[A.ERROR_TYPE] = info.error_type
         return _add_attributes(fields, info.attributes)
 
     def transaction_started(self, info: AttemptInfo) -> None:
@@ -95,6 +105,9 @@ class LifecycleLogger:
 
     def commit_retry(self, info: AttemptInfo) -> None:
         self._emit("warning", "transaction.commit_retry", self._attempt_fields(info))
+
+    def commit_not_retried(self, info: AttemptInfo) -> None:
+        self._emit("warning", "transaction.commit_not_retried", self._attempt_fields(info))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         fields: dict[str, Any] = {

@@ -16,7 +16,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.util.types import AttributeValue
 
 from motor_otel import attributes as A
-from motor_otel.events import AttemptInfo, OperationSummary, TransactionSummary
+from motor_otel.events import AttemptInfo, OperationSummary, RetryCause, TransactionSummary
 from motor_otel.version import __version__
 
 OPERATION_DURATION = "db.client.operation.duration"
@@ -25,6 +25,8 @@ TRANSACTION_ATTEMPTS = "db.client.mongodb.transaction.attempts"
 TRANSACTIONS = "db.client.mongodb.transactions"
 TRANSACTION_RETRIES = "db.client.mongodb.transaction.retries"
 COMMIT_RETRIES = "db.client.mongodb.transaction.commit_retries"
+WASTED_DURATION = "db.client.mongodb.transaction.wasted_duration"
+COMMIT_NOT_RETRIED = "db.client.mongodb.transaction.commit_not_retried"
 
 ERROR_LABEL = "db.mongodb.error_label"
 """On retry counters: one data point per label of the error that caused the retry (``none``
@@ -54,19 +56,70 @@ def _labels(labels: Sequence[str]) -> Sequence[str]:
 
 
 _MAX_CACHED = 1024  # distinct attribute sets kept per cache; a cache that fills is cleared
-_RETRY_ATTRS: dict[str, Mapping[str, AttributeValue]] = {}
+_RETRY_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
 _TRANSACTION_ATTRS: dict[
     tuple[str, str | None, tuple[str, ...]],
     tuple[Mapping[str, AttributeValue], Mapping[str, AttributeValue]],
 ] = {}
+_WASTED_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
+_NOT_RETRIED_ATTRS: dict[tuple[tuple[str, ...], str | None], Mapping[str, AttributeValue]] = {}
 
 
-def _retry_attributes(label: str) -> Mapping[str, AttributeValue]:
-    attrs = _RETRY_ATTRS.get(label)
+def _cause_attributes(cause: RetryCause | None, *, error_type: bool) -> dict[str, AttributeValue]:
+    """A retry cause as metric attributes: the app's collections and the driver's operation
+    names (bounded), and optionally its ``error.type``."""
+    if cause is None:
+        return {}
+    attrs: dict[str, AttributeValue] = {A.DB_OPERATION_NAME: cause.operation}
+    if cause.collection is not None:
+        attrs[A.DB_COLLECTION_NAME] = cause.collection
+    if error_type:
+        attrs[A.ERROR_TYPE] = cause.error_type
+    return attrs
+
+
+def _retry_attributes(label: str, cause: RetryCause | None = None) -> Mapping[str, AttributeValue]:
+    key = (label, cause)
+    attrs = _RETRY_ATTRS.get(key)
     if attrs is None:
         if len(_RETRY_ATTRS) >= _MAX_CACHED:
             _RETRY_ATTRS.clear()
-        attrs = _RETRY_ATTRS[label] = {A.DB_SYSTEM_NAME: A.MONGODB, ERROR_LABEL: label}
+        attrs = _RETRY_ATTRS[key] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            ERROR_LABEL: label,
+            **_cause_attributes(cause, error_type=True),
+        }
+    return attrs
+
+
+def _wasted_attributes(summary: TransactionSummary) -> Mapping[str, AttributeValue]:
+    """The outcome and, with one cause, its collection and operation (not its error.type)."""
+    key = (summary.outcome, summary.retry_cause)
+    attrs = _WASTED_ATTRS.get(key)
+    if attrs is None:
+        if len(_WASTED_ATTRS) >= _MAX_CACHED:
+            _WASTED_ATTRS.clear()
+        attrs = _WASTED_ATTRS[key] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            A.TXN_OUTCOME: summary.outcome,
+            **_cause_attributes(summary.retry_cause, error_type=False),
+        }
+    return attrs
+
+
+def _not_retried_attributes(info: AttemptInfo) -> Mapping[str, AttributeValue]:
+    key = (tuple(info.error_labels), info.error_type)
+    attrs = _NOT_RETRIED_ATTRS.get(key)
+    if attrs is None:
+        found: dict[str, AttributeValue] = {
+            A.DB_SYSTEM_NAME: A.MONGODB,
+            ERROR_LABELS: ",".join(sorted(info.error_labels)) or "none",
+        }
+        if info.error_type is not None:
+            found[A.ERROR_TYPE] = info.error_type
+        if len(_NOT_RETRIED_ATTRS) >= _MAX_CACHED:
+            _NOT_RETRIED_ATTRS.clear()
+        attrs = _NOT_RETRIED_ATTRS[key] = found
     return attrs
 
 
@@ -95,12 +148,14 @@ class MongoMetrics:
 
     __slots__ = (
         "_attempts",
+        "_commit_not_retried",
         "_commit_retries",
         "_operation_duration",
         "_proxy",
         "_retries",
         "_transaction_duration",
         "_transactions",
+        "_wasted_duration",
         "noop",
     )
 
@@ -142,6 +197,19 @@ class MongoMetrics:
             unit="{retry}",
             description="commitTransaction retries, by the error label that caused them.",
         )
+        self._wasted_duration = meter.create_histogram(
+            WASTED_DURATION,
+            unit="s",
+            description="Time lost to retries by one with_transaction call: its attempts that "
+            "did not commit plus the backoff between them (calls that retried only).",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._commit_not_retried = meter.create_counter(
+            COMMIT_NOT_RETRIED,
+            unit="{commit}",
+            description="Commit errors Motor's with_transaction let escape where the documented "
+            "loop retries (driver mode).",
+        )
 
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
@@ -156,13 +224,18 @@ class MongoMetrics:
         if self.idle:
             return
         for label in _labels(info.error_labels):
-            self._retries.add(1, _retry_attributes(label))
+            self._retries.add(1, _retry_attributes(label, info.retry_cause))
 
     def commit_retry(self, info: AttemptInfo) -> None:
         if self.idle:
             return
         for label in _labels(info.error_labels):
             self._commit_retries.add(1, _retry_attributes(label))
+
+    def commit_not_retried(self, info: AttemptInfo) -> None:
+        if self.idle:
+            return
+        self._commit_not_retried.add(1, _not_retried_attributes(info))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         if self.idle:
@@ -171,6 +244,8 @@ class MongoMetrics:
         self._transaction_duration.record(summary.duration_s, attrs)
         self._attempts.record(summary.attempts, attrs)
         self._transactions.add(1, counted)
+        if summary.wasted_s > 0:
+            self._wasted_duration.record(summary.wasted_s, _wasted_attributes(summary))
 
     def operation_ended(self, summary: OperationSummary) -> None:
         if self.idle:

@@ -27,7 +27,7 @@ from motor_otel import attributes as A
 from motor_otel import errors as E
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.events import OperationSummary
+from motor_otel.events import OperationSummary, RetryCause
 
 
 @dataclass(slots=True, eq=False)
@@ -156,6 +156,8 @@ def finish_operation(
     if exc is not None:
         failure = record_exception(span, exc) if scope.recording else E.error_attributes(exc)
         attrs = {**attrs, **failure}
+        if scope.attempt is not None:
+            note_retry_cause(scope.attempt, attrs, exc)
     if scope.recording:
         span.end()
     if telemetry.observed():
@@ -167,6 +169,25 @@ def finish_operation(
                 observer.operation_ended(summary)
             except Exception as error:
                 report("observer.operation_ended", error)
+
+
+TTE = "TransientTransactionError"
+
+
+def note_retry_cause(attempt: Attempt, attrs: dict[str, Any], exc: BaseException) -> None:
+    """Remember the first operation whose TransientTransactionError ends ``attempt``.
+
+    The first, not the last: once the server has aborted the transaction, later operations
+    (the commit included) fail only because of it. ``error.type`` as on every other signal.
+    """
+    if attempt.retry_cause is None and TTE in error_labels(exc):
+        operation, collection = attrs[A.DB_OPERATION_NAME], attrs.get(A.DB_COLLECTION_NAME)
+        attempt.retry_cause = RetryCause(
+            summary=A.summary(operation, attrs[A.DB_NAMESPACE], collection),
+            operation=operation,
+            collection=collection,
+            error_type=E.error_type(exc),
+        )
 
 
 def record_exception(span: Span, exc: BaseException, *, event: bool = True) -> dict[str, str]:

@@ -32,7 +32,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.events import AttemptInfo, Outcome, TransactionSummary
+from motor_otel.events import AttemptInfo, Outcome, RetryCause, TransactionSummary
 from motor_otel.operations import (
     error_labels,
     exception_attributes,
@@ -68,6 +68,8 @@ class _WithTransaction:
     last_commit_error: BaseException | None = None
     last_attempt_end: float | None = None
     backoff_ms: float = 0.0  # summed over retries
+    lost_s: float = 0.0  # time in attempts that did not commit
+    causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
     silent: bool = False  # nothing under its span records: its attempts are stand-ins too
 
 
@@ -180,6 +182,7 @@ class _TransactionTracer:
     def _open_attempt(self, t: Telemetry, options: tuple[Any, ...]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
+        started = time.perf_counter()
         wt = self._otel.wt
         self._otel.attempt_commits = 0
         backoff: dict[str, Any] = {}
@@ -192,7 +195,7 @@ class _TransactionTracer:
                 wt.backoff_ms += waited
                 backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
-                self._notify("transaction_retry", wt.labels, wt.span, backoff)
+                self._notify("transaction_retry", wt.labels, wt.span, backoff, _last_cause(wt))
         else:
             number = 1
             parent_span = trace.get_current_span()
@@ -233,6 +236,7 @@ class _TransactionTracer:
             owner=self._otel.owner,
             recording=recording,
             silent=silent or (not recording and t.decider.children_dropped(span)),
+            started=started,
         )
         t.correlator.open_attempt(attempt)
         self._otel.attempt = attempt
@@ -272,6 +276,8 @@ class _TransactionTracer:
             attrs.update(_timestamp_attributes(self._otel.session))
         if labels:
             attrs[A.ERROR_LABELS] = labels
+        if outcome != "committed" and attempt.retry_cause is not None:
+            attrs[A.TXN_RETRY_CAUSE] = attempt.retry_cause.summary
         if attempt.recording:
             span.set_attributes(attrs)
             span.end()
@@ -280,6 +286,7 @@ class _TransactionTracer:
             wt.last_outcome = outcome
             wt.last_attempt_end = time.perf_counter()
             A.add_labels(wt.labels, labels)
+            _count_lost_attempt(wt, attempt, outcome)
         else:
             A.add_labels(self._otel.tx_labels, labels)
             self._emit_summary(
@@ -305,6 +312,8 @@ class _TransactionTracer:
         duration: float,
         exc: BaseException | None,
         attributes: dict[str, Any],
+        wasted_s: float = 0.0,
+        cause: RetryCause | None = None,
     ) -> None:
         if not t.observed():
             return
@@ -318,11 +327,19 @@ class _TransactionTracer:
             error_labels=tuple(labels),
             error_type=E.error_type(exc) if exc is not None else None,
             attributes=attributes,
+            wasted_s=wasted_s,
+            retry_cause=cause,
         )
         _tell(t, span, "transaction_ended", summary)
 
     def _notify(
-        self, what: str, labels: list[str], span: Span, attributes: dict[str, Any] | None = None
+        self,
+        what: str,
+        labels: list[str],
+        span: Span,
+        attributes: dict[str, Any] | None = None,
+        cause: RetryCause | None = None,
+        error_type: str | None = None,
     ) -> None:
         t = self._otel.telemetry
         if t is None or not t.observed():
@@ -334,6 +351,8 @@ class _TransactionTracer:
             self._txn_number(),
             error_labels=tuple(labels),
             attributes=attributes or {},
+            retry_cause=cause,
+            error_type=error_type,
         )
         _tell(t, span, what, info)
 
@@ -455,15 +474,19 @@ class _TransactionTracer:
             elif t.attribute_observers:
                 attrs.update(E.error_attributes(exc))
             if (
-                recording
-                and t.settings.with_transaction == "driver"
+                t.settings.with_transaction == "driver"
                 and isinstance(self, InstrumentedAsyncIOMotorClientSession)
                 and exc is wt.last_commit_error
                 and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
             ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
-                span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
+                if recording:
+                    span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
+                self._notify("commit_not_retried", labels, span, error_type=E.error_type(exc))
         if wt.labels:
             attrs[A.ERROR_LABELS] = list(wt.labels)
+        wasted_s = _wasted_s(wt)
+        if wasted_s > 0:
+            attrs[A.TXN_WASTED_MS] = round(wasted_s * 1000.0, 3)
         if recording:
             span.set_attributes(attrs)
             span.end()
@@ -477,7 +500,41 @@ class _TransactionTracer:
             time.perf_counter() - wt.started,
             exc,
             {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction, **attrs},
+            wasted_s,
+            _one_cause(wt) if wasted_s > 0 else None,
         )
+
+
+# -- time lost to retries, and what caused them ----------------------------------------------
+
+
+def _count_lost_attempt(wt: _WithTransaction, attempt: Attempt, outcome: Outcome) -> None:
+    """An attempt of a ``with_transaction`` call ended: if it did not commit, its time is lost."""
+    if outcome != "committed" and wt.last_attempt_end is not None:
+        wt.lost_s += wt.last_attempt_end - attempt.started
+        wt.causes.append(attempt.retry_cause)
+
+
+def _last_cause(wt: _WithTransaction) -> RetryCause | None:
+    """What ended the attempt just before this retry."""
+    return wt.causes[-1] if wt.causes else None
+
+
+def _wasted_s(wt: _WithTransaction) -> float:
+    """Time lost to retries: 0 for a call that did not retry; else its attempts that did not
+    commit plus the backoff between them."""
+    if wt.attempts < 2:
+        return 0.0
+    return wt.lost_s + wt.backoff_ms / 1000.0
+
+
+def _one_cause(wt: _WithTransaction) -> RetryCause | None:
+    """The cause every retry shared (by collection and operation), if there was one."""
+    retried = wt.causes[: wt.attempts - 1]  # not a failed call's last attempt: nothing retried it
+    found = {(c.collection, c.operation): c for c in retried if c is not None}
+    if len(found) != 1 or None in retried:
+        return None
+    return next(iter(found.values()))
 
 
 # -- Motor -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
-def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+def _demo(*args: str, transactions: str = "7") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "motor_otel", "demo", "--transactions", "7", *args],
+        [sys.executable, "-m", "motor_otel", "demo", "--transactions", transactions, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,20 +24,61 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def names_of(bodies: dict[str, list[bytes]]) -> list[str]:
+    return [
+        span.name
+        for body in bodies.get("/v1/traces", [])
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+
+
+def _metric_lines(out: str) -> list[str]:
+    return out.split("--- metrics\n", 1)[1].split("\n\n", 1)[0].splitlines()
+
+
 def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
     """Exit 0; the tree of each retried transaction; a metrics summary; progress; OTLP JSON."""
     out_file = tmp_path / "spans.json"
-    done = _demo("--json", str(out_file))
+    done = _demo("--buyers", "0", "--json", str(out_file))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "[7/7] transactions done" in out
-    assert "--- transaction 5: injected TransientTransactionError in the callback" in out
-    assert "attempts=2 commit_attempts=1 outcome=committed labels=TransientTransactionError" in out
-    assert "attempt=1 outcome=aborted labels=TransientTransactionError" in out
+    assert "--- transaction 5: injected WriteConflict on the stock update (a fail point)" in out
+    assert "attempts=2 commit_attempts=1 outcome=committed wasted_ms=" in out
+    assert (
+        'attempt=1 outcome=aborted retry_cause="update shop.stock" labels=TransientTransactionError'
+        in out
+    )
     assert "--- transaction 7: injected unknown commit result" in out
     assert "attempts=1 commit_attempts=2 outcome=committed" in out
-    assert "db.client.mongodb.transactions {error_labels=none, outcome=committed} 5" in out
-    assert "db.client.mongodb.transaction.retries {error_label=TransientTransactionError} 1" in out
+    lines = _metric_lines(out)
+    assert "db.client.mongodb.transactions {error_labels=none, outcome=committed} 5" in lines
+    assert (
+        "db.client.mongodb.transaction.retries {collection.name=stock, error.type=112,"
+        " error_label=TransientTransactionError, operation.name=update} 1"
+    ) in lines
+    wasted = [line for line in lines if "transaction.wasted_duration" in line]
+    assert [w.split(" count=")[0] for w in wasted] == [
+        "db.client.mongodb.transaction.wasted_duration"
+        " {collection.name=stock, operation.name=update, outcome=committed}"
+    ]
+    # No two lines look the same: points that differ only in a usually quiet label (the
+    # collection of an insert, the namespace) are told apart by it.
+    labels = [line.rsplit("} ", 1)[0] for line in lines]
+    assert len(labels) == len(set(labels)), lines
+    inserts = [
+        label
+        for label in labels
+        if label.startswith("db.client.operation.duration")
+        and "operation.name=insert" in label
+        and "error.type" not in label
+    ]
+    assert sorted(inserts) == [
+        "db.client.operation.duration {collection.name=orders, namespace=shop, operation.name=insert",
+        "db.client.operation.duration {collection.name=stock, namespace=shop, operation.name=insert",
+    ]
     document = json.loads(out_file.read_text())
     spans = [
         span
@@ -48,21 +90,75 @@ def test_demo_prints_trees_and_metrics(tmp_path: Path) -> None:
     assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
 
 
+def test_demo_contention_and_where_retries_came_from() -> None:
+    """Concurrent buyers of one item really conflict; the table under the trees says which
+    operation made transactions retry, how often and at what cost. In driver mode, the commits
+    Motor did not retry are counted and the demo still exits 0."""
+    for mode in ("spec", "driver"):
+        done = _demo("--mode", mode, "--buyers", "3", transactions="5")
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        assert "3 buyers of 'fig' at once:" in out
+        assert "--- buyer " in out and "contention on stock 'fig'" in out
+        table = out.split("--- where retries came from\n", 1)[1].split("\n\n", 1)[0]
+        rows = {
+            line.rsplit(None, 3)[0]: line.split()[-3]
+            for line in table.splitlines()[1:]
+            if line.endswith(" ms")
+        }
+        found = out.split("buyers' conflicts found at the write: ", 1)[1].split(";")[0]
+        at_write, at_commit = (int(n) for n in found.replace(" at commit:", "").split(","))
+        assert at_write + at_commit >= 2  # three buyers held the same document: two lost
+        lines = _metric_lines(out)
+        if mode == "spec":  # every conflict retried, and the one injected on transaction 5
+            assert int(rows["total"]) == 1 + at_write + at_commit
+            assert "did not retry" not in table
+            assert not any("commit_not_retried" in line for line in lines)
+        else:  # Motor retries conflicts at the write, never a failed commit
+            assert int(rows["total"]) == 1 + at_write
+            if at_commit:
+                assert (
+                    "commits Motor did not retry (with_transaction raised):"
+                    f" {at_commit} (TransientTransactionError {at_commit})"
+                ) in table.splitlines()
+                (counted,) = [
+                    line
+                    for line in lines
+                    if line.startswith("db.client.mongodb.transaction.commit_not_retried {")
+                ]
+                assert counted.endswith(f"}} {at_commit}")
+
+
+def test_demo_says_when_the_export_failed() -> None:
+    """An OTLP endpoint that does not answer: the demo says the export failed and how many
+    spans were lost, never that it sent them, and exits 1 (quickly: a short timeout)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the demo runs: nobody answers
+    endpoint = f"http://127.0.0.1:{port}"
+    done = _demo("--buyers", "0", "--otlp-endpoint", endpoint, transactions="2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "sent " not in done.stdout
+    assert "retrying in" not in done.stderr
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("export to")]
+    total = int(line.split(" spans lost")[0].rsplit(" of ", 1)[1])
+    assert total > 0
+    assert line == (
+        f"export to {endpoint} failed: {total} of {total} spans lost, the metrics were not"
+        " delivered (is a collector listening there? OTLP/HTTP, e.g. port 4318)"
+    )
+
+
 def test_demo_sends_to_an_otlp_endpoint(
     otlp_collector: tuple[str, dict[str, list[bytes]]],
 ) -> None:
     """--otlp-endpoint exports the same spans, and our transaction metrics, over OTLP/HTTP."""
     endpoint, bodies = otlp_collector
-    done = _demo("--otlp-endpoint", endpoint)
+    done = _demo("--otlp-endpoint", endpoint, "--buyers", "2")
     assert done.returncode == 0, done.stderr
-    names = [
-        span.name
-        for body in bodies.get("/v1/traces", [])
-        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
-    assert names.count("withTransaction") == 7
+    assert f"sent {len(names_of(bodies))} spans and the metrics to {endpoint}" in done.stdout
+    names = names_of(bodies)
+    assert names.count("withTransaction") == 9  # 7 transactions, 2 buyers
     metrics = {
         metric.name
         for body in bodies.get("/v1/metrics", [])
@@ -78,6 +174,7 @@ def test_demo_sends_to_an_otlp_endpoint(
         "db.client.mongodb.transactions",
         "db.client.mongodb.transaction.retries",
         "db.client.mongodb.transaction.commit_retries",
+        "db.client.mongodb.transaction.wasted_duration",
     }
     assert expected == metrics
 

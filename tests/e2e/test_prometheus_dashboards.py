@@ -10,6 +10,7 @@ Jaeger search, which renders one trace by id and so showed nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,8 +29,10 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
+from pymongo.errors import OperationFailure
 
 from motor_otel import instrument_client
+from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.e2e
 DASHBOARDS = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
 TRANSACTIONS = DASHBOARDS / "motor-otel-transactions.json"
 DEADLINE_S = 120
+TTE = "TransientTransactionError"
 
 # The codeName of each common server error code, from MongoDB's src/mongo/base/error_codes.yml
 # (mongodb/mongo at 007ba93); 24, 112, 246 and 251 also as the transactions-convenient-api suite's
@@ -307,6 +311,27 @@ async def _workload(client: AsyncIOMotorClient) -> None:
         await client.dash.orders.find_one({}, session=session)
 
 
+async def _unretried_commit(client: AsyncIOMotorClient) -> None:
+    """A commit conflict that Motor's own loop (driver mode) lets escape: commit_not_retried."""
+    await client.admin.command(
+        fail_command("commitTransaction", error_code=112, error_labels=[TTE])
+    )
+    async with await client.start_session() as session:
+        with contextlib.suppress(OperationFailure):
+            await session.with_transaction(
+                lambda s: client.dash.orders.insert_one({"n": 0}, session=s)
+            )
+
+
+def _series_labels(base: str, title: str, *labels: str) -> set[tuple[str, ...]]:
+    """The label values of every series the panel's first query returns."""
+    [panel] = [panel for _, panel in _panels() if panel["title"] == title]
+    return {
+        tuple(series["metric"].get(label, "") for label in labels)
+        for series in _query(base, panel["targets"][0]["expr"])
+    }
+
+
 async def test_every_dashboard_query_returns_data(
     prometheus: str,
     metrics_endpoint: tuple[MeterProvider, int],
@@ -324,11 +349,19 @@ async def test_every_dashboard_query_returns_data(
         meter_provider=meter_provider,
         with_transaction="spec",
     )
+    driver: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    instrument_client(
+        driver,
+        tracer_provider=TracerProvider(),
+        meter_provider=meter_provider,
+        with_transaction="driver",
+    )
     empty = queries
     deadline = time.monotonic() + DEADLINE_S
     try:
         while empty and time.monotonic() < deadline:
             await _workload(client)  # the workload paces the polling
+            await _unretried_commit(driver)
             empty = [
                 (title, expr)
                 for title, expr in empty
@@ -337,6 +370,7 @@ async def test_every_dashboard_query_returns_data(
     finally:
         await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         client.close()
+        driver.close()
     summary_line(
         f"checked {len(queries)} dashboard panel queries against Prometheus, {len(empty)} empty"
     )
@@ -357,3 +391,14 @@ async def test_every_dashboard_query_returns_data(
     # is the server code, and the table names each one.
     assert {"112", "91"} <= codes, f"the workload's server codes are not error types: {codes}"
     assert codes <= _mapped_texts(failures).keys(), f"server codes without a name: {codes}"
+    causes = _series_labels(
+        prometheus,
+        "Retries by collection and operation",
+        "db_collection_name",
+        "db_operation_name",
+        "error_type",
+    )
+    summary_line(f"retry causes in the retries panel: {sorted(causes)}")
+    assert ("orders", "insert", "112") in causes  # the injected insert conflict
+    unretried = _series_labels(prometheus, "Commits Motor did not retry", "error_type")
+    assert unretried == {("112",)}

@@ -102,21 +102,45 @@ async def exported(
 ) -> tuple[InMemoryMetricReader, AsyncIOMotorClient]:
     """Run the workload; the spans land in the ``exporter`` fixture, the points in the reader."""
     reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(
         client,
         tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
+        meter_provider=meter_provider,
         with_transaction="spec",
+        query_text_max_length=1000,
+    )
+    driver: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    instrument_client(
+        driver,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        with_transaction="driver",
         query_text_max_length=1000,
     )
     try:
         await _workload(client)
+        await _unretried_commit(driver)
     finally:
         await client.admin.command(FAIL_POINT_OFF)
         uninstrument_client(client)
+        uninstrument_client(driver)
         client.close()
+        driver.close()
     return reader, client
+
+
+async def _unretried_commit(client: AsyncIOMotorClient) -> None:
+    """Motor's own loop lets a transient commit error escape: commit_not_retried."""
+    commit_conflict = _fail("commitTransaction", 112, 1)
+    commit_conflict["data"]["errorLabels"] = ["TransientTransactionError"]
+    await client.admin.command(commit_conflict)
+    async with await client.start_session() as session:
+        with pytest.raises(OperationFailure):
+            await session.with_transaction(
+                lambda s: client.readme_tables.items.insert_one({"n": "driver"}, session=s)
+            )
 
 
 async def _workload(client: AsyncIOMotorClient) -> None:

@@ -156,7 +156,8 @@ async def test_metric_kinds_and_units_are_the_documented_ones(
         "db.client.mongodb.transactions": ("Sum", "{transaction}"),
         "db.client.mongodb.transaction.retries": ("Sum", "{retry}"),
         "db.client.mongodb.transaction.commit_retries": ("Sum", "{retry}"),
-    }
+        "db.client.mongodb.transaction.wasted_duration": ("Histogram", "s"),
+    }  # commit_not_retried (Sum, {commit}): tests/integration/test_retry_causes.py
     assert expected == actual
 
 

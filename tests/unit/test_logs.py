@@ -9,7 +9,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from motor_otel.events import AttemptInfo, TransactionSummary
+from motor_otel.events import AttemptInfo, RetryCause, TransactionSummary
 from motor_otel.logs import LifecycleLogger, add_trace_context
 
 
@@ -131,3 +131,45 @@ def test_span_attributes_fill_in_and_override_nothing() -> None:
     assert ended["db.mongodb.error_labels"] == ["TransientTransactionError"]
     assert retried["db.mongodb.transaction.backoff_s"] == 0.01
     assert "error_type" not in ended and "error.type" not in ended
+
+
+def test_retry_event_names_its_cause() -> None:
+    """transaction.retry carries the cause's summary, collection, operation and error.type."""
+    cause = RetryCause("update shop.stock", "update", "stock", "112")
+    info = AttemptInfo(2, "a-session", 4, ("TransientTransactionError",), retry_cause=cause)
+    with structlog.testing.capture_logs() as logs:
+        LifecycleLogger().transaction_retry(info)
+    expected = [
+        {
+            "event": "transaction.retry",
+            "log_level": "warning",
+            "db.mongodb.transaction.attempt": 2,
+            "db.mongodb.lsid": "a-session",
+            "db.mongodb.txn_number": 4,
+            "db.mongodb.error_labels": ["TransientTransactionError"],
+            "db.mongodb.transaction.retry_cause": "update shop.stock",
+            "db.operation.name": "update",
+            "db.collection.name": "stock",
+            "error.type": "112",
+        }
+    ]
+    assert expected == logs
+
+
+def test_commit_not_retried_event() -> None:
+    """Motor's unretried commit is a warning with the labels and error.type of the commit error."""
+    info = AttemptInfo(1, "a-session", 5, ("TransientTransactionError",), error_type="112")
+    with structlog.testing.capture_logs() as logs:
+        LifecycleLogger().commit_not_retried(info)
+    expected = [
+        {
+            "event": "transaction.commit_not_retried",
+            "log_level": "warning",
+            "db.mongodb.transaction.attempt": 1,
+            "db.mongodb.lsid": "a-session",
+            "db.mongodb.txn_number": 5,
+            "db.mongodb.error_labels": ["TransientTransactionError"],
+            "error.type": "112",
+        }
+    ]
+    assert expected == logs
