@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -67,6 +68,25 @@ async def async_client(mongodb_uri: str) -> AsyncIterator[pymongo.AsyncMongoClie
     yield client
     await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     await client.close()
+
+
+ASYNC_DRIVERS = {"Motor": AsyncIOMotorClient, "AsyncMongoClient": pymongo.AsyncMongoClient}
+
+
+async def maybe_await(value: Any) -> Any:
+    """Motor's ``start_session`` is a coroutine, ``AsyncMongoClient``'s is not: accept both."""
+    return await value if inspect.isawaitable(value) else value
+
+
+@pytest.fixture(params=sorted(ASYNC_DRIVERS))
+async def async_driver_client(
+    request: pytest.FixtureRequest, mongodb_uri: str
+) -> AsyncIterator[Any]:
+    """Each asynchronous driver in turn (Motor, ``AsyncMongoClient``), fail points off afterwards."""
+    client = ASYNC_DRIVERS[request.param](mongodb_uri, **CLIENT_OPTIONS)
+    yield client
+    await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    await maybe_await(client.close())
 
 
 @pytest.fixture

@@ -7,14 +7,11 @@ labels and metrics exactly as in the default ``"spans"`` mode.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pymongo
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,10 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from motor_otel import instrument_client
 from motor_otel.testing import fail_command
-from tests.conftest import CLIENT_OPTIONS
+from tests.conftest import maybe_await as _maybe
 from tests.spans import children, named
 
-ASYNC_DRIVERS = {"Motor": AsyncIOMotorClient, "AsyncMongoClient": pymongo.AsyncMongoClient}
 ENV = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_COMMAND_DETAIL"
 # HostUnreachable with the retryable-write label: retried once, no server rediscovery.
 RETRYABLE_INSERT = fail_command("insert", error_code=6, error_labels=["RetryableWriteError"])
@@ -35,16 +31,9 @@ TRANSIENT_INSERT = fail_command(
 )
 
 
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-@pytest.fixture(params=sorted(ASYNC_DRIVERS))
-async def client(request: pytest.FixtureRequest, mongodb_uri: str) -> AsyncIterator[Any]:
-    client = ASYNC_DRIVERS[request.param](mongodb_uri, **CLIENT_OPTIONS)
-    yield client
-    await client.admin.command(fail_command(mode="off"))
-    await _maybe(client.close())
+@pytest.fixture
+def client(async_driver_client: Any) -> Any:
+    return async_driver_client
 
 
 def _instrument(client: Any, **settings: Any) -> tuple[InMemorySpanExporter, InMemoryMetricReader]:

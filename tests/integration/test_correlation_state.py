@@ -7,8 +7,6 @@ in-flight command spans).
 from __future__ import annotations
 
 import gc
-import inspect
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pymongo
@@ -22,23 +20,16 @@ from motor_otel.correlation import Correlator
 from motor_otel.instrumentor import telemetry_of
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
+from tests.conftest import maybe_await as _maybe
 
-ASYNC_DRIVERS = {"Motor": AsyncIOMotorClient, "AsyncMongoClient": pymongo.AsyncMongoClient}
 # Twice: the driver retries a retryable commit error once itself, then the result is unknown.
 # HostUnreachable, not ShutdownInProgress: no server rediscovery, so no half-second wait.
 UNKNOWN_COMMIT = fail_command("commitTransaction", mode=2, error_code=6)
 
 
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-@pytest.fixture(params=sorted(ASYNC_DRIVERS))
-async def client(request: pytest.FixtureRequest, mongodb_uri: str) -> AsyncIterator[Any]:
-    client = ASYNC_DRIVERS[request.param](mongodb_uri, **CLIENT_OPTIONS)
-    yield client
-    await client.admin.command(fail_command(mode="off"))
-    await _maybe(client.close())
+@pytest.fixture
+def client(async_driver_client: Any) -> Any:
+    return async_driver_client
 
 
 def _correlator(client: Any, tracer_provider: TracerProvider) -> Correlator:

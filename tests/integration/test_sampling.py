@@ -9,15 +9,13 @@ metrics count every transaction whatever the sampler; hooks run only for recorde
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pymongo
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.context import Context
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -42,25 +40,17 @@ from opentelemetry.util.types import Attributes
 from motor_otel import instrument_client
 from motor_otel.instrumentor import telemetry_of
 from motor_otel.testing import fail_command
-from tests.conftest import CLIENT_OPTIONS
+from tests.conftest import maybe_await as _maybe
 from tests.spans import children, named
 
-ASYNC_DRIVERS = {"Motor": AsyncIOMotorClient, "AsyncMongoClient": pymongo.AsyncMongoClient}
 TRANSIENT_INSERT = fail_command(
     "insert", error_code=112, error_labels=["TransientTransactionError"]
 )
 
 
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-@pytest.fixture(params=sorted(ASYNC_DRIVERS))
-async def client(request: pytest.FixtureRequest, mongodb_uri: str) -> AsyncIterator[Any]:
-    client = ASYNC_DRIVERS[request.param](mongodb_uri, **CLIENT_OPTIONS)
-    yield client
-    await client.admin.command(fail_command(mode="off"))
-    await _maybe(client.close())
+@pytest.fixture
+def client(async_driver_client: Any) -> Any:
+    return async_driver_client
 
 
 async def _transaction(client: Any, n: int, collection: str = "items") -> None:
