@@ -10,6 +10,7 @@ one attribute read per fact. Attribute sets are built once per distinct value an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
@@ -56,6 +57,19 @@ def _labels(labels: Sequence[str]) -> Sequence[str]:
 
 
 _MAX_CACHED = 1024  # distinct attribute sets kept per cache; a cache that fills is cleared
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store an attribute set in its bounded cache: a full cache is cleared, never grown."""
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 _RETRY_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
 _TRANSACTION_ATTRS: dict[
     tuple[str, str | None, tuple[str, ...]],
@@ -82,13 +96,15 @@ def _retry_attributes(label: str, cause: RetryCause | None = None) -> Mapping[st
     key = (label, cause)
     attrs = _RETRY_ATTRS.get(key)
     if attrs is None:
-        if len(_RETRY_ATTRS) >= _MAX_CACHED:
-            _RETRY_ATTRS.clear()
-        attrs = _RETRY_ATTRS[key] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            ERROR_LABEL: label,
-            **_cause_attributes(cause, error_type=True),
-        }
+        attrs = _remember(
+            _RETRY_ATTRS,
+            key,
+            {
+                A.DB_SYSTEM_NAME: A.MONGODB,
+                ERROR_LABEL: label,
+                **_cause_attributes(cause, error_type=True),
+            },
+        )
     return attrs
 
 
@@ -97,13 +113,15 @@ def _wasted_attributes(summary: TransactionSummary) -> Mapping[str, AttributeVal
     key = (summary.outcome, summary.retry_cause)
     attrs = _WASTED_ATTRS.get(key)
     if attrs is None:
-        if len(_WASTED_ATTRS) >= _MAX_CACHED:
-            _WASTED_ATTRS.clear()
-        attrs = _WASTED_ATTRS[key] = {
-            A.DB_SYSTEM_NAME: A.MONGODB,
-            A.TXN_OUTCOME: summary.outcome,
-            **_cause_attributes(summary.retry_cause, error_type=False),
-        }
+        attrs = _remember(
+            _WASTED_ATTRS,
+            key,
+            {
+                A.DB_SYSTEM_NAME: A.MONGODB,
+                A.TXN_OUTCOME: summary.outcome,
+                **_cause_attributes(summary.retry_cause, error_type=False),
+            },
+        )
     return attrs
 
 
@@ -117,9 +135,7 @@ def _not_retried_attributes(info: AttemptInfo) -> Mapping[str, AttributeValue]:
         }
         if info.error_type is not None:
             found[A.ERROR_TYPE] = info.error_type
-        if len(_NOT_RETRIED_ATTRS) >= _MAX_CACHED:
-            _NOT_RETRIED_ATTRS.clear()
-        attrs = _NOT_RETRIED_ATTRS[key] = found
+        attrs = _remember(_NOT_RETRIED_ATTRS, key, found)
     return attrs
 
 
@@ -137,9 +153,7 @@ def _transaction_attributes(
         if summary.error_type is not None:
             attrs[A.ERROR_TYPE] = summary.error_type
         labels = ",".join(sorted(summary.error_labels)) or "none"
-        if len(_TRANSACTION_ATTRS) >= _MAX_CACHED:
-            _TRANSACTION_ATTRS.clear()
-        found = _TRANSACTION_ATTRS[key] = (attrs, {**attrs, ERROR_LABELS: labels})
+        found = _remember(_TRANSACTION_ATTRS, key, (attrs, {**attrs, ERROR_LABELS: labels}))
     return found
 
 
