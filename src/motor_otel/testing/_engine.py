@@ -188,6 +188,16 @@ def _check_update(update: Any, multi: bool, array_filters: Any) -> None:
             )
 
 
+def _write_reply(results: list[tuple[int, Doc]], errors: list[Doc], **counts: int) -> Doc:
+    """A write command's reply as mongod sends it: ``ok: 1`` with ``n`` (and the command's other
+    counts), and the failed statements as ``writeErrors`` (command-logging-and-monitoring's
+    monitoring tests; MongoDB's manual, "insert"/"update"/"delete" command output)."""
+    reply: Doc = {"n": sum(r["n"] for _, r in results), **counts, "ok": 1}
+    if errors:
+        reply["writeErrors"] = errors
+    return reply
+
+
 def _upsert_id(query: Doc) -> list[Any]:
     """The _id an upsert would insert, when the query fixes it."""
     value = query.get("_id") if isinstance(query, dict) else None
@@ -364,10 +374,7 @@ class Engine:
         results, errors = self._batch(
             ctx, cmd, docs, lambda i, doc: self._insert_one(ctx, db, name, i, doc)
         )
-        reply: Doc = {"n": sum(r["n"] for _, r in results), "ok": 1}
-        if errors:
-            reply["writeErrors"] = errors
-        return reply
+        return _write_reply(results, errors)
 
     def _update_one(self, ctx: Context, db: str, name: str, index: int, spec: Doc) -> Doc:
         coll = ctx.view.collection(db, name)
@@ -430,16 +437,10 @@ class Engine:
         results, errors = self._batch(
             ctx, cmd, specs, lambda i, spec: self._update_one(ctx, db, name, i, spec)
         )
-        reply: Doc = {
-            "n": sum(r["n"] for _, r in results),
-            "nModified": sum(r["nModified"] for _, r in results),
-            "ok": 1,
-        }
+        reply = _write_reply(results, errors, nModified=sum(r["nModified"] for _, r in results))
         upserted = [{"index": i, "_id": r["upserted"]} for i, r in results if "upserted" in r]
         if upserted:
             reply["upserted"] = upserted
-        if errors:
-            reply["writeErrors"] = errors
         return reply
 
     def _delete_one(self, ctx: Context, db: str, name: str, index: int, spec: Doc) -> Doc:
@@ -463,10 +464,7 @@ class Engine:
         results, errors = self._batch(
             ctx, cmd, specs, lambda i, spec: self._delete_one(ctx, db, name, i, spec)
         )
-        reply: Doc = {"n": sum(r["n"] for _, r in results), "ok": 1}
-        if errors:
-            reply["writeErrors"] = errors
-        return reply
+        return _write_reply(results, errors)
 
     def bulk_write(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         """MongoDB 8.0's client-level ``bulkWrite``: each op is one statement of its namespace."""
