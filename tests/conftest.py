@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from motor_otel.testing import SimulatedReplicaSet
+from tests.signals import Signals, make_signals
 
 CLIENT_OPTIONS: dict[str, Any] = {
     "serverSelectionTimeoutMS": 5000,
@@ -50,6 +51,12 @@ def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
+
+
+@pytest.fixture
+def signals() -> Signals:
+    """Spans in memory and metric points in a reader, fresh per test (``tests/signals.py``)."""
+    return make_signals()
 
 
 @pytest.fixture

@@ -1,0 +1,84 @@
+"""One set-up for what a test observes: spans in memory, metric points in a reader.
+
+Tests used to build an ``InMemorySpanExporter`` + ``TracerProvider`` and an
+``InMemoryMetricReader`` + ``MeterProvider`` by hand, then walk ``get_metrics_data()`` in a
+private ``_points`` of their own. :class:`Signals` is that set-up once; the ``signals`` fixture in
+``tests/conftest.py`` gives a fresh one per test, and :func:`make_signals` takes a sampler or id
+generator for tests that need one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
+
+from motor_otel import instrument_client
+
+
+@dataclass(eq=False)
+class Signals:
+    """A tracer provider exporting to memory and a meter provider read in memory."""
+
+    exporter: InMemorySpanExporter
+    tracer_provider: TracerProvider
+    reader: InMemoryMetricReader
+    meter_provider: MeterProvider
+
+    def instrument(self, client: Any, **settings: Any) -> Any:
+        """``instrument_client(client, ...)`` with both providers; returns the client."""
+        instrument_client(
+            client,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            **settings,
+        )
+        return client
+
+    def providers(self) -> dict[str, Any]:
+        """The keywords for ``instrument()``/``instrument_client()``."""
+        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
+
+    def spans(self) -> Sequence[ReadableSpan]:
+        return self.exporter.get_finished_spans()
+
+    def points(self) -> dict[str, list[Any]]:
+        """Every metric's data points by metric name (empty when nothing was recorded)."""
+        return metric_points(self.reader)
+
+
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Every metric's data points by metric name, across resources and scopes."""
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    if data is None:
+        return points
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+def make_signals(
+    sampler: Sampler | None = None, id_generator: IdGenerator | None = None
+) -> Signals:
+    """A fresh :class:`Signals`; ``sampler``/``id_generator`` go to the ``TracerProvider``."""
+    options: dict[str, Any] = {}
+    if sampler is not None:
+        options["sampler"] = sampler
+    if id_generator is not None:
+        options["id_generator"] = id_generator
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(**options)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    return Signals(exporter, tracer_provider, reader, MeterProvider(metric_readers=[reader]))
