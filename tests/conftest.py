@@ -13,7 +13,6 @@ import pymongo
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from motor_otel.testing import SimulatedReplicaSet
@@ -42,15 +41,15 @@ def mongodb_uri(simulator: SimulatedReplicaSet | None) -> str:
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def exporter(signals: Signals) -> InMemorySpanExporter:
+    """The ``signals`` fixture's span exporter."""
+    return signals.exporter
 
 
 @pytest.fixture
-def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider
+def tracer_provider(signals: Signals) -> TracerProvider:
+    """The ``signals`` fixture's tracer provider, exporting to ``exporter``."""
+    return signals.tracer_provider
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ import structlog
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pymongo import monitoring
@@ -29,6 +26,7 @@ from pymongo import monitoring
 from motor_otel import MotorInstrumentor, coexistence, instrument_client, uninstrument_client
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, make_signals
 from tests.spans import children, named
 
 CONTRIB_SCOPE = "opentelemetry.instrumentation.pymongo"
@@ -42,9 +40,9 @@ class Contrib:
     """
 
     def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        signals = make_signals()
+        self.exporter = signals.exporter
+        self.provider = signals.tracer_provider
         self.instrumentor = PymongoInstrumentor()
 
     def instrument(self) -> None:
@@ -450,17 +448,6 @@ async def _run(client: Any, kind: str = "with_transaction", exporter: Any = None
     await _maybe(client.close())
 
 
-def _metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    points: dict[str, list[Any]] = {}
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                points.setdefault(metric.name, []).extend(metric.data.data_points)
-    return points
-
-
 def _scope(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.instrumentation_scope and s.instrumentation_scope.name == name]
 
@@ -531,8 +518,7 @@ async def test_both_tracers_on_tell_one_story(
     client_kind: str,
     switch: str,
     kind: str,
-    tracer_provider: TracerProvider,
-    exporter: InMemorySpanExporter,
+    signals: Signals,
     mongodb_uri: str,
 ) -> None:
     """One ``transaction`` span per attempt, ours, with PyMongo's operations and commands under it.
@@ -543,10 +529,8 @@ async def test_both_tracers_on_tell_one_story(
     """
     client_class, mode = CLIENTS[client_kind]
     pymongo_switch, ours_switch = switch.split("+")
-    reader = InMemoryMetricReader()
     ours = {
-        "tracer_provider": tracer_provider,
-        "meter_provider": MeterProvider([reader]),
+        **signals.providers(),
         "with_transaction": mode,
         "log_lifecycle": True,
     }
@@ -564,12 +548,12 @@ async def test_both_tracers_on_tell_one_story(
         if ours_switch == "client":
             instrument_client(client, **ours)
         with structlog.testing.capture_logs() as logs:
-            await _run(client, kind, exporter)
+            await _run(client, kind, signals.exporter)
     finally:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 
-    spans = exporter.get_finished_spans()
+    spans = signals.spans()
     assert scoped_tree(spans) == ONE_STORY[kind]
     attempts = [s.attributes or {} for s in named(_scope(spans, "motor_otel"), "transaction")]
     assert [a["db.mongodb.transaction.attempt"] for a in attempts] == list(
@@ -585,7 +569,7 @@ async def test_both_tracers_on_tell_one_story(
         retry = [e for e in logs if e["event"] == "transaction.retry"]
         assert retry[0]["db.mongodb.error_labels"] == ["TransientTransactionError"]
     assert [e["event"] for e in logs] == expected_events
-    points = _metric_points(reader)
+    points = signals.points()
     (committed,) = points["db.client.mongodb.transactions"]
     assert committed.attributes["db.mongodb.transaction.outcome"] == "committed"
     if kind == "retried":

@@ -16,9 +16,8 @@ import pymongo
 import pytest
 from mockupdb import MockupDB
 from motor.motor_asyncio import AsyncIOMotorClient
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from pymongo.errors import (
@@ -29,8 +28,9 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from motor_otel import instrument_client, uninstrument_client
+from motor_otel import uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, metric_points
 from tests.spans import named
 
 HELLO = {
@@ -69,24 +69,18 @@ def driver(request: pytest.FixtureRequest) -> Driver:
 
 
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
+def reader(signals: Signals) -> InMemoryMetricReader:
+    """The ``signals`` fixture's metric reader."""
+    return signals.reader
 
 
 @pytest.fixture
-async def traced(
-    driver: Driver, tracer_provider: TracerProvider, reader: InMemoryMetricReader
-) -> AsyncIterator[Callable[[str], Any]]:
+async def traced(driver: Driver, signals: Signals) -> AsyncIterator[Callable[[str], Any]]:
     """``traced(uri)``: a client of the driver under test, instrumented with spans and metrics."""
     clients: list[Any] = []
 
     def make(uri: str) -> Any:
-        client = driver(uri)
-        instrument_client(
-            client,
-            tracer_provider=tracer_provider,
-            meter_provider=MeterProvider(metric_readers=[reader]),
-        )
+        client = signals.instrument(driver(uri))
         clients.append(client)
         return client
 
@@ -127,16 +121,7 @@ def scripted(
 
 
 def _operation_points(reader: InMemoryMetricReader) -> list[Any]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "db.client.operation.duration"
-        for point in metric.data.data_points
-    ]
+    return metric_points(reader).get("db.client.operation.duration", [])
 
 
 def _failure(span: ReadableSpan) -> tuple[Any, Any, StatusCode]:
@@ -344,18 +329,15 @@ async def test_a_duplicate_key_has_one_error_type_up_to_with_transaction(
 
 
 async def test_an_unknown_commit_result_escaping_motor_fails_both_transaction_spans_alike(
-    tracer_provider: TracerProvider,
+    signals: Signals,
     exporter: InMemorySpanExporter,
     reader: InMemoryMetricReader,
     mongodb_uri: str,
 ) -> None:
     """Motor's loop gives up on commit error 91 (NotPrimaryError, its code only in details):
     the attempt, withTransaction, commit operation and commit command spans all say "91"."""
-    client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
-    instrument_client(
-        client,
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
+    client: AsyncIOMotorClient = signals.instrument(
+        AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     )
     await client.admin.command(
         {

@@ -18,11 +18,7 @@ import pymongo
 import pytest
 from opentelemetry.context import Context
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -41,6 +37,7 @@ from motor_otel import instrument_client
 from motor_otel.instrumentor import telemetry_of
 from motor_otel.testing import fail_command
 from tests.conftest import maybe_await as _maybe
+from tests.signals import make_signals
 from tests.spans import children, named
 
 TRANSIENT_INSERT = fail_command(
@@ -63,25 +60,6 @@ async def _transaction(client: Any, n: int, collection: str = "items") -> None:
                 await coll.insert_one({"n": n, "k": k}, session=s)
 
         await session.with_transaction(callback)
-
-
-def _provider(sampler: Sampler, ids: IdGenerator | None = None) -> tuple[TracerProvider, Any]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampler, id_generator=ids) if ids else None
-    provider = provider or TracerProvider(sampler=sampler)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
-
-
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return {
-        metric.name: list(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
 
 
 class RecordsChildren(Sampler):
@@ -117,15 +95,15 @@ async def test_a_sampler_that_records_children_of_unsampled_parents_gets_complet
     client: Any,
 ) -> None:
     """Root dropped, children recorded: every span below has what an ALWAYS_ON run has."""
-    always, always_spans = _provider(ALWAYS_ON)
-    instrument_client(client, tracer_provider=always)
+    always = make_signals(ALWAYS_ON)
+    instrument_client(client, tracer_provider=always.tracer_provider)
     await _transaction(client, 0)
-    custom, custom_spans = _provider(RecordsChildren())
-    instrument_client(client, tracer_provider=custom)
+    custom = make_signals(RecordsChildren())
+    instrument_client(client, tracer_provider=custom.tracer_provider)
     await _transaction(client, 1)
 
-    expected = _shape([s for s in always_spans.get_finished_spans() if s.name != "withTransaction"])
-    recorded = custom_spans.get_finished_spans()
+    expected = _shape([s for s in always.spans() if s.name != "withTransaction"])
+    recorded = custom.spans()
     assert named(recorded, "withTransaction") == []  # the root, dropped
     assert expected == _shape(recorded)
     (attempt,) = named(recorded, "transaction")
@@ -156,15 +134,12 @@ async def test_one_percent_of_500_concurrent_transactions_are_complete_traces(
     client: Any,
 ) -> None:
     """Every sampled trace is a whole, correctly parented tree; every transaction is counted."""
-    provider, exporter = _provider(TraceIdRatioBased(0.01), SeededIds(20261129))
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client, tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[reader])
-    )
+    signals = make_signals(TraceIdRatioBased(0.01), SeededIds(20261129))
+    signals.instrument(client)
     # One collection each: the simulator snapshots a collection per transaction that touches it.
     await asyncio.gather(*(_transaction(client, n, f"c{n}") for n in range(500)))
 
-    spans = exporter.get_finished_spans()
+    spans = signals.spans()
     traces: dict[int, list[ReadableSpan]] = defaultdict(list)
     for span in spans:
         traces[span.context.trace_id].append(span)
@@ -184,17 +159,14 @@ async def test_one_percent_of_500_concurrent_transactions_are_complete_traces(
     telemetry = telemetry_of(client)
     assert telemetry is not None
     assert telemetry.correlator.sizes() == (0, 0)
-    (done,) = _points(reader)["db.client.mongodb.transactions"]
+    (done,) = signals.points()["db.client.mongodb.transactions"]
     assert done.value == 500
 
 
 async def _scripted_run(client: Any, sampler: Sampler) -> tuple[dict[str, Any], int]:
     """Five transactions, the third retried once, and a failed insert outside any transaction."""
-    provider, exporter = _provider(sampler)
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client, tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[reader])
-    )
+    signals = make_signals(sampler)
+    signals.instrument(client)
     for n in range(5):
         if n == 2:
             await client.admin.command(TRANSIENT_INSERT)
@@ -202,7 +174,7 @@ async def _scripted_run(client: Any, sampler: Sampler) -> tuple[dict[str, Any], 
     await client.admin.command(fail_command("insert", error_code=2))
     with pytest.raises(pymongo.errors.OperationFailure):
         await client.sampling.items.insert_one({"bad": True})
-    points = _points(reader)
+    points = signals.points()
     summary = {
         "transactions": {
             (p.attributes["db.mongodb.transaction.outcome"], p.attributes["db.mongodb.error_labels"]): p.value
@@ -219,7 +191,7 @@ async def _scripted_run(client: Any, sampler: Sampler) -> tuple[dict[str, Any], 
             for p in points["db.client.operation.duration"]
         ),
     }  # fmt: skip
-    return summary, len(exporter.get_finished_spans())
+    return summary, len(signals.spans())
 
 
 async def test_metrics_are_exact_under_always_off(client: Any) -> None:
@@ -242,20 +214,20 @@ async def test_metrics_are_exact_under_always_off(client: Any) -> None:
 async def test_hooks_run_only_for_recorded_spans(client: Any) -> None:
     """No request, response or transaction hook call for spans nobody records."""
     calls: list[str] = []
-    provider, _ = _provider(ParentBased(ALWAYS_OFF))
+    unrecorded = make_signals(ParentBased(ALWAYS_OFF))
     instrument_client(
         client,
-        tracer_provider=provider,
+        tracer_provider=unrecorded.tracer_provider,
         request_hook=lambda span, event: calls.append("request"),
         response_hook=lambda span, event: calls.append("response"),
         transaction_hook=lambda span, session: calls.append("transaction"),
     )
     await _transaction(client, 0)
     assert calls == []
-    recorded, _ = _provider(ALWAYS_ON)
+    recorded = make_signals(ALWAYS_ON)
     instrument_client(
         client,
-        tracer_provider=recorded,
+        tracer_provider=recorded.tracer_provider,
         request_hook=lambda span, event: calls.append("request"),
         transaction_hook=lambda span, session: calls.append("transaction"),
     )
@@ -265,11 +237,13 @@ async def test_hooks_run_only_for_recorded_spans(client: Any) -> None:
 
 async def test_the_no_op_meter_is_noticed_once(client: Any) -> None:
     """The API's no-op meter provider: no metrics observer at all, so nothing is built for it."""
-    provider, exporter = _provider(ALWAYS_ON)
-    instrument_client(client, tracer_provider=provider, meter_provider=NoOpMeterProvider())
+    signals = make_signals(ALWAYS_ON)
+    instrument_client(
+        client, tracer_provider=signals.tracer_provider, meter_provider=NoOpMeterProvider()
+    )
     telemetry = telemetry_of(client)
     assert telemetry is not None
     assert telemetry.observers == []
     assert not telemetry.observed()
     await _transaction(client, 0)
-    assert len(exporter.get_finished_spans()) == 10  # tracing is untouched
+    assert len(signals.spans()) == 10  # tracing is untouched
