@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -54,17 +54,32 @@ class Signals:
         """Every metric's data points by metric name (empty when nothing was recorded)."""
         return metric_points(self.reader)
 
+    def metrics(self) -> list[Metric]:
+        """Every metric collected, with its unit and data kind (see :func:`metrics`)."""
+        return metrics(self.reader)
+
+
+def metrics(reader: InMemoryMetricReader) -> list[Metric]:
+    """Every metric the reader collects, across resources and scopes, in export order.
+
+    For tests that check a metric's unit or kind (``type(metric.data)``), not only its points.
+    """
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    return [
+        metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    ]
+
 
 def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     """Every metric's data points by metric name, across resources and scopes."""
-    data = reader.get_metrics_data()
     points: dict[str, list[Any]] = {}
-    if data is None:
-        return points
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    for metric in metrics(reader):
+        points.setdefault(metric.name, []).extend(metric.data.data_points)
     return points
 
 

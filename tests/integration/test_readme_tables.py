@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import ReadPreference
 from pymongo.errors import DuplicateKeyError, OperationFailure
@@ -30,6 +29,7 @@ from pymongo.write_concern import WriteConcern
 from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
 from motor_otel.config import ENV_PREFIX, Settings
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 KINDS = ("withTransaction", "transaction", "operation", "command")
@@ -98,24 +98,18 @@ def dup_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 async def exported(
-    dup_names: None, mongodb_uri: str, tracer_provider: TracerProvider
+    dup_names: None, mongodb_uri: str, signals: Signals
 ) -> tuple[InMemoryMetricReader, AsyncIOMotorClient]:
     """Run the workload; the spans land in the ``exporter`` fixture, the points in the reader."""
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
-    instrument_client(
+    signals.instrument(
         client,
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
         with_transaction="spec",
         query_text_max_length=1000,
     )
     driver: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
-    instrument_client(
+    signals.instrument(
         driver,
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
         with_transaction="driver",
         query_text_max_length=1000,
     )
@@ -128,7 +122,7 @@ async def exported(
         uninstrument_client(driver)
         client.close()
         driver.close()
-    return reader, client
+    return signals.reader, client
 
 
 async def _unretried_commit(client: AsyncIOMotorClient) -> None:
@@ -220,17 +214,13 @@ async def test_the_metric_table_is_what_is_recorded(
 ) -> None:
     """Metric names, kinds, units and attribute keys are the table's, both ways."""
     reader, _ = exported
-    data = reader.get_metrics_data()
-    assert data is not None
     recorded: dict[str, tuple[str, str, set[str]]] = {}
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                keys: set[str] = set()
-                for point in metric.data.data_points:
-                    keys.update(point.attributes or {})
-                kind = {"Histogram": "histogram", "Sum": "counter"}[type(metric.data).__name__]
-                recorded[metric.name] = (kind, metric.unit or "", keys)
+    for metric in metrics(reader):
+        keys: set[str] = set()
+        for point in metric.data.data_points:
+            keys.update(point.attributes or {})
+        kind = {"Histogram": "histogram", "Sum": "counter"}[type(metric.data).__name__]
+        recorded[metric.name] = (kind, metric.unit or "", keys)
     documented: dict[str, tuple[str, str, set[str]]] = {}
     for name_cell, kind_cell, attribute_cell, _ in _table("## Metrics"):
         (name,) = re.findall(r"`([^`]+)`", name_cell)

@@ -18,16 +18,14 @@ import pymongo
 import pytest
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo.errors import OperationFailure
 
-from motor_otel import instrument_client
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, make_signals, metric_points, metrics
 from tests.spans import children, named
 
 TTE = ["TransientTransactionError"]
@@ -59,25 +57,12 @@ class Run:
             await session.end_session()
 
     def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return [
-            point
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
+        return metric_points(self.reader).get(name, [])
 
     def kind_and_unit(self, name: str) -> tuple[str, str]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
         (found,) = [
             (type(metric.data).__name__, metric.unit)
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
+            for metric in metrics(self.reader)
             if metric.name == name
         ]
         return found
@@ -102,21 +87,16 @@ async def run(request: pytest.FixtureRequest, mongodb_uri: str) -> AsyncIterator
         client = pymongo.AsyncMongoClient(mongodb_uri, **CLIENT_OPTIONS)
     else:
         client = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    instrument_client(
+    signals = make_signals()
+    signals.instrument(
         client,
-        tracer_provider=provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
         with_transaction="spec" if kind == "motor-spec" else "driver",
         log_lifecycle=True,
     )
     stock = client.causes.stock
     await stock.delete_many({})
     await stock.insert_one({"_id": "fig", "qty": 10})
-    yield Run(client, client.causes, exporter, reader)
+    yield Run(client, client.causes, signals.exporter, signals.reader)
     await client.admin.command(fail_command(mode="off"))
     closed = client.close()
     if asyncio.iscoroutine(closed):
@@ -322,15 +302,10 @@ async def test_two_transactions_conflicting_on_one_document(
 
 
 def test_sync_mongo_client_names_the_cause(
-    sync_client: pymongo.MongoClient[Any], tracer_provider: TracerProvider, exporter: Any
+    sync_client: pymongo.MongoClient[Any], signals: Signals
 ) -> None:
     """The sync MongoClient's loop reports the same cause, retries point and wasted time."""
-    reader = InMemoryMetricReader()
-    instrument_client(
-        sync_client,
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-    )
+    signals.instrument(sync_client)
     sync_client.causes.stock.replace_one({"_id": "fig"}, {"qty": 10}, upsert=True)
     sync_client.admin.command(CONFLICT_ON_UPDATE)
     with sync_client.start_session() as session:
@@ -339,7 +314,7 @@ def test_sync_mongo_client_names_the_cause(
                 {"_id": "fig"}, {"$inc": {"qty": -1}}, session=s
             )
         )
-    run = Run(sync_client, sync_client.causes, exporter, reader)
+    run = Run(sync_client, sync_client.causes, signals.exporter, signals.reader)
     spans = run.spans()
     (call,) = named(spans, "withTransaction")
     first = next(s for s in children(spans, call) if s.name == "transaction")
@@ -359,13 +334,9 @@ async def test_metrics_count_causes_whatever_the_sampler_says(mongodb_uri: str) 
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client,
-        tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-        meter_provider=MeterProvider(metric_readers=[reader]),
-    )
-    run = Run(client, client.causes, InMemorySpanExporter(), reader)
+    signals = make_signals(ALWAYS_OFF)
+    signals.instrument(client)
+    run = Run(client, client.causes, signals.exporter, signals.reader)
     try:
         await run.command(CONFLICT_ON_UPDATE)
         await run.with_transaction(
