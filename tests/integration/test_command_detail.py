@@ -12,15 +12,13 @@ from typing import Any
 
 import pymongo
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from motor_otel import instrument_client
 from motor_otel.testing import fail_command
 from tests.conftest import maybe_await as _maybe
+from tests.signals import make_signals, metric_points
 from tests.spans import children, named
 
 ENV = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_COMMAND_DETAIL"
@@ -37,17 +35,9 @@ def client(async_driver_client: Any) -> Any:
 
 
 def _instrument(client: Any, **settings: Any) -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client,
-        tracer_provider=provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        **settings,
-    )
-    return exporter, reader
+    signals = make_signals()
+    signals.instrument(client, **settings)
+    return signals.exporter, signals.reader
 
 
 def _command_spans(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
@@ -112,16 +102,12 @@ async def _retried_transaction(client: Any) -> None:
 
 
 def _metric_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[Any, ...]]]:
-    data = reader.get_metrics_data()
-    assert data is not None
     return {
-        metric.name: sorted(
+        name: sorted(
             (tuple(sorted(p.attributes.items())), getattr(p, "value", getattr(p, "count", None)))
-            for p in metric.data.data_points
+            for p in points
         )
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
+        for name, points in metric_points(reader).items()
     }
 
 
@@ -190,12 +176,11 @@ async def test_an_invalid_keyword_raises(client: Any) -> None:
 
 async def test_no_event_lands_on_a_span_that_is_not_ours(client: Any) -> None:
     """A command outside our operations and transactions (a raw-batch find): no event at all."""
-    exporter, _ = _instrument(client, command_detail="events")
+    _instrument(client, command_detail="events")
     await client.detail.items.insert_one({"x": 1})
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("app").start_as_current_span("handler"):
+    app = make_signals()
+    with app.tracer_provider.get_tracer("app").start_as_current_span("handler"):
         batches = [batch async for batch in client.detail.items.find_raw_batches({})]
     assert batches
-    (handler,) = named(exporter.get_finished_spans(), "handler")
+    (handler,) = named(app.spans(), "handler")
     assert list(handler.events) == []

@@ -11,16 +11,11 @@ from typing import Any
 import pymongo
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo.errors import PyMongoError
 
-from motor_otel import instrument_client
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, make_signals
 
 # Values no attribute, event, status, name or metric may carry by default.
 SECRETS = (
@@ -38,21 +33,12 @@ FAIL_INSERT_ONCE = fail_command(
 )
 
 
-class Exported:
+def _text(signals: Signals) -> str:
     """Every span and metric point one instrumented client produced, as one string."""
-
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.metrics = InMemoryMetricReader()
-        self.meter_provider = MeterProvider([self.metrics])
-
-    def text(self) -> str:
-        spans = [json.loads(s.to_json()) for s in self.spans.get_finished_spans()]
-        data = self.metrics.get_metrics_data()
-        metrics = json.loads(data.to_json()) if data is not None else {}
-        return json.dumps({"spans": spans, "metrics": metrics}, default=str)
+    spans = [json.loads(s.to_json()) for s in signals.spans()]
+    data = signals.reader.get_metrics_data()
+    metrics = json.loads(data.to_json()) if data is not None else {}
+    return json.dumps({"spans": spans, "metrics": metrics}, default=str)
 
 
 async def _call(value: Any) -> Any:
@@ -118,20 +104,14 @@ def client_class(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 async def _run(client_class: Any, uri: str, **settings: Any) -> str:
-    exported = Exported()
-    client = client_class(uri, **CLIENT_OPTIONS)
-    instrument_client(
-        client,
-        tracer_provider=exported.tracer_provider,
-        meter_provider=exported.meter_provider,
-        **settings,
-    )
+    signals = make_signals()
+    client = signals.instrument(client_class(uri, **CLIENT_OPTIONS), **settings)
     try:
         await _workload(client)
     finally:
         await _call(client.admin.command({"configureFailPoint": "failCommand", "mode": "off"}))
         await _call(client.close())
-    return exported.text()
+    return _text(signals)
 
 
 async def test_default_settings_export_no_document_value(
