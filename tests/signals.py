@@ -54,13 +54,13 @@ class Signals:
         """Every metric's data points by metric name (empty when nothing was recorded)."""
         return metric_points(self.reader)
 
-    def metrics(self) -> list[Metric]:
+    def metrics(self, scope: str | None = None) -> list[Metric]:
         """Every metric collected, with its unit and data kind (see :func:`metrics`)."""
-        return metrics(self.reader)
+        return metrics(self.reader, scope)
 
 
-def metrics(reader: InMemoryMetricReader) -> list[Metric]:
-    """Every metric the reader collects, across resources and scopes, in export order.
+def metrics(reader: InMemoryMetricReader, scope: str | None = None) -> list[Metric]:
+    """Every metric the reader collects (of instrumentation scope ``scope`` when given).
 
     For tests that check a metric's unit or kind (``type(metric.data)``), not only its points.
     """
@@ -70,8 +70,9 @@ def metrics(reader: InMemoryMetricReader) -> list[Metric]:
     return [
         metric
         for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
+        for scope_metrics in resource.scope_metrics
+        if scope is None or scope_metrics.scope.name == scope
+        for metric in scope_metrics.metrics
     ]
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,6 +16,7 @@ from pymongo.errors import PyMongoError
 from motor_otel import instrument_client
 from motor_otel.logs import add_trace_context
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals, metric_points, metrics
 
 TRANSIENT_INSERT = {
     "configureFailPoint": "failCommand",
@@ -62,38 +61,21 @@ async def _retried_transaction(client: AsyncIOMotorClient) -> None:
         await session.with_transaction(callback)
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    out: dict[str, list[Any]] = {}
-    assert data is not None
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                out[metric.name] = list(metric.data.data_points)
-    return out
-
-
 async def _metrics_of_a_retried_transaction(
-    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+    client: AsyncIOMotorClient, signals: Signals
 ) -> InMemoryMetricReader:
     """What the metrics say after ``_retried_transaction`` in spec mode."""
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client,
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        with_transaction="spec",
-    )
+    signals.instrument(client, with_transaction="spec")
     await _retried_transaction(client)
-    return reader
+    return signals.reader
 
 
 async def test_metrics_match_a_retried_transaction(
-    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+    client: AsyncIOMotorClient, signals: Signals
 ) -> None:
     """attempts=2, one transaction retry, one commit retry, one committed transaction."""
-    reader = await _metrics_of_a_retried_transaction(client, tracer_provider)
-    points = _points(reader)
+    reader = await _metrics_of_a_retried_transaction(client, signals)
+    points = metric_points(reader)
 
     (attempts,) = points["db.client.mongodb.transaction.attempts"]
     assert (attempts.count, attempts.sum) == (1, 2)
@@ -136,18 +118,13 @@ async def test_metrics_match_a_retried_transaction(
 
 
 async def test_metric_kinds_and_units_are_the_documented_ones(
-    client: AsyncIOMotorClient, tracer_provider: TracerProvider
+    client: AsyncIOMotorClient, signals: Signals
 ) -> None:
     """Each metric has the kind and unit of the README's metric table."""
-    reader = await _metrics_of_a_retried_transaction(client, tracer_provider)
-    data = reader.get_metrics_data()
-    assert data is not None
+    reader = await _metrics_of_a_retried_transaction(client, signals)
     actual = {
         metric.name: (type(metric.data).__name__, metric.unit)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        if scope.scope.name == "motor_otel"
-        for metric in scope.metrics
+        for metric in metrics(reader, "motor_otel")
     }
     expected = {
         "db.client.operation.duration": ("Histogram", "s"),
@@ -161,21 +138,14 @@ async def test_metric_kinds_and_units_are_the_documented_ones(
     assert expected == actual
 
 
-async def test_failed_transaction_metrics(
-    client: AsyncIOMotorClient, tracer_provider: TracerProvider
-) -> None:
+async def test_failed_transaction_metrics(client: AsyncIOMotorClient, signals: Signals) -> None:
     """A commit error escaping Motor's loop ("driver" mode) counts as outcome failed."""
-    reader = InMemoryMetricReader()
-    instrument_client(
-        client,
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-    )
+    signals.instrument(client)
     await client.admin.command(UNKNOWN_COMMIT)
     async with await client.start_session() as session:
         with pytest.raises(PyMongoError):
             await session.with_transaction(lambda s: client.signals.items.insert_one({}, session=s))
-    (done,) = _points(reader)["db.client.mongodb.transactions"]
+    (done,) = signals.points()["db.client.mongodb.transactions"]
     assert done.attributes["db.mongodb.transaction.outcome"] == "failed"
     assert done.attributes["error.type"] == "91"
 
