@@ -14,15 +14,13 @@ import pytest
 import structlog
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo.errors import PyMongoError
 
 from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import make_signals
 from tests.spans import children, named
 
 ENV = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
@@ -356,11 +354,9 @@ async def test_database_dup_adds_the_old_names_beside_the_stable_ones(
 
 async def test_tracer_provider_keyword_receives_the_spans(traced: Traced, mongodb_uri: str) -> None:
     """Spans go to the provider given, not to the global one."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    await _transaction(traced(tracer_provider=provider))
-    spans = exporter.get_finished_spans()
+    signals = make_signals()
+    await _transaction(traced(tracer_provider=signals.tracer_provider))
+    spans = signals.spans()
     (wt,) = named(spans, "withTransaction")
     assert [c.name for c in children(spans, wt)] == ["transaction"]
     assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
@@ -370,16 +366,9 @@ async def test_tracer_provider_keyword_receives_the_spans(traced: Traced, mongod
 
 async def test_meter_provider_keyword_receives_the_metrics(traced: Traced) -> None:
     """Metric points go to the meter provider given: one committed transaction, its operations."""
-    reader = InMemoryMetricReader()
-    await _transaction(traced(meter_provider=MeterProvider(metric_readers=[reader])))
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        metric.name: list(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
+    signals = make_signals()
+    await _transaction(traced(meter_provider=signals.meter_provider))
+    points = signals.points()
     (done,) = points["db.client.mongodb.transactions"]
     assert done.attributes is not None
     assert (done.value, done.attributes["db.mongodb.transaction.outcome"]) == (1, "committed")
@@ -393,19 +382,14 @@ async def test_meter_provider_keyword_receives_the_metrics(traced: Traced) -> No
 
 async def test_tracer_and_meter_carry_the_schema_url_of_the_names_we_emit(traced: Traced) -> None:
     """Spans and metric points say semconv 1.30.0: db.system.name and db.query.summary's."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    await _transaction(
-        traced(tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[reader]))
-    )
+    signals = make_signals()
+    await _transaction(traced(**signals.providers()))
     schema = "https://opentelemetry.io/schemas/1.30.0"
-    spans = exporter.get_finished_spans()
+    spans = signals.spans()
     assert {schema} == {
         s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope
     }
-    data = reader.get_metrics_data()
+    data = signals.reader.get_metrics_data()
     assert data is not None
     scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
     assert {"motor_otel"} == {sm.scope.name for sm in scopes}

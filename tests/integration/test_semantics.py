@@ -10,13 +10,13 @@ import pymongo
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from motor_otel import instrument_client, uninstrument_client
+from motor_otel import uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import Signals
 from tests.spans import named
 
 DRIVERS: dict[str, Callable[[str], Any]] = {
@@ -36,26 +36,20 @@ def fresh_semconv_opt_in() -> Iterator[None]:
 
 @pytest.fixture(params=sorted(DRIVERS))
 async def run(
-    request: pytest.FixtureRequest, mongodb_uri: str, tracer_provider: TracerProvider
+    request: pytest.FixtureRequest, mongodb_uri: str, signals: Signals
 ) -> AsyncIterator[Callable[..., Any]]:
     """``await run(**settings)``: insert and read back through a freshly instrumented client;
     returns the metric reader."""
     clients: list[Any] = []
 
     async def go(**settings: Any) -> InMemoryMetricReader:
-        reader = InMemoryMetricReader()
         client = DRIVERS[request.param](mongodb_uri)
         clients.append(client)
-        instrument_client(
-            client,
-            tracer_provider=tracer_provider,
-            meter_provider=MeterProvider(metric_readers=[reader]),
-            **settings,
-        )
+        signals.instrument(client, **settings)
         coll = client.semantics_e2e.items
         await coll.insert_one({"name": "日本語のテキスト", "padding": "x" * 40})
         assert await coll.find_one({"name": "日本語のテキスト"}) is not None
-        return reader
+        return signals.reader
 
     yield go
     for client in clients:
