@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from motor_otel._demo_report import metrics_summary, retry_table
+from tests.signals import Signals
 
 
-def test_quiet_labels_show_when_they_tell_points_apart() -> None:
+def test_quiet_labels_show_when_they_tell_points_apart(signals: Signals) -> None:
     """Two points that differ only in server.port: the port is shown; the constant
     db.system.name and server.address are not."""
-    reader = InMemoryMetricReader()
-    counter = MeterProvider(metric_readers=[reader]).get_meter("t").create_counter("ops")
+    counter = signals.meter_provider.get_meter("t").create_counter("ops")
     for port in (27017, 27018):
         counter.add(1, {"db.system.name": "mongodb", "server.address": "h", "server.port": port})
     expected = ["ops {server.port=27017} 1", "ops {server.port=27018} 1"]
-    assert expected == metrics_summary(reader)
+    assert expected == metrics_summary(signals.reader)
 
 
-def test_colliding_short_names_fall_back_to_full_ones() -> None:
+def test_colliding_short_names_fall_back_to_full_ones(signals: Signals) -> None:
     """db.outcome and db.mongodb.transaction.outcome would both read "outcome": both stay whole."""
-    reader = InMemoryMetricReader()
-    counter = MeterProvider(metric_readers=[reader]).get_meter("t").create_counter("ops")
+    counter = signals.meter_provider.get_meter("t").create_counter("ops")
     counter.add(2, {"db.outcome": "a", "db.mongodb.transaction.outcome": "b"})
     expected = ["ops {db.mongodb.transaction.outcome=b, db.outcome=a} 2"]
-    assert expected == metrics_summary(reader)
+    assert expected == metrics_summary(signals.reader)
 
 
-def test_retry_table_counts_retried_attempts_by_cause() -> None:
+def test_retry_table_counts_retried_attempts_by_cause(signals: Signals) -> None:
     """An aborted attempt followed by another counts for its cause, with its duration plus the
     next attempt's backoff; a commit Motor let escape is listed apart."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("t")
+    tracer = signals.tracer_provider.get_tracer("t")
     cause = "db.mongodb.transaction.retry_cause"
     with tracer.start_as_current_span("withTransaction"):
         tracer.start_span(
@@ -70,4 +60,4 @@ def test_retry_table_counts_retried_attempts_by_cause() -> None:
         "total                    1     2.5 ms",
         "commits Motor did not retry (with_transaction raised): 1 (TransientTransactionError 1)",
     ]
-    assert expected == retry_table(exporter.get_finished_spans())
+    assert expected == retry_table(signals.spans())

@@ -10,28 +10,22 @@ import pytest
 from bson.binary import Binary, UuidRepresentation
 from bson.timestamp import Timestamp
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import monitoring
 
 from motor_otel.config import Settings
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.listener import TracingCommandListener
+from tests.signals import Signals
 
 LSID = uuid.UUID(int=42)
 ADDRESS = ("127.0.0.1", 27017)
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def telemetry(exporter: InMemorySpanExporter) -> Iterator[Telemetry]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def telemetry(signals: Signals) -> Iterator[Telemetry]:
+    provider = signals.tracer_provider
     yield Telemetry(tracer=provider.get_tracer("test"), settings=Settings.resolve())
     provider.shutdown()
 
