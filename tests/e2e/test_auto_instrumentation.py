@@ -265,12 +265,10 @@ PRE_EXISTING_CLIENTS = """
 import asyncio, json, os, sys
 import pymongo
 from motor.motor_asyncio import AsyncIOMotorClient
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from motor_otel import (
     InstrumentedAsyncClientSession, InstrumentedAsyncIOMotorClientSession, MotorInstrumentor
 )
+from tests.signals import make_signals
 from tests.spans import render
 
 async def main():
@@ -279,10 +277,9 @@ async def main():
     native = pymongo.AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
     await motor.early.items.insert_one({"before": True})
     await native.early.items.insert_one({"before": True})
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    MotorInstrumentor().instrument(tracer_provider=provider)
+    signals = make_signals()
+    exporter = signals.exporter
+    MotorInstrumentor().instrument(tracer_provider=signals.tracer_provider)
     phases = {}
 
     def phase(name):

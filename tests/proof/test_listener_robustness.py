@@ -24,8 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import monitoring
 
 from motor_otel import instrument_client
@@ -34,6 +32,7 @@ from motor_otel.instrumentor import _build, telemetry_of
 from motor_otel.listener import TracingCommandListener
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import make_signals
 
 LSID = uuid.UUID(int=7)
 ADDRESS = ("127.0.0.1", 27017)
@@ -116,9 +115,8 @@ def test_listener_survives_any_event_sequence(
     actions: list[tuple[str, int, dict[str, Any], dict[str, Any]]], end_session_at: int
 ) -> None:
     """No exception escapes, every span started is ended once its request ends, no state is left."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    signals = make_signals()  # not the fixture: one per Hypothesis example
+    exporter, provider = signals.exporter, signals.tracer_provider
     telemetry = _build(provider, None, {})
     listener = TracingCommandListener(telemetry)
     attempt_span = telemetry.tracer.start_span("transaction")
