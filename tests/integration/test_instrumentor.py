@@ -9,11 +9,11 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.instrumentation.distro import DefaultDistro
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from motor_otel import InstrumentedAsyncIOMotorClientSession, MotorInstrumentor
 from tests.conftest import CLIENT_OPTIONS
+from tests.signals import make_signals
 
 
 @pytest.fixture
@@ -66,17 +66,15 @@ async def test_second_instrument_is_a_noop_with_warning(
 ) -> None:
     """BaseInstrumentor semantics: instrumenting twice warns, and the first settings stay."""
     instrumentor.instrument(tracer_provider=tracer_provider)
-    second = InMemorySpanExporter()
-    other = TracerProvider()
-    other.add_span_processor(SimpleSpanProcessor(second))
-    instrumentor.instrument(tracer_provider=other, with_transaction="spec")
+    other = make_signals()
+    instrumentor.instrument(tracer_provider=other.tracer_provider, with_transaction="spec")
     assert "already instrumented" in caplog.text.lower()
     assert MotorInstrumentor() is instrumentor
 
     await _one_transaction(mongodb_uri)
     (wt,) = [s for s in exporter.get_finished_spans() if s.name == "withTransaction"]
     assert wt.attributes["db.mongodb.transaction.mode"] == "driver"
-    assert second.get_finished_spans() == ()
+    assert other.spans() == ()
 
 
 def test_only_pymongo_gates_auto_instrumentation(instrumentor: MotorInstrumentor) -> None:
