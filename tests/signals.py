@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric, ScopeMetrics
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -59,20 +59,25 @@ class Signals:
         return metrics(self.reader, scope)
 
 
+def scope_metrics(reader: InMemoryMetricReader) -> list[ScopeMetrics]:
+    """What the reader collects, one entry per instrumentation scope (name, schema URL), across
+    resources; empty when nothing was recorded."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    return [scoped for resource in data.resource_metrics for scoped in resource.scope_metrics]
+
+
 def metrics(reader: InMemoryMetricReader, scope: str | None = None) -> list[Metric]:
     """Every metric the reader collects (of instrumentation scope ``scope`` when given).
 
     For tests that check a metric's unit or kind (``type(metric.data)``), not only its points.
     """
-    data = reader.get_metrics_data()
-    if data is None:
-        return []
     return [
         metric
-        for resource in data.resource_metrics
-        for scope_metrics in resource.scope_metrics
-        if scope is None or scope_metrics.scope.name == scope
-        for metric in scope_metrics.metrics
+        for scoped in scope_metrics(reader)
+        if scope is None or scoped.scope.name == scope
+        for metric in scoped.metrics
     ]
 
 

@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 
 from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
-from tests.signals import make_signals
+from tests.signals import make_signals, scope_metrics
 from tests.spans import children, named
 
 ENV = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_"
@@ -389,9 +389,7 @@ async def test_tracer_and_meter_carry_the_schema_url_of_the_names_we_emit(traced
     assert {schema} == {
         s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope
     }
-    data = signals.reader.get_metrics_data()
-    assert data is not None
-    scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
+    scopes = scope_metrics(signals.reader)
     assert {"motor_otel"} == {sm.scope.name for sm in scopes}
     assert {schema} == {sm.scope.schema_url for sm in scopes}
     assert {schema} == {sm.schema_url for sm in scopes}

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from motor_otel import uninstrument_client
 from tests.conftest import CLIENT_OPTIONS
-from tests.signals import Signals
+from tests.signals import Signals, scope_metrics
 from tests.spans import named
 
 DRIVERS: dict[str, Callable[[str], Any]] = {
@@ -110,11 +110,7 @@ async def test_database_dup_and_schema_url(
     assert {SCHEMA_URL} == {
         s.instrumentation_scope.schema_url for s in spans if s.instrumentation_scope
     }
-    data = reader.get_metrics_data()
-    assert data is not None
-    assert {SCHEMA_URL} == {
-        sm.scope.schema_url for rm in data.resource_metrics for sm in rm.scope_metrics
-    }
+    assert {SCHEMA_URL} == {sm.scope.schema_url for sm in scope_metrics(reader)}
 
 
 async def test_a_bad_variable_is_ignored_with_one_warning(
