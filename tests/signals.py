@@ -9,6 +9,7 @@ generator for tests that need one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,14 @@ class Signals:
     def points(self) -> dict[str, list[Any]]:
         """Every metric's data points by metric name (empty when nothing was recorded)."""
         return metric_points(self.reader)
+
+    def text(self) -> str:
+        """Every finished span and everything the reader collects, as one JSON string: what a
+        scan for leaked values (documents, credentials) reads."""
+        spans = [json.loads(s.to_json()) for s in self.spans()]
+        data = self.reader.get_metrics_data()
+        collected = json.loads(data.to_json()) if data is not None else {}
+        return json.dumps({"spans": spans, "metrics": collected}, default=str)
 
     def metrics(self, scope: str | None = None) -> list[Metric]:
         """Every metric collected, with its unit and data kind (see :func:`metrics`)."""

@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 
 from motor_otel.testing import fail_command
 from tests.conftest import CLIENT_OPTIONS
-from tests.signals import Signals, make_signals
+from tests.signals import make_signals
 
 # Values no attribute, event, status, name or metric may carry by default.
 SECRETS = (
@@ -31,14 +31,6 @@ AMOUNT = int(SECRETS[4])
 FAIL_INSERT_ONCE = fail_command(
     "insert", error_code=112, error_labels=["TransientTransactionError"]
 )
-
-
-def _text(signals: Signals) -> str:
-    """Every span and metric point one instrumented client produced, as one string."""
-    spans = [json.loads(s.to_json()) for s in signals.spans()]
-    data = signals.reader.get_metrics_data()
-    metrics = json.loads(data.to_json()) if data is not None else {}
-    return json.dumps({"spans": spans, "metrics": metrics}, default=str)
 
 
 async def _call(value: Any) -> Any:
@@ -111,7 +103,7 @@ async def _run(client_class: Any, uri: str, **settings: Any) -> str:
     finally:
         await _call(client.admin.command({"configureFailPoint": "failCommand", "mode": "off"}))
         await _call(client.close())
-    return _text(signals)
+    return signals.text()
 
 
 async def test_default_settings_export_no_document_value(

@@ -18,7 +18,8 @@ from pymongo.errors import OperationFailure
 from motor_otel import instrument_client
 from motor_otel.testing import SimulatedReplicaSet
 from tests.conftest import CLIENT_OPTIONS
-from tests.integration.test_exported_output import SECRETS, Exported, _call, _workload
+from tests.integration.test_exported_output import SECRETS, _call, _workload
+from tests.signals import make_signals
 
 USER, PASSWORD = "svc-ledger", "pw-Zq7!-do-not-log"
 
@@ -53,13 +54,9 @@ async def test_no_credential_or_auth_payload_is_exported(
     secured: SimulatedReplicaSet, client_class: Any, settings: dict[str, Any]
 ) -> None:
     """An authenticated client's whole output has no password, no user:password, no saslStart."""
-    exported = Exported()
-    client = client_class(_uri(secured, PASSWORD), **CLIENT_OPTIONS)
-    instrument_client(
-        client,
-        tracer_provider=exported.tracer_provider,
-        meter_provider=exported.meter_provider,
-        **settings,
+    exported = make_signals()
+    client = exported.instrument(
+        client_class(_uri(secured, PASSWORD), **CLIENT_OPTIONS), **settings
     )
     try:
         await _workload(client)
@@ -79,7 +76,7 @@ async def test_a_failed_login_is_reported_without_the_password(
     secured: SimulatedReplicaSet,
 ) -> None:
     """Wrong password: the application sees the driver's error; telemetry never the password."""
-    exported = Exported()
+    exported = make_signals()
     wrong = "pw-wrong-Zq7!-also-secret"
     client: AsyncIOMotorClient = AsyncIOMotorClient(_uri(secured, wrong), **CLIENT_OPTIONS)
     instrument_client(client, tracer_provider=exported.tracer_provider)
