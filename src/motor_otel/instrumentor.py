@@ -41,6 +41,7 @@ from motor_otel.version import __version__
 _ATTR = "_motor_otel_telemetry"
 _LISTENER_ATTR = "_motor_otel_listener"
 _CONTRIB_ATTR = "_motor_otel_contrib"  # contrib tracers taken off an instrumented client
+_GLOBAL_ATTR = "_motor_otel_had_global"  # the global listener was taken off this client
 
 _lock = threading.Lock()
 _IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
@@ -151,6 +152,23 @@ def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
         commands.append(listener)
 
 
+def _own_listener(client: Any, listener: TracingCommandListener) -> bool:
+    """Make ``listener`` the client's only listener of ours: one span per command.
+
+    Takes off the one a previous ``instrument_client`` added and the global one (PyMongo copied
+    it into every client created after ``instrument()``, and we attach it to older clients at
+    their first session); returns whether the global one was there, for
+    :func:`uninstrument_client` to put back.
+    """
+    commands = _command_listeners(client)
+    had_global = False
+    for other in [c for c in commands if isinstance(c, TracingCommandListener)]:
+        had_global = had_global or other is _global_listener
+        commands.remove(other)
+    commands.append(listener)
+    return had_global
+
+
 def _retain_patches() -> None:
     global _patcher, _users
     with _lock:
@@ -245,7 +263,8 @@ def instrument_client(
     telemetry.native = native_tracing(client)
     previous: Telemetry | None = vars(client).get(_ATTR)
     listener = TracingCommandListener(telemetry)
-    _attach_listener(client, listener)
+    if _own_listener(client, listener):
+        vars(client)[_GLOBAL_ATTR] = True
     if telemetry.settings.enabled:  # one span per command: the contrib ones go for this client
         removed = strip_contrib(_command_listeners(client))
         vars(client).setdefault(_CONTRIB_ATTR, []).extend(removed)
@@ -272,13 +291,19 @@ def _is_client(client: Any) -> bool:
 def uninstrument_client(client: Any) -> None:
     """Stop tracing a client given to :func:`instrument_client`."""
     telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
-    vars(client).pop(_LISTENER_ATTR, None)
+    if telemetry is None:
+        return
+    telemetry.enabled = False
+    commands = _command_listeners(client)
+    listener = vars(client).pop(_LISTENER_ATTR, None)
+    if listener in commands:
+        commands.remove(listener)
+    if vars(client).pop(_GLOBAL_ATTR, False) and _global_listener is not None:
+        commands.append(_global_listener)  # the global scope's again, as before
     removed = vars(client).pop(_CONTRIB_ATTR, None)
     if removed:
-        restore_contrib(_command_listeners(client), removed)
-    if telemetry is not None:
-        telemetry.enabled = False
-        _release_patches()
+        restore_contrib(commands, removed)
+    _release_patches()
 
 
 class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
