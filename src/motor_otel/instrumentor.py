@@ -251,8 +251,10 @@ def instrument_client(
 ) -> None:
     """Trace one Motor client that already exists (``instrument()`` only reaches new ones).
 
-    Takes the same settings as :meth:`MotorInstrumentor.instrument`. Calling it again replaces the
-    client's settings.
+    Takes the same settings as :meth:`MotorInstrumentor.instrument`; for this client they win over
+    ``instrument()``'s, in either order: the client keeps one listener of ours and one scope, so
+    each command is still one span. Calling it again replaces the client's settings. The client
+    stays traced after ``MotorInstrumentor().uninstrument()``, until :func:`uninstrument_client`.
     """
     if not _is_client(client):
         raise TypeError(
@@ -289,7 +291,10 @@ def _is_client(client: Any) -> bool:
 
 
 def uninstrument_client(client: Any) -> None:
-    """Stop tracing a client given to :func:`instrument_client`."""
+    """Stop tracing a client given to :func:`instrument_client`.
+
+    While ``instrument()`` is on, the client is the global scope's again (with its settings).
+    """
     telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
     if telemetry is None:
         return
@@ -311,6 +316,8 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     operations and commands as spans.
 
     A singleton, like every ``BaseInstrumentor``; a second ``instrument()`` warns and does nothing.
+    ``uninstrument()`` stops the global scope only: clients given to :func:`instrument_client` stay
+    traced with their own settings until :func:`uninstrument_client`.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
