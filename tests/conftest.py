@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from motor_otel.config import forget_warnings
 from motor_otel.testing import SimulatedReplicaSet
 from tests.signals import Signals, make_signals
 
@@ -24,6 +25,12 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socketTimeoutMS": 20000,
     "connectTimeoutMS": 5000,
 }
+
+
+@pytest.fixture(autouse=True)
+def _env_warnings_anew() -> None:
+    """Each test sees the bad-variable warnings afresh (a process gets each one once)."""
+    forget_warnings()
 
 
 @pytest.fixture(scope="session")
