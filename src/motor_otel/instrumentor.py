@@ -303,8 +303,9 @@ def uninstrument_client(client: Any) -> None:
     listener = vars(client).pop(_LISTENER_ATTR, None)
     if listener in commands:
         commands.remove(listener)
-    if vars(client).pop(_GLOBAL_ATTR, False) and _global_listener is not None:
-        commands.append(_global_listener)  # the global scope's again, as before
+    had_global = vars(client).pop(_GLOBAL_ATTR, False)
+    if _global_listener is not None and (had_global or _global is not None):
+        commands.append(_global_listener)  # the global scope's again, from its next command
     removed = vars(client).pop(_CONTRIB_ATTR, None)
     if removed:
         restore_contrib(commands, removed)
