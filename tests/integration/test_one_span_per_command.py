@@ -19,6 +19,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
 from motor_otel import MotorInstrumentor, uninstrument_client
+from motor_otel import instrumentor as instrumentor_module
+from motor_otel.listener import TracingCommandListener
 from tests.conftest import CLIENT_OPTIONS, maybe_await
 from tests.integration.test_coexistence import Contrib
 from tests.signals import Signals, make_signals
@@ -28,12 +30,25 @@ DRIVERS = {
     "AsyncMongoClient": pymongo.AsyncMongoClient,
     "MongoClient": pymongo.MongoClient,
 }
-# (when the client is created, which call comes first)
+# (when the client is created, which call comes first). "first-ever": as if no instrument() had
+# run in this process yet, so PyMongo did not copy our global listener into the new client.
 ORDERS = {
     "client-then-instrument_client-then-instrument": ("before", "client"),
     "client-then-instrument-then-instrument_client": ("before", "global"),
+    "first-ever-client-then-instrument_client-then-instrument": ("first-ever", "client"),
+    "first-ever-client-then-instrument-then-instrument_client": ("first-ever", "global"),
     "instrument-then-client-then-instrument_client": ("after", "global"),
 }
+
+
+def _new_client(driver: str, uri: str, created: str, **options: Any) -> Any:
+    """A client of ``driver``; ``first-ever``: without the global listener ``monitoring.register``
+    put into every client created since this process's first ``instrument()``."""
+    client = DRIVERS[driver](uri, **CLIENT_OPTIONS, **options)
+    if created == "first-ever":
+        commands = instrumentor_module._command_listeners(client)
+        commands[:] = [c for c in commands if not isinstance(c, TracingCommandListener)]
+    return client
 
 
 class Sent(monitoring.CommandListener):
@@ -123,8 +138,8 @@ async def _set_up(
 
     if created == "after":
         global_calls()
-    client = DRIVERS[driver](uri, event_listeners=[sent], **CLIENT_OPTIONS)
-    if created == "before":
+    client = _new_client(driver, uri, created, event_listeners=[sent])
+    if created != "after":
         global_calls() if first == "global" else client_calls()
     await _warm_up(client)
     client_calls() if first == "global" else global_calls()
@@ -202,15 +217,15 @@ async def test_uninstrument_leaves_explicitly_instrumented_clients_traced(
     """After ``uninstrument()`` an ``instrument_client`` client keeps its spans, one per command;
     after ``uninstrument_client`` it is the global scope's again, one span per command."""
     everyone, own = make_signals(), make_signals()
-    for driver, created in itertools.product(DRIVERS, ("before", "after")):
+    for driver, created in itertools.product(DRIVERS, ("first-ever", "before", "after")):
         case = (driver, f"created {created} instrument()")
         everyone.exporter.clear()
         own.exporter.clear()
-        if created == "before":
-            client = DRIVERS[driver](mongodb_uri, **CLIENT_OPTIONS)
+        if created != "after":
+            client = _new_client(driver, mongodb_uri, created)
         instrumentor.instrument(**everyone.providers())
         if created == "after":
-            client = DRIVERS[driver](mongodb_uri, **CLIENT_OPTIONS)
+            client = _new_client(driver, mongodb_uri, created)
         own.instrument(client)
         instrumentor.uninstrument()
         await _find(client)
