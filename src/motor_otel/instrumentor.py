@@ -7,6 +7,7 @@ and per-client ones (``instrument_client(client)``), found from the client objec
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Collection
 from contextvars import ContextVar
@@ -43,6 +44,7 @@ _LISTENER_ATTR = "_motor_otel_listener"
 _CONTRIB_ATTR = "_motor_otel_contrib"  # contrib tracers taken off an instrumented client
 _GLOBAL_ATTR = "_motor_otel_had_global"  # the global listener was taken off this client
 
+_logger = logging.getLogger("motor_otel")
 _lock = threading.Lock()
 _IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
 _global: Telemetry | None = None
@@ -395,3 +397,8 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 _global_twin = None
             _suppressor.release()
             _release_patches()
+            if _users:  # what is left are clients given to instrument_client: say they stay
+                _logger.info(
+                    "motor-otel: uninstrumented; clients given to instrument_client() stay "
+                    "traced with their own settings until uninstrument_client()"
+                )

@@ -212,10 +212,11 @@ async def test_every_way_of_instrumenting_gives_one_span_per_command(
 
 
 async def test_uninstrument_leaves_explicitly_instrumented_clients_traced(
-    instrumentor: MotorInstrumentor, mongodb_uri: str
+    instrumentor: MotorInstrumentor, mongodb_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After ``uninstrument()`` an ``instrument_client`` client keeps its spans, one per command;
-    after ``uninstrument_client`` it is the global scope's again, one span per command."""
+    """After ``uninstrument()`` an ``instrument_client`` client keeps its spans, one per command,
+    and the log says so; after ``uninstrument_client`` it is the global scope's again."""
+    caplog.set_level("INFO", logger="motor_otel")
     everyone, own = make_signals(), make_signals()
     for driver, created in itertools.product(DRIVERS, ("first-ever", "before", "after")):
         case = (driver, f"created {created} instrument()")
@@ -227,7 +228,12 @@ async def test_uninstrument_leaves_explicitly_instrumented_clients_traced(
         if created == "after":
             client = _new_client(driver, mongodb_uri, created)
         own.instrument(client)
+        caplog.clear()
         instrumentor.uninstrument()
+        assert [r.getMessage() for r in caplog.records] == [
+            "motor-otel: uninstrumented; clients given to instrument_client() stay traced"
+            " with their own settings until uninstrument_client()"
+        ]
         await _find(client)
         assert (case, dict(_kinds(own)[0])) == (case, {"find": 1})
 
