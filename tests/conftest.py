@@ -15,6 +15,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from motor_otel.config import forget_warnings
 from motor_otel.testing import SimulatedReplicaSet
 from tests.signals import Signals, make_signals
 
@@ -23,6 +24,12 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socketTimeoutMS": 20000,
     "connectTimeoutMS": 5000,
 }
+
+
+@pytest.fixture(autouse=True)
+def _env_warnings_anew() -> None:
+    """Each test sees the bad-variable warnings afresh (a process gets each one once)."""
+    forget_warnings()
 
 
 @pytest.fixture(scope="session")

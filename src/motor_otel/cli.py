@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -315,7 +316,11 @@ async def demo(
     print("\n--- metrics")
     print("\n".join(metrics_summary(reader)))
     if json_path is not None:
-        json_path.write_text(json.dumps(otlp_json(spans), indent=1))
+        try:
+            json_path.write_text(json.dumps(otlp_json(spans), indent=1))
+        except OSError as exc:  # checked before the run; changed since
+            print(f"motor-otel demo: cannot write --json {json_path}: {exc}", file=sys.stderr)
+            return 1
         print(f"\nwrote {len(spans)} spans as OTLP JSON to {json_path}")
     tracer_provider.shutdown()
     meter_provider.shutdown()
@@ -328,25 +333,83 @@ async def demo(
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# -- arguments ---------------------------------------------------------------------------------
+# Every argument is checked here, by its ``type=`` (or ``choices=``), while argparse parses: a bad
+# one is reported before anything runs, by the demo's own parser (its usage, then one line
+# ``motor-otel demo: error: argument --NAME: why``), exit 2, no traceback. A new argument gets
+# the same by giving it a ``type=`` that raises ``argparse.ArgumentTypeError``.
+
+
+def _whole_number(text: str, least: int) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+    return number
+
+
+def _at_least_one(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _zero_or_more(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _otlp_endpoint(text: str) -> str:
+    """An OTLP/HTTP base URL: ``http(s)://host[:port][/path]``."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(text)
+    try:
+        url.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL such as http://localhost:4318, got {text!r}"
+        )
+    return text
+
+
+def _output_file(text: str) -> Path:
+    """A file the demo can create or overwrite at the end: its folder exists and is writable."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text} (permission denied)")
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="motor-otel")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="trace a shop workload with contention and injected failures")
     p.add_argument("--mode", choices=("driver", "spec"), default="spec")
-    p.add_argument("--transactions", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--transactions", type=_at_least_one, default=20, help="how many (default 20)")
     p.add_argument(
         "--buyers",
-        type=int,
+        type=_zero_or_more,
         default=4,
         help="concurrent transactions on one stock document at the end (default 4, 0: none)",
     )
-    p.add_argument("--otlp-endpoint", help="OTLP/HTTP base URL, e.g. http://localhost:4318")
-    p.add_argument("--json", type=Path, help="write the spans as OTLP JSON to this file")
-    args = parser.parse_args(argv)
-    if args.transactions < 1:
-        parser.error("--transactions must be at least 1")
-    if args.buyers < 0:
-        parser.error("--buyers must be 0 or more")
+    p.add_argument(
+        "--otlp-endpoint",
+        type=_otlp_endpoint,
+        help="OTLP/HTTP base URL, e.g. http://localhost:4318",
+    )
+    p.add_argument("--json", type=_output_file, help="write the spans as OTLP JSON to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         import mockupdb  # noqa: F401
         import opentelemetry.exporter.otlp.proto.http

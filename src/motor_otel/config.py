@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -19,6 +20,8 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 _HOOKS = ("request_hook", "response_hook", "failed_hook", "transaction_hook")
 _COMMAND_DETAIL = ("spans", "events")
 _logger = logging.getLogger("motor_otel")
+_warned: set[tuple[str, str]] = set()  # (variable, value) already warned about in this process
+_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,24 @@ class Settings:
                 try:
                     values[name] = _coerce(name, raw)
                 except (TypeError, ValueError) as exc:
-                    _logger.warning(
-                        "motor-otel: ignoring %s=%r (%s); using the default", variable, raw, exc
-                    )
+                    _warn_once(variable, raw, exc)
         return cls(**values)
+
+
+def _warn_once(variable: str, raw: str, exc: Exception) -> None:
+    """One warning per process for each bad (variable, value): the environment does not change
+    between ``instrument()`` calls, so saying it again on each one is noise."""
+    with _warned_lock:
+        if (variable, raw) in _warned:
+            return
+        _warned.add((variable, raw))
+    _logger.warning("motor-otel: ignoring %s=%r (%s); using the default", variable, raw, exc)
+
+
+def forget_warnings() -> None:
+    """Warn again about bad variables already reported (for tests)."""
+    with _warned_lock:
+        _warned.clear()
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -7,6 +7,7 @@ and per-client ones (``instrument_client(client)``), found from the client objec
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Collection
 from contextvars import ContextVar
@@ -41,7 +42,9 @@ from motor_otel.version import __version__
 _ATTR = "_motor_otel_telemetry"
 _LISTENER_ATTR = "_motor_otel_listener"
 _CONTRIB_ATTR = "_motor_otel_contrib"  # contrib tracers taken off an instrumented client
+_GLOBAL_ATTR = "_motor_otel_had_global"  # the global listener was taken off this client
 
+_logger = logging.getLogger("motor_otel")
 _lock = threading.Lock()
 _IN_MOTOR: ContextVar[bool] = ContextVar("motor_otel_in_motor", default=False)
 _global: Telemetry | None = None
@@ -151,6 +154,23 @@ def _attach_listener(client: Any, listener: TracingCommandListener) -> None:
         commands.append(listener)
 
 
+def _own_listener(client: Any, listener: TracingCommandListener) -> bool:
+    """Make ``listener`` the client's only listener of ours: one span per command.
+
+    Takes off the one a previous ``instrument_client`` added and the global one (PyMongo copied
+    it into every client created after ``instrument()``, and we attach it to older clients at
+    their first session); returns whether the global one was there, for
+    :func:`uninstrument_client` to put back.
+    """
+    commands = _command_listeners(client)
+    had_global = False
+    for other in [c for c in commands if isinstance(c, TracingCommandListener)]:
+        had_global = had_global or other is _global_listener
+        commands.remove(other)
+    commands.append(listener)
+    return had_global
+
+
 def _retain_patches() -> None:
     global _patcher, _users
     with _lock:
@@ -233,8 +253,10 @@ def instrument_client(
 ) -> None:
     """Trace one Motor client that already exists (``instrument()`` only reaches new ones).
 
-    Takes the same settings as :meth:`MotorInstrumentor.instrument`. Calling it again replaces the
-    client's settings.
+    Takes the same settings as :meth:`MotorInstrumentor.instrument`; for this client they win over
+    ``instrument()``'s, in either order: the client keeps one listener of ours and one scope, so
+    each command is still one span. Calling it again replaces the client's settings. The client
+    stays traced after ``MotorInstrumentor().uninstrument()``, until :func:`uninstrument_client`.
     """
     if not _is_client(client):
         raise TypeError(
@@ -245,7 +267,8 @@ def instrument_client(
     telemetry.native = native_tracing(client)
     previous: Telemetry | None = vars(client).get(_ATTR)
     listener = TracingCommandListener(telemetry)
-    _attach_listener(client, listener)
+    if _own_listener(client, listener):
+        vars(client)[_GLOBAL_ATTR] = True
     if telemetry.settings.enabled:  # one span per command: the contrib ones go for this client
         removed = strip_contrib(_command_listeners(client))
         vars(client).setdefault(_CONTRIB_ATTR, []).extend(removed)
@@ -270,15 +293,25 @@ def _is_client(client: Any) -> bool:
 
 
 def uninstrument_client(client: Any) -> None:
-    """Stop tracing a client given to :func:`instrument_client`."""
+    """Stop tracing a client given to :func:`instrument_client`.
+
+    While ``instrument()`` is on, the client is the global scope's again (with its settings).
+    """
     telemetry: Telemetry | None = vars(client).pop(_ATTR, None)
-    vars(client).pop(_LISTENER_ATTR, None)
+    if telemetry is None:
+        return
+    telemetry.enabled = False
+    commands = _command_listeners(client)
+    listener = vars(client).pop(_LISTENER_ATTR, None)
+    if listener in commands:
+        commands.remove(listener)
+    had_global = vars(client).pop(_GLOBAL_ATTR, False)
+    if _global_listener is not None and (had_global or _global is not None):
+        commands.append(_global_listener)  # the global scope's again, from its next command
     removed = vars(client).pop(_CONTRIB_ATTR, None)
     if removed:
-        restore_contrib(_command_listeners(client), removed)
-    if telemetry is not None:
-        telemetry.enabled = False
-        _release_patches()
+        restore_contrib(commands, removed)
+    _release_patches()
 
 
 class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -286,6 +319,8 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     operations and commands as spans.
 
     A singleton, like every ``BaseInstrumentor``; a second ``instrument()`` warns and does nothing.
+    ``uninstrument()`` stops the global scope only: clients given to :func:`instrument_client` stay
+    traced with their own settings until :func:`uninstrument_client`.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -362,3 +397,8 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 _global_twin = None
             _suppressor.release()
             _release_patches()
+            if _users:  # what is left are clients given to instrument_client: say they stay
+                _logger.info(
+                    "motor-otel: uninstrumented; clients given to instrument_client() stay "
+                    "traced with their own settings until uninstrument_client()"
+                )

@@ -10,7 +10,7 @@ import pytest
 _lines: list[str] = []
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def summary_line() -> Callable[[str], None]:
     """Adds a line to the "end-to-end" section of the terminal summary."""
     return _lines.append

@@ -1,9 +1,10 @@
 """The pytest plugin as a user meets it: a test file with no conftest, in a pytest of its own.
 
-The file is the README's own example ("Testing your own transaction code"), so the README cannot
-drift from what works. It runs twice: with the ``testing`` extra (it passes), and with the
-extra's packages made unimportable by a meta-path finder in ``sitecustomize`` (its tests are
-skipped with the install hint, and pytest itself runs normally).
+The file and the folder's only configuration (``pyproject.toml``) are the README's own ("Testing
+your own transaction code"), so the README cannot drift from what works; pytest runs with
+``-W error``, so a warning the user would see fails the test. It runs twice: with the ``testing``
+extra (it passes), and with the extra's packages made unimportable by a meta-path finder in
+``sitecustomize`` (its tests are skipped with the install hint, and pytest itself runs normally).
 """
 
 from __future__ import annotations
@@ -90,12 +91,17 @@ sys.meta_path.insert(0, RefuseTheTestingExtra())
 '''
 
 
-def _readme_example() -> str:
+def _readme_block(language: str) -> str:
+    """The first ``language`` block of the README's "Testing your own transaction code"."""
     section = README.read_text().split("## Testing your own transaction code", 1)[1]
     section = section.split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "the README section has no python example"
+    match = re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert match, f"the README section has no {language} block"
     return match.group(1)
+
+
+def _readme_example() -> str:
+    return _readme_block("python")
 
 
 def _pytest(directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -110,6 +116,8 @@ def _pytest(directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess
             "no:cacheprovider",
             "-p",
             "no:randomly",
+            "-W",
+            "error",  # the README's configuration leaves nothing to warn about
         ],
         cwd=directory,
         env=env,
@@ -121,7 +129,8 @@ def _pytest(directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess
 
 @pytest.fixture
 def user_project(tmp_path: Path) -> Path:
-    """A user's test directory: two test files, no conftest, no pytest configuration."""
+    """A user's test directory: two test files, no conftest, the README's pyproject.toml lines."""
+    (tmp_path / "pyproject.toml").write_text(_readme_block("toml"))
     (tmp_path / "test_transfer.py").write_text(_readme_example())
     (tmp_path / "test_fail_point_teardown.py").write_text(TEARDOWN)
     return tmp_path

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import fields
+from typing import Any
 
+import pymongo
 import pytest
 from bson.binary import Binary, UuidRepresentation
 from bson.timestamp import Timestamp
 
 import motor_otel
+from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
 from motor_otel import attributes as A
 from motor_otel.config import Settings
 
@@ -71,6 +74,32 @@ def test_a_bad_variable_is_treated_as_unset_with_one_warning(
         assert settings.query_text_max_length == 7
     (record,) = caplog.records
     assert name in record.getMessage() and repr(value) in record.getMessage()
+
+
+def test_a_bad_variable_is_warned_about_once_per_process_and_value(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """instrument() again, instrument_client(), resolve again: the same bad value warns once;
+    another value of the variable warns once more."""
+    name = "OTEL_PYTHON_INSTRUMENTATION_MONGODB_WITH_TRANSACTION"
+    monkeypatch.setenv(name, "sometimes")
+    instrumentor = MotorInstrumentor()
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(connect=False)
+    with caplog.at_level("WARNING", logger="motor_otel"):
+        try:
+            for _ in range(2):
+                instrumentor.instrument()
+                instrumentor.uninstrument()
+            instrument_client(client)
+            instrument_client(client)
+            monkeypatch.setenv(name, "never")
+            Settings.resolve()
+            Settings.resolve()
+        finally:
+            uninstrument_client(client)
+            client.close()
+    warned = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert [("'sometimes'" in m, "'never'" in m) for m in warned] == [(True, False), (False, True)]
 
 
 def test_every_field_but_the_hooks_has_a_variable_that_cannot_break_resolve() -> None:
