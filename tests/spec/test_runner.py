@@ -268,6 +268,48 @@ async def test_serverless_require_is_not_met(mongodb_uri: str) -> None:
     await _runner(mongodb_uri, spec, _test()).run()
 
 
+async def test_a_fail_point_left_on_does_not_reach_the_next_test(mongodb_uri: str) -> None:
+    """A test ending with a fail point still on (mode skip) leaves the next test unaffected."""
+    spec = _file()
+    leaves_it_on = {
+        "description": "sets onPrimaryTransactionalWrite and never turns it off",
+        "operations": [
+            {
+                "name": "failPoint",
+                "object": "testRunner",
+                "arguments": {
+                    "client": "client0",
+                    "failPoint": {
+                        "configureFailPoint": "onPrimaryTransactionalWrite",
+                        "mode": {"skip": 1},
+                        "data": {"closeConnection": False, "failBeforeCommitExceptionCode": 1},
+                    },
+                },
+            },
+            {"name": "insertOne", "object": "collection0", "arguments": {"document": {"_id": 1}}},
+            # The fail point is really on: every later retryable write statement fails.
+            {
+                "name": "insertOne",
+                "object": "collection0",
+                "arguments": {"document": {"_id": 2}},
+                "expectError": {"errorCode": 1},
+            },
+        ],
+    }
+    next_test = _test()
+    next_test["outcome"] = [
+        {"databaseName": "spec_runner", "collectionName": "items", "documents": [{"_id": 1}]}
+    ]
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri)
+    try:
+        await _runner(mongodb_uri, spec, leaves_it_on).run()
+        await _runner(mongodb_uri, _file(), next_test).run()
+    finally:
+        off = {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": "off"}
+        await client.admin.command(off)
+        await client.close()
+
+
 def _with_events(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     test = _test()
     test["expectEvents"] = [
