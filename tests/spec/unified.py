@@ -65,7 +65,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _MONGOS_MODES, make_read_preference
 from pymongo.write_concern import WriteConcern
 
-from tests.spec.matching import OPERATORS, Matcher, Unsupported
+from tests.spec.matching import OPERATORS, UNSET, Matcher, Unsupported
 
 # The spec's mode names are camelCase ("primaryPreferred"), PyMongo's are mongos's.
 _READ_MODES = {name.lower(): i for i, name in enumerate(_MONGOS_MODES)}
@@ -841,7 +841,13 @@ class Runner:
         if "expectError" in op:
             raise AssertionError(f"{op['name']} succeeded but expected {op['expectError']}")
         if "expectResult" in op:
-            self.matcher.match(op["expectResult"], _result_doc(result))
+            expected = op["expectResult"]
+            if isinstance(result, Documents) and isinstance(expected, list):
+                assert len(result) == len(expected), f"expected {expected}, got {result}"
+                for i, (want, doc) in enumerate(zip(expected, result, strict=True)):
+                    self.matcher.match(want, doc, path=f"[{i}]")
+            else:
+                self.matcher.match(expected, _result_doc(result))
         if "saveResultAsEntity" in op:
             self.entities[op["saveResultAsEntity"]] = result
 
@@ -1120,8 +1126,8 @@ _NO_PARTIAL_RESULT = (
 def _error_result(exc: BaseException) -> Any:
     """``expectError.expectResult``: the partial result the error carries."""
     if isinstance(exc, ClientBulkWriteException):
-        partial = exc.partial_result
-        return _client_bulk_doc(partial) if partial is not None else None
+        partial = exc.partial_result  # None when no write succeeded: unset, not null
+        return _client_bulk_doc(partial) if partial is not None else UNSET
     if isinstance(exc, BulkWriteError):
         return _result_doc(pymongo.results.BulkWriteResult(dict(exc.details), acknowledged=True))
     return getattr(exc, "details", None)
@@ -1147,10 +1153,15 @@ def _pymongo_session(session: Any) -> Any:
 Handler = Callable[[Runner, Any, dict[str, Any]], Awaitable[Any]]
 
 
-async def _to_list(cursor: Any) -> list[Any]:
+class Documents(list[Any]):
+    """An iterated cursor's documents: each one an expectResult matches as a root-level
+    document (unified-test-format.md "aggregate", "find": extra fields allowed)."""
+
+
+async def _to_list(cursor: Any) -> Documents:
     if hasattr(cursor, "__aiter__"):
-        return [doc async for doc in cursor]
-    return list(cursor)
+        return Documents([doc async for doc in cursor])
+    return Documents(cursor)
 
 
 # Argument names whose snake_case PyMongo spells differently.

@@ -14,7 +14,9 @@ of a statement it already applied) and the ``onPrimaryTransactionalWrite`` fail 
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
+import hashlib
 import itertools
 import json
 import threading
@@ -26,7 +28,7 @@ import bson
 import mongomock
 from bson.int64 import Int64
 from bson.objectid import ObjectId
-from pymongo import ReturnDocument
+from mongomock import aggregate as _aggregate
 
 from motor_otel.testing import _features
 from motor_otel.testing._errors import CommandError, write_error
@@ -56,8 +58,7 @@ class WriteError(CommandError):
     """One statement of a write command failed: a ``writeErrors`` entry, not a failed command."""
 
     def __init__(self, code: int, errmsg: str, **extra: Any) -> None:
-        super().__init__(code, errmsg)
-        self.extra = extra
+        super().__init__(code, errmsg, **extra)
 
 
 def _key(db: str, name: str, _id: Any) -> Key:
@@ -139,13 +140,25 @@ class Context:
     deadline: float | None = None  # from maxTimeMS
 
 
-def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
-    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue
-    (MongoDB manual, "Unique Indexes"; the fields PyMongo's DuplicateKeyError.details carries)."""
+def _duplicate(ns: str, coll: Any, doc: Doc, *, stored: bool = False) -> WriteError:
+    """mongod's E11000 error for ``doc``: it names the unique index, quotes the duplicated key
+    and returns it as ``keyPattern`` / ``keyValue`` (MongoDB manual, "Unique Indexes"; the
+    fields PyMongo's DuplicateKeyError.details carries, and the CRUD spec's
+    ``*-errorResponse`` tests read). ``stored``: ``doc`` is the new version of a stored
+    document (an update), so its own ``_id`` is no conflict."""
     key: Doc = {}
-    if "_id" in doc and coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
-        key = {"_id": doc["_id"]}
-    name = "_id_" if key else "unique index"
+    name = "unique index"
+    if not stored and coll.find_one({"_id": doc.get("_id")}, {"_id": 1}) is not None:
+        key, name = {"_id": doc.get("_id")}, "_id_"
+    else:
+        for index in coll.list_indexes():
+            fields = list(index["key"])
+            if not index.get("unique") or fields == ["_id"]:
+                continue
+            value = {f: doc.get(f) for f in fields}
+            if coll.find_one({**value, "_id": {"$ne": doc.get("_id")}}, {"_id": 1}) is not None:
+                key, name = value, index["name"]
+                break
     quoted = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in key.items())
     return WriteError(
         11000,
@@ -153,6 +166,20 @@ def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
         keyPattern={k: 1 for k in key},
         keyValue=key,
     )
+
+
+def _post_image(doc: Doc, update: Any) -> Doc:
+    """What ``update`` (operators, pipeline or replacement) makes of ``doc``, computed apart:
+    an update that failed on a unique index was rolled back, and its error names the key."""
+    scratch: Any = mongomock.MongoClient()["scratch"]["post_image"]
+    scratch.insert_one(copy.deepcopy(doc))
+    if _is_replacement(update):
+        rest = {k: v for k, v in update.items() if k != "_id"}
+        scratch.replace_one({"_id": doc["_id"]}, {"_id": doc["_id"], **rest})
+    else:
+        scratch.update_one({"_id": doc["_id"]}, update)
+    found: Doc = scratch.find_one({}) or doc
+    return found
 
 
 def _sort_spec(sort: Any) -> list[tuple[str, int]] | None:
@@ -198,12 +225,32 @@ def _write_reply(results: list[tuple[int, Doc]], errors: list[Doc], **counts: in
     return reply
 
 
+def _equalities(query: Any) -> Doc:
+    """The query's equality conditions, from which an upsert builds its new document (MongoDB
+    manual, "db.collection.updateOne()", "Insert a Document if No Match Exists (Upsert)": "the
+    update creates a base document from the equality clauses in the <filter> parameter"):
+    ``{f: v}`` and ``{f: {$eq: v}}``, also inside ``$and``; ``{_id: {$gt: 1}}`` fixes nothing."""
+    out: Doc = {}
+    if not isinstance(query, dict):
+        return out
+    for key, value in query.items():
+        if key == "$and" and isinstance(value, list):
+            for clause in value:
+                out.update(_equalities(clause))
+        elif str(key).startswith("$"):
+            continue
+        elif isinstance(value, dict) and any(str(k).startswith("$") for k in value):
+            if set(value) == {"$eq"}:
+                out[key] = value["$eq"]
+        else:
+            out[key] = value
+    return out
+
+
 def _upsert_id(query: Doc) -> list[Any]:
-    """The _id an upsert would insert, when the query fixes it."""
-    value = query.get("_id") if isinstance(query, dict) else None
-    if value is None or (isinstance(value, dict) and any(str(k).startswith("$") for k in value)):
-        return []
-    return [value]
+    """The _id an upsert would insert, when the query fixes it (``null`` included)."""
+    fixed = _equalities(query)
+    return [fixed["_id"]] if "_id" in fixed else []
 
 
 def _namespace(db: str, target: Any) -> tuple[str, str]:
@@ -221,6 +268,8 @@ class Engine:
         self, lock: threading.RLock, locks: DocumentLocks, fail_points: FailPoints
     ) -> None:
         self.main: Any = mongomock.MongoClient()
+        self._scratch: Any = mongomock.MongoClient()["scratch"]["upsert"]  # see _upsert
+        self.local_sessions: dict[bytes, Doc] = {}  # see session_used
         self.lock = lock
         self.locks = locks
         self._fail_points = fail_points
@@ -358,6 +407,10 @@ class Engine:
         coll = ctx.view.collection(db, name)
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
+        try:
+            _features.check_id(doc)
+        except CommandError as err:
+            raise WriteError(err.code, err.errmsg) from None
 
         def apply() -> tuple[Doc, list[Key]]:
             try:
@@ -394,26 +447,85 @@ class Engine:
                     return self._update_positional(
                         coll, db, name, q, u, array_filters, limit, upsert
                     )
+                if upsert and coll.find_one(q, {"_id": 1}) is None:
+                    upserted = self._upsert(coll, q, u)
+                    return {"n": 1, "nModified": 0, "upserted": upserted}, [
+                        _key(db, name, upserted)
+                    ]
                 if _is_replacement(u):
-                    result = coll.replace_one(q, u, upsert=upsert)
-                elif multi:
-                    result = coll.update_many(q, u, upsert=upsert)
-                else:
-                    result = coll.update_one(q, u, upsert=upsert)
-            except mongomock.DuplicateKeyError as exc:
-                raise WriteError(
-                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
-                ) from None
+                    return self._replace(coll, q, u), []
+                result = coll.update_many(q, u) if multi else coll.update_one(q, u)
+            except mongomock.DuplicateKeyError:
+                raise self._update_duplicate(coll, f"{db}.{name}", q, u) from None
             except mongomock.OperationFailure as exc:
                 raise WriteError(exc.code or 2, str(exc)) from None
+            except CommandError as err:
+                raise WriteError(err.code, err.errmsg) from None
             except (ValueError, TypeError, KeyError) as exc:
                 raise WriteError(2, f"invalid update: {exc}") from None
-            if result.upserted_id is not None:
-                upserted = result.upserted_id
-                return {"n": 1, "nModified": 0, "upserted": upserted}, [_key(db, name, upserted)]
             return {"n": result.matched_count, "nModified": result.modified_count}, []
 
         return self._statement(ctx, index, keys_of, apply)
+
+    def _update_duplicate(self, coll: Any, ns: str, query: Doc, update: Any) -> WriteError:
+        """The DuplicateKey error of an update mongomock refused (and rolled back)."""
+        for doc in coll.find(query):
+            error = _duplicate(ns, coll, _post_image(doc, update), stored=True)
+            if error.extra["keyValue"]:
+                return error
+        return _duplicate(ns, coll, {}, stored=True)
+
+    def _replace(self, coll: Any, query: Doc, replacement: Any) -> Doc:
+        """Replace the first match, keeping its ``_id`` (MongoDB manual,
+        "db.collection.replaceOne()": the replacement "cannot ... change the _id"; an ``_id``
+        that differs is ImmutableField, 66). mongomock would take the ``_id`` from the query
+        (``{_id: {$gt: 1}}``) and loses a ``null`` one, so the ``_id`` is spelled out here."""
+        existing = coll.find_one(query, {"_id": 1})
+        if existing is None:
+            return {"n": 0, "nModified": 0}
+        _id = existing["_id"]
+        if "_id" in replacement and replacement["_id"] != _id:
+            raise WriteError(
+                66,
+                "After applying the update, the (immutable) field '_id' was found to have been "
+                f"altered to _id: {replacement['_id']!r}",
+            )
+        rest = {k: v for k, v in replacement.items() if k != "_id"}
+        result = coll.replace_one({"_id": _id}, {"_id": _id, **rest})
+        return {"n": result.matched_count, "nModified": result.modified_count}
+
+    def _upsert(self, coll: Any, query: Doc, update: Any) -> Any:
+        """Insert what an upsert that matched nothing inserts; return its ``_id``.
+
+        A replacement document is inserted as it is; an update-operator or pipeline update is
+        applied to a base document made of the query's equality conditions (MongoDB manual,
+        "Upsert with Replacement Document" / "Upsert with Operator Expressions" /
+        "Upsert with Aggregation Pipeline" under "db.collection.updateOne()"). The ``_id`` comes
+        from an equality on ``_id`` in the query, ``null`` included; else from the document;
+        else it is a new ObjectId. mongomock would take ``_id`` from any query condition
+        (``{_id: {$gt: 1}}``) and drop a ``null`` one, so the base document is built here and
+        updated in a scratch collection, never matching a stored document.
+        """
+        fixed = _equalities(query)
+        if _is_replacement(update):
+            doc = dict(update)
+        else:
+            scratch = self._scratch
+            scratch.delete_many({})
+            placeholder = ObjectId()
+            scratch.update_one({**fixed, "_id": placeholder}, update, upsert=True)
+            doc = scratch.find_one({}) or {}
+            if doc.get("_id") == placeholder:
+                del doc["_id"]
+        if "_id" in fixed:
+            doc["_id"] = fixed["_id"]
+        doc = {"_id": doc.pop("_id") if "_id" in doc else ObjectId(), **doc}
+        _features.check_id(doc)
+        try:
+            coll.insert_one(copy.deepcopy(doc))
+        except mongomock.DuplicateKeyError:
+            raise _duplicate(f"{coll.database.name}.{coll.name}", coll, doc) from None
+        return doc["_id"]
 
     def _update_positional(
         self, coll: Any, db: str, name: str, q: Doc, u: Any, filters: Any, limit: int, upsert: bool
@@ -554,43 +666,41 @@ class Engine:
             if cmd.get("remove"):
                 if existing is not None:
                     coll.delete_one({"_id": existing["_id"]})
-                value = (
-                    existing
-                    if fields is None or existing is None
-                    else _project(coll, existing, fields)
-                )
+                value = None if existing is None else _project_document(existing, fields)
                 return {"lastErrorObject": {"n": int(existing is not None)}, "value": value}, []
             return_new = bool(cmd.get("new", False))
-            kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
-            kwargs["return_document"] = (
-                ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
-            )
-            try:
-                if existing is not None and (array_filters or _features.has_positional(update)):
-                    concrete = _features.expand_array_filters(
-                        existing, update, list(array_filters or [])
-                    )
-                    value = coll.find_one_and_update(
-                        {"_id": existing["_id"]}, concrete or {"$set": {}}, **kwargs
-                    )
-                elif _is_replacement(update):
-                    value = coll.find_one_and_replace(query, update, **kwargs)
-                else:
-                    value = coll.find_one_and_update(query, update, **kwargs)
-            except mongomock.DuplicateKeyError as exc:
-                raise CommandError(
-                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
-                ) from None
             last: Doc = {"n": 1 if existing is not None or upsert else 0}
             created: list[Key] = []
-            if existing is not None:
+            try:
+                if existing is None:
+                    value = None
+                    if upsert:
+                        upserted = self._upsert(coll, query, update)
+                        created.append(_key(db, name, upserted))
+                        last |= {"updatedExisting": False, "upserted": upserted}
+                        if return_new:
+                            value = _project(coll, {"_id": upserted}, fields)
+                    return {"lastErrorObject": last, "value": value}, created
                 last["updatedExisting"] = True
-            elif upsert:
-                last["updatedExisting"] = False
-                inserted = coll.find_one(query, sort=sort) if value is None else value
-                if inserted is not None and "_id" in inserted:
-                    last["upserted"] = inserted["_id"]
-                    created.append(_key(db, name, inserted["_id"]))
+                selector = {"_id": existing["_id"]}
+                if _is_replacement(update):
+                    self._replace(coll, selector, update)
+                else:
+                    concrete = update
+                    if array_filters or _features.has_positional(update):
+                        filters = list(array_filters or [])
+                        concrete = _features.expand_array_filters(existing, update, filters)
+                    coll.update_one(selector, concrete or {"$set": {}})
+            except mongomock.DuplicateKeyError:
+                error = self._update_duplicate(coll, f"{db}.{name}", selector, update)
+                raise CommandError(error.code, error.errmsg, **error.extra) from None
+            except WriteError as err:  # findAndModify fails as a command, not a write error
+                raise CommandError(err.code, err.errmsg, **err.extra) from None
+            value = (
+                _project(coll, existing, fields)
+                if return_new
+                else _project_document(existing, fields)
+            )
             return {"lastErrorObject": last, "value": value}, created
 
         result = self._statement(ctx, 0, keys_of, apply)
@@ -598,22 +708,70 @@ class Engine:
 
     def aggregate(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         target = cmd["aggregate"]
-        if not isinstance(target, str):
-            raise _features.unsupported("database-level aggregate ({aggregate: 1})")
-        coll = ctx.view.collection(db, target)
         pipeline = list(cmd.get("pipeline") or [])
+        if isinstance(target, str):  # mongomock's Collection.aggregate, from the same documents
+            coll = ctx.view.collection(db, target)
+            source, database, ns = list(coll.find()), coll.database, f"{db}.{target}"
+        else:
+            source = self._collectionless_source(db, target, pipeline)
+            pipeline = pipeline[1:]
+            database, ns = ctx.view.client[db], f"{db}.$cmd.aggregate"
+
+        def run(stages: list[Any]) -> list[Doc]:
+            return list(_aggregate.process_pipeline(source, database, stages, None))
+
         last = (
             next(iter(pipeline[-1]), None) if pipeline and isinstance(pipeline[-1], dict) else None
         )
         if last in ("$out", "$merge"):
             if ctx.txn is not None:
                 raise CommandError(263, f"{last} cannot be used in a transaction")
-            docs = list(coll.aggregate(pipeline[:-1]))
+            if (cmd.get("readConcern") or {}).get("level") == "linearizable":
+                # MongoDB manual, "$out" / "$merge" restrictions: not with "linearizable".
+                raise CommandError(
+                    72, f"{last} cannot be used with a 'linearizable' read concern level"
+                )
+            docs = run(pipeline[:-1])
             self._write_stage(ctx, db, str(last), pipeline[-1][last], docs)
-            return self._cursor_reply(f"{db}.{target}", [], None, True)
-        docs = list(coll.aggregate(pipeline))
+            return self._cursor_reply(ns, [], None, True)
         batch = (cmd.get("cursor") or {}).get("batchSize")
-        return self._cursor_reply(f"{db}.{target}", docs, batch, False)
+        return self._cursor_reply(ns, run(pipeline), batch, False)
+
+    def _collectionless_source(self, db: str, target: Any, pipeline: list[Any]) -> list[Doc]:
+        """The documents a database-level aggregate (``aggregate: 1``) starts from: its first
+        stage must be one that needs no collection (MongoDB manual, "aggregate" command,
+        "aggregate: 1"): ``$documents`` (its array of documents, "$documents (aggregation)") or
+        ``$listLocalSessions`` (the sessions this server has seen, "$listLocalSessions").
+        ``$currentOp`` and the other collectionless stages are not simulated."""
+        if target != 1:
+            raise CommandError(
+                73, f"Invalid namespace specified '{db}.{target}'"
+            )  # InvalidNamespace
+        first = pipeline[0] if pipeline and isinstance(pipeline[0], dict) else {}
+        stage = next(iter(first), None)
+        if stage == "$documents":
+            docs = _aggregate._parse_expression(first[stage], {})
+            if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+                raise CommandError(5858203, "an array is expected")
+            return docs
+        if stage == "$listLocalSessions":
+            return [dict(session) for session in self.local_sessions.values()]
+        if stage in ("$currentOp", "$changeStream", "$listCatalog", "$querySettings"):
+            raise _features.unsupported(f"database-level aggregate stage {stage}")
+        raise CommandError(
+            73,
+            f"{{aggregate: 1}} is not valid for '{stage}'; a collection is required.",
+        )
+
+    def session_used(self, lsid: Doc) -> None:
+        """Remember a logical session a command named (``$listLocalSessions`` lists them)."""
+        key = bson.encode(lsid)
+        if key not in self.local_sessions:
+            uid = hashlib.sha256(b"").digest()  # no authentication: the empty user
+            self.local_sessions[key] = {
+                "_id": {"id": lsid.get("id"), "uid": bson.Binary(uid)},
+                "lastUse": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+            }
 
     def _write_stage(self, ctx: Context, db: str, stage: str, spec: Any, docs: list[Doc]) -> None:
         """``$out`` replaces the target collection; ``$merge`` folds documents into it (MongoDB
@@ -653,10 +811,9 @@ class Engine:
             keys = [_key(out_db, out_name, existing["_id"] if existing else doc["_id"])]
             self._claim(ctx, functools.partial(list, keys))
             if existing is not None:
-                if matched_mode == "fail":
-                    raise CommandError(
-                        11000, f"E11000 duplicate key error collection: {out_db}.{out_name}"
-                    )
+                if matched_mode == "fail":  # as an insert of doc would fail
+                    error = _duplicate(f"{out_db}.{out_name}", out, doc)
+                    raise CommandError(error.code, error.errmsg, **error.extra)
                 if matched_mode == "replace":
                     out.replace_one({"_id": existing["_id"]}, {**doc, "_id": existing["_id"]})
                 elif matched_mode == "merge":
@@ -679,7 +836,11 @@ class Engine:
 
     def distinct(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["distinct"])
-        return {"values": coll.distinct(cmd["key"], cmd.get("query") or {}), "ok": 1}
+        # mongod collects distinct values in a set ordered by BSON comparison, so they come back
+        # in that order (MongoDB manual, "Comparison/Sort Order"; the CRUD spec's distinct tests
+        # expect [11, 22, 33] from documents holding 11, 22, 33 in another order).
+        values = coll.distinct(cmd["key"], cmd.get("query") or {})
+        return {"values": _features.bson_sorted(values), "ok": 1}
 
     # -- catalogue -----------------------------------------------------------------------------
     def create(self, ctx: Context, db: str, cmd: Doc) -> Doc:
@@ -775,6 +936,16 @@ def _index_keys(coll: Any, flt: Doc, sort: Doc, docs: list[Doc]) -> list[Doc]:
     return [{f: doc[f] for f in fields if f in doc} for doc in docs]
 
 
-def _project(coll: Any, doc: Doc, fields: Doc) -> Doc | None:
+def _project(coll: Any, doc: Doc, fields: Doc | None) -> Doc | None:
+    """The stored document with ``doc``'s ``_id``, through the projection ``fields``."""
     found: Doc | None = coll.find_one({"_id": doc["_id"]}, fields)
     return found
+
+
+def _project_document(doc: Doc, fields: Doc | None) -> Doc | None:
+    """``doc`` (no longer stored as it was) through the projection ``fields``."""
+    if fields is None:
+        return doc
+    scratch: Any = mongomock.MongoClient()["scratch"]["projection"]
+    scratch.insert_one(copy.deepcopy(doc))
+    return _project(scratch, doc, fields)

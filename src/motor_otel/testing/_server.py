@@ -493,6 +493,8 @@ class SimulatedReplicaSet:
         deadline = time.monotonic() + int(max_time) / 1000 if max_time else None
         lsid = command.get("lsid")
         txn_number = command.get("txnNumber")
+        if lsid is not None:
+            self._engine.session_used(lsid)
         if lsid is None or txn_number is None:
             return Context(View(self._engine.main), deadline=deadline)
         number = int(txn_number)
