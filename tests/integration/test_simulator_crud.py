@@ -197,3 +197,76 @@ async def test_duplicate_key_errors_name_the_key(motor_client: AsyncIOMotorClien
         await coll.aggregate([{"$match": {"_id": 2}}, merge]).to_list()
     details = merged.value.details or {}
     assert (merged.value.code, details.get("keyValue")) == (11000, {"_id": 2})
+
+
+async def test_collation_strengths_match(motor_client: AsyncIOMotorClient) -> None:
+    """en/en_US strength 1 ignores case and accents, 2 ignores case only, 3 neither, in find,
+    countDocuments and distinct (MongoDB manual, "Collation", "strength")."""
+    coll = await _fresh(
+        motor_client,
+        "collation_match",
+        {"_id": 1, "x": "cafe"},
+        {"_id": 2, "x": "Café"},
+        {"_id": 3, "x": "CAFE"},
+    )
+
+    async def ids(strength: int) -> list[int]:
+        collation = {"locale": "en_US", "strength": strength}
+        docs = await coll.find({"x": "cafe"}, collation=collation).sort("_id", 1).to_list()
+        return [d["_id"] for d in docs]
+
+    assert [await ids(1), await ids(2), await ids(3)] == [[1, 2, 3], [1, 3], [1]]
+    assert await coll.count_documents({"x": "CAFÉ"}, collation={"locale": "en", "strength": 1}) == 3
+    assert await coll.distinct("x", collation={"locale": "en", "strength": 2}) == ["cafe", "Café"]
+
+
+async def test_collation_sorts_case_insensitively(motor_client: AsyncIOMotorClient) -> None:
+    """Under en, strings sort by letter before case ("a" < "B" < "b" at strength 3), where
+    simple sorts by code point ("B" < "a") (MongoDB manual, "Collation")."""
+    coll = await _fresh(
+        motor_client,
+        "collation_sort",
+        {"_id": 1, "x": "b"},
+        {"_id": 2, "x": "B"},
+        {"_id": 3, "x": "a"},
+    )
+    by_en = await coll.find({}, {"_id": 0}, collation={"locale": "en"}).sort("x", 1).to_list()
+    simple = await coll.find({}, {"_id": 0}).sort("x", 1).to_list()
+    assert [d["x"] for d in by_en] == ["a", "b", "B"]
+    assert [d["x"] for d in simple] == ["B", "a", "b"]
+
+
+async def test_collation_in_writes(motor_client: AsyncIOMotorClient) -> None:
+    """update, delete and findAndModify select documents under their collation (CRUD spec
+    updateOne-collation.json, deleteMany-collation.json, findOneAndUpdate-collation.json)."""
+    coll = await _fresh(
+        motor_client,
+        "collation_writes",
+        {"_id": 1, "x": "ping"},
+        {"_id": 2, "x": "PING"},
+        {"_id": 3, "x": "pong"},
+    )
+    ci = {"locale": "en_US", "strength": 2}
+    updated = await coll.update_many({"x": "Ping"}, {"$set": {"seen": True}}, collation=ci)
+    assert updated.modified_count == 2
+    before = await coll.find_one_and_update(
+        {"x": "PONG"}, {"$set": {"x": "pang"}}, sort=[("_id", 1)], collation=ci
+    )
+    assert before == {"_id": 3, "x": "pong"}
+    deleted = await coll.delete_many({"x": "PiNg"}, collation=ci)
+    assert deleted.deleted_count == 2
+    assert await coll.find({}).to_list() == [{"_id": 3, "x": "pang"}]
+
+
+async def test_unsupported_collation_is_refused(
+    motor_client: AsyncIOMotorClient, simulator: Any
+) -> None:
+    """A locale or option the simulator cannot honour is an error naming it, never a binary
+    comparison (simulator only; mongod knows every ICU locale)."""
+    if simulator is None:
+        pytest.skip("MONGODB_URI: mongod supports every locale")
+    coll = await _fresh(motor_client, "collation_refused", {"_id": 1, "x": "a"})
+    with pytest.raises(OperationFailure, match="collation"):
+        await coll.find({"x": "A"}, collation={"locale": "fr", "strength": 1}).to_list()
+    with pytest.raises(OperationFailure, match="collation"):
+        await coll.find({}, collation={"locale": "en", "numericOrdering": True}).to_list()

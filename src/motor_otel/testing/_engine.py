@@ -168,6 +168,48 @@ def _duplicate(ns: str, coll: Any, doc: Doc, *, stored: bool = False) -> WriteEr
     )
 
 
+def _collated(coll: Any, query: Doc, collation: Any) -> Doc:
+    """The filter to give mongomock: ``query`` itself, or, under a collation (see
+    ``_features.Collation``), the ``_id``s of the documents it matches there."""
+    if collation is None:
+        return query
+    ids = [doc["_id"] for doc in coll.find() if collation.matches(query, doc)]
+    return {"_id": {"$in": ids}}
+
+
+# Stages that compare no strings: they run as they are after a collated leading $match.
+_COLLATION_FREE_STAGES = frozenset(
+    {"$skip", "$limit", "$project", "$addFields", "$set", "$unset", "$count", "$out"}
+)
+
+
+def _collated_pipeline(
+    source: list[Doc], pipeline: list[Any], collation: Any
+) -> tuple[list[Doc], list[Any]]:
+    """An aggregate under a collation: its leading ``$match`` stages filter ``source`` here;
+    the rest must compare no strings (``$group`` by a constant, as ``countDocuments`` sends),
+    anything else is refused naming it rather than compared binary."""
+    while pipeline and isinstance(pipeline[0], dict) and list(pipeline[0]) == ["$match"]:
+        source = [doc for doc in source if collation.matches(pipeline[0]["$match"], doc)]
+        pipeline = pipeline[1:]
+    for stage in pipeline:
+        name = next(iter(stage), "") if isinstance(stage, dict) else ""
+        group_id = stage.get("$group", {}).get("_id") if name == "$group" else None
+        constant = name == "$group" and not isinstance(group_id, (str, dict, list))
+        if name not in _COLLATION_FREE_STAGES and not constant:
+            raise _features.unsupported(f"a collation with the aggregation stage {name}")
+    return source, pipeline
+
+
+def _first(coll: Any, query: Doc, sort: list[tuple[str, int]] | None, collation: Any) -> Any:
+    """The document ``findAndModify`` acts on: the first match in ``sort`` order."""
+    if collation is None:
+        return coll.find_one(query, sort=sort)
+    docs = list(coll.find(_collated(coll, query, collation)))
+    docs = collation.sort(docs, sort) if sort else docs
+    return docs[0] if docs else None
+
+
 def _post_image(doc: Doc, update: Any) -> Doc:
     """What ``update`` (operators, pipeline or replacement) makes of ``doc``, computed apart:
     an update that failed on a unique index was rolled back, and its error names the key."""
@@ -436,27 +478,30 @@ class Engine:
         array_filters = spec.get("arrayFilters")
         _check_update(u, multi, array_filters)
         limit = 0 if multi else 1
+        collation = _features.collation(spec.get("collation"))
 
         def keys_of() -> list[Key]:
-            ids = [d["_id"] for d in coll.find(q, {"_id": 1}).limit(limit)]
+            match = _collated(coll, q, collation)
+            ids = [d["_id"] for d in coll.find(match, {"_id": 1}).limit(limit)]
             return [_key(db, name, i) for i in ids or (_upsert_id(q) if upsert else [])]
 
         def apply() -> tuple[Doc, list[Key]]:
+            match = _collated(coll, q, collation)  # the query itself without a collation
             try:
                 if array_filters or _features.has_positional(u):
                     return self._update_positional(
-                        coll, db, name, q, u, array_filters, limit, upsert
+                        coll, db, name, match, u, array_filters, limit, upsert
                     )
-                if upsert and coll.find_one(q, {"_id": 1}) is None:
+                if upsert and coll.find_one(match, {"_id": 1}) is None:
                     upserted = self._upsert(coll, q, u)
                     return {"n": 1, "nModified": 0, "upserted": upserted}, [
                         _key(db, name, upserted)
                     ]
                 if _is_replacement(u):
-                    return self._replace(coll, q, u), []
-                result = coll.update_many(q, u) if multi else coll.update_one(q, u)
+                    return self._replace(coll, match, u), []
+                result = coll.update_many(match, u) if multi else coll.update_one(match, u)
             except mongomock.DuplicateKeyError:
-                raise self._update_duplicate(coll, f"{db}.{name}", q, u) from None
+                raise self._update_duplicate(coll, f"{db}.{name}", match, u) from None
             except mongomock.OperationFailure as exc:
                 raise WriteError(exc.code or 2, str(exc)) from None
             except CommandError as err:
@@ -559,14 +604,17 @@ class Engine:
         coll = ctx.view.collection(db, name)
         q = spec.get("q") or {}
         limit = 1 if int(spec.get("limit", 0)) == 1 else 0
+        collation = _features.collation(spec.get("collation"))
 
         def keys_of() -> list[Key]:
-            return [_key(db, name, d["_id"]) for d in coll.find(q, {"_id": 1}).limit(limit)]
+            match = _collated(coll, q, collation)
+            return [_key(db, name, d["_id"]) for d in coll.find(match, {"_id": 1}).limit(limit)]
 
         def apply() -> tuple[Doc, list[Key]]:
+            match = _collated(coll, q, collation)
             if limit:
-                return {"n": coll.delete_one(q).deleted_count}, []
-            return {"n": coll.delete_many(q).deleted_count}, []
+                return {"n": coll.delete_one(match).deleted_count}, []
+            return {"n": coll.delete_many(match).deleted_count}, []
 
         return self._statement(ctx, index, keys_of, apply)
 
@@ -594,13 +642,15 @@ class Engine:
                     counts["nInserted"] += reply["n"]
                 elif kind == "update":
                     spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
-                    spec |= {k: op[k] for k in ("multi", "upsert", "arrayFilters") if k in op}
+                    options = ("multi", "upsert", "arrayFilters", "collation")
+                    spec |= {k: op[k] for k in options if k in op}
                     reply = self._update_one(ctx, op_db, coll, idx, spec)
                     counts["nUpserted"] += int("upserted" in reply)
                     counts["nMatched"] += 0 if "upserted" in reply else reply["n"]
                     counts["nModified"] += reply["nModified"]
                 else:
                     spec = {"q": op.get("filter") or {}, "limit": 0 if op.get("multi") else 1}
+                    spec |= {"collation": op["collation"]} if "collation" in op else {}
                     reply = self._delete_one(ctx, op_db, coll, idx, spec)
                     counts["nDeleted"] += reply["n"]
             except WriteError as err:
@@ -624,8 +674,13 @@ class Engine:
 
     def find(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["find"])
-        cursor = coll.find(cmd.get("filter") or {}, cmd.get("projection"))
+        collation = _features.collation(cmd.get("collation"))
         sort = _sort_spec(cmd.get("sort"))
+        if collation is not None and sort:
+            return self._collated_find(coll, f"{db}.{cmd['find']}", cmd, collation, sort)
+        cursor = coll.find(
+            _collated(coll, cmd.get("filter") or {}, collation), cmd.get("projection")
+        )
         if sort:
             cursor = cursor.sort(sort)
         if cmd.get("skip"):
@@ -639,11 +694,27 @@ class Engine:
         single = bool(cmd.get("singleBatch")) or limit < 0
         return self._cursor_reply(f"{db}.{cmd['find']}", docs, cmd.get("batchSize"), single)
 
+    def _collated_find(
+        self, coll: Any, ns: str, cmd: Doc, collation: Any, sort: list[tuple[str, int]]
+    ) -> Doc:
+        """``find`` sorted under a collation: mongomock sorts strings binary, so the matches are
+        sorted here, then skipped, limited and projected as :meth:`find` would."""
+        docs = collation.sort(
+            list(coll.find(_collated(coll, cmd.get("filter") or {}, collation))), sort
+        )
+        limit = int(cmd.get("limit") or 0)
+        docs = docs[int(cmd.get("skip") or 0) :]
+        docs = docs[: abs(limit)] if limit else docs
+        docs = [_project_document(d, cmd.get("projection")) for d in docs]
+        single = bool(cmd.get("singleBatch")) or limit < 0
+        return self._cursor_reply(ns, docs, cmd.get("batchSize"), single)
+
     def find_and_modify(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["findAndModify"]
         coll = ctx.view.collection(db, name)
         query = cmd.get("query") or {}
         sort = _sort_spec(cmd.get("sort"))
+        collation = _features.collation(cmd.get("collation"))
         fields = cmd.get("fields")
         update = cmd.get("update")
         upsert = bool(cmd.get("upsert", False))
@@ -655,14 +726,14 @@ class Engine:
                 raise CommandError(err.code, err.errmsg) from None
 
         def keys_of() -> list[Key]:
-            existing = coll.find_one(query, {"_id": 1}, sort=sort)
+            existing = _first(coll, query, sort, collation)
             ids = (
                 [existing["_id"]] if existing is not None else (_upsert_id(query) if upsert else [])
             )
             return [_key(db, name, i) for i in ids]
 
         def apply() -> tuple[Doc, list[Key]]:
-            existing = coll.find_one(query, sort=sort)
+            existing = _first(coll, query, sort, collation)
             if cmd.get("remove"):
                 if existing is not None:
                     coll.delete_one({"_id": existing["_id"]})
@@ -716,6 +787,10 @@ class Engine:
             source = self._collectionless_source(db, target, pipeline)
             pipeline = pipeline[1:]
             database, ns = ctx.view.client[db], f"{db}.$cmd.aggregate"
+
+        collation = _features.collation(cmd.get("collation"))
+        if collation is not None:
+            source, pipeline = _collated_pipeline(source, pipeline, collation)
 
         def run(stages: list[Any]) -> list[Doc]:
             return list(_aggregate.process_pipeline(source, database, stages, None))
@@ -830,7 +905,7 @@ class Engine:
 
     def count(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["count"])
-        query = cmd.get("query") or {}
+        query = _collated(coll, cmd.get("query") or {}, _features.collation(cmd.get("collation")))
         n = coll.count_documents(query) if query else coll.estimated_document_count()
         return {"n": n, "ok": 1}
 
@@ -839,7 +914,10 @@ class Engine:
         # mongod collects distinct values in a set ordered by BSON comparison, so they come back
         # in that order (MongoDB manual, "Comparison/Sort Order"; the CRUD spec's distinct tests
         # expect [11, 22, 33] from documents holding 11, 22, 33 in another order).
-        values = coll.distinct(cmd["key"], cmd.get("query") or {})
+        collation = _features.collation(cmd.get("collation"))
+        values = coll.distinct(cmd["key"], _collated(coll, cmd.get("query") or {}, collation))
+        if collation is not None:
+            return {"values": collation.distinct(values), "ok": 1}
         return {"values": _features.bson_sorted(values), "ok": 1}
 
     # -- catalogue -----------------------------------------------------------------------------

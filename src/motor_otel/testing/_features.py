@@ -18,9 +18,11 @@ import copy
 import functools
 import random
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+import bson
 import mongomock
 from mongomock import aggregate as _aggregate
 from mongomock import collection as _collection
@@ -265,15 +267,145 @@ def let_variables(let: Any) -> Iterator[None]:
 
 
 def check_collation(cmd: Doc) -> None:
-    """Only the simple collation is supported; any other would silently compare wrongly."""
+    """Refuse, before anything runs, a collation the simulator cannot honour (see
+    :func:`collation`): any other would silently compare wrongly."""
     specs = [cmd.get("collation")]
-    for key in ("updates", "deletes"):
+    for key in ("updates", "deletes", "ops"):
         specs.extend(s.get("collation") for s in cmd.get(key) or [] if isinstance(s, dict))
     for spec in specs:
-        if spec is None:
-            continue
-        if not isinstance(spec, dict) or spec.get("locale") != "simple":
-            raise unsupported(f"collation {spec!r} (only {{locale: 'simple'}})")
+        collation(spec)
+
+
+# Collation options at the values ``en`` has by default (MongoDB manual, "Collation",
+# "Collation Document"): accepted when given, any other value is refused.
+_COLLATION_DEFAULTS: Doc = {
+    "caseLevel": False,
+    "caseFirst": "off",
+    "numericOrdering": False,
+    "alternate": "non-ignorable",
+    "maxVariable": "punct",
+    "backwards": False,
+    "normalization": False,
+}
+# Query operators whose arguments are values compared under the collation.
+_COLLATED_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$all"})
+
+
+class Collation:
+    """String comparison for locale ``en`` / ``en_US`` at strength 1 to 3 (MongoDB manual,
+    "Collation"; ICU's levels): 1 compares base letters only (``"a" == "A" == "á"``), 2 adds
+    accents (``"a" == "A" != "á"``), 3 adds case, lowercase first.
+
+    A documented subset built on :mod:`unicodedata`: strings compare by a key of their
+    NFD-decomposed, case-folded base letters, then their accents, then their case. What it does
+    not do: ICU's full ordering tables (punctuation, symbols and digits order by code point, not
+    ICU's order; no contractions or expansions beyond ``casefold``), other locales, strength 4
+    and 5, and the options in ``_COLLATION_DEFAULTS`` at any value but their default. ``$expr``,
+    ``$regex`` and aggregation stages other than a leading ``$match`` compare as ``simple``.
+    """
+
+    def __init__(self, strength: int) -> None:
+        self.strength = strength
+
+    def key(self, text: str) -> str:
+        """A string whose code-point order and equality are this collation's for ``text``."""
+        decomposed = unicodedata.normalize("NFD", text)
+        base = "".join(c for c in decomposed if not unicodedata.combining(c))
+        parts = [base.casefold()]
+        if self.strength >= 2:
+            parts.append(decomposed.casefold())
+        if self.strength >= 3:
+            parts.append("".join("1" if c.isupper() else "0" for c in base))
+        return "\x01".join(parts)
+
+    def value(self, value: Any) -> Any:
+        """``value`` with every string (in arrays and embedded documents too) as its key."""
+        if isinstance(value, str):
+            return self.key(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        return value
+
+    def query(self, query: Any) -> Any:
+        """A filter whose compared values are keys; field names, ``$regex``, ``$type``,
+        ``$expr`` and other non-comparison arguments are left as they are."""
+        if not isinstance(query, dict):
+            return self.value(query)
+        out: Doc = {}
+        for key, value in query.items():
+            if key in ("$and", "$or", "$nor") and isinstance(value, list):
+                out[key] = [self.query(clause) for clause in value]
+            elif key in ("$not", "$elemMatch") and isinstance(value, dict):
+                out[key] = self.query(value)
+            elif key in _COLLATED_OPERATORS:
+                out[key] = self.value(value)
+            elif str(key).startswith("$"):
+                out[key] = value
+            elif isinstance(value, dict) and any(str(k).startswith("$") for k in value):
+                out[key] = self.query(value)
+            else:
+                out[key] = self.value(value)
+        return out
+
+    def matches(self, query: Doc, doc: Doc) -> bool:
+        return bool(_filtering.filter_applies(self.query(query), self.value(doc)))
+
+    def sort(self, docs: list[Doc], sort: list[tuple[str, int]]) -> list[Doc]:
+        """``docs`` in ``sort`` order, strings compared under this collation."""
+
+        def compare(a: Doc, b: Doc) -> int:
+            for field, direction in sort:
+                order = bson_order(self.value(_field(a, field)), self.value(_field(b, field)))
+                if order:
+                    return order * (1 if direction >= 0 else -1)
+            return 0
+
+        return sorted(docs, key=functools.cmp_to_key(compare))
+
+    def distinct(self, values: list[Any]) -> list[Any]:
+        """Distinct values under this collation (the first of equal ones), in its order."""
+        kept: dict[bytes, Any] = {}
+        for value in values:
+            kept.setdefault(bson.encode({"v": self.value(value)}), value)
+        return sorted(
+            kept.values(),
+            key=functools.cmp_to_key(lambda a, b: bson_order(self.value(a), self.value(b))),
+        )
+
+
+def _field(doc: Doc, path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def collation(spec: Any) -> Collation | None:
+    """The collation a command or statement asks for: None for none or ``simple`` (binary
+    comparison); ``en`` / ``en_US`` at strength 1-3 (default 3) as :class:`Collation`; anything
+    else is refused naming it."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "locale" not in spec:
+        raise CommandError(40414, "BSON field 'collation.locale' is missing but a required field")
+    if spec["locale"] == "simple":
+        return None
+    strength = spec.get("strength", 3)
+    other = {k: v for k, v in spec.items() if k not in ("locale", "strength")}
+    if (
+        spec["locale"] not in ("en", "en_US")
+        or strength not in (1, 2, 3)
+        or any(_COLLATION_DEFAULTS.get(k, _MISSING) != v for k, v in other.items())
+    ):
+        raise unsupported(
+            f"collation {dict(spec)!r} (only 'simple', or 'en'/'en_US' at strength 1-3 with "
+            "default options)"
+        )
+    return Collation(int(strength))
 
 
 # -- arrayFilters ------------------------------------------------------------------------------
