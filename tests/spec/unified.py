@@ -82,6 +82,19 @@ NEEDS = {
 }
 # Operations neither PyMongo nor Motor has: the test cannot be run through them.
 _DRIVERS_LACK = {
+    "listIndexNames": (
+        "needs a driver listIndexNames operation: PyMongo and Motor have index_information() "
+        "and list_indexes(), no names-only helper (PyMongo's own runner skips it too)"
+    ),
+    "modifyCollection": (
+        "needs a driver modifyCollection operation: PyMongo and Motor send collMod only "
+        "through Database.command (PyMongo's own runner skips it too)"
+    ),
+    "createChangeStream": (
+        "needs change streams, which the simulator does not have (no oplog to watch)"
+    ),
+    "download": "needs GridFS, which this runner does not drive",
+    "downloadByName": "needs GridFS, which this runner does not drive",
     "count": (
         "needs a driver count operation: PyMongo 4 removed Collection.count (the CRUD spec "
         "deprecated it for countDocuments), so neither PyMongo nor Motor has one"
@@ -357,7 +370,7 @@ _EVENT_KEYS: dict[str, frozenset[str]] = {
 }
 _EXPECT_TRACING_KEYS = frozenset({"client", "ignoreExtraSpans", "spans"})
 _SPAN_KEYS = frozenset({"name", "attributes", "nested"})
-_SESSION_OPTION_KEYS = frozenset({"causalConsistency", "defaultTransactionOptions"})
+_SESSION_OPTION_KEYS = frozenset({"causalConsistency", "defaultTransactionOptions", "snapshot"})
 # testRunner operations and their arguments (failPoint's `client`: one node, any client reaches it).
 _RUNNER_ARGUMENTS: dict[str, frozenset[str]] = {
     "failPoint": frozenset({"client", "failPoint"}),
@@ -370,6 +383,10 @@ _RUNNER_ARGUMENTS: dict[str, frozenset[str]] = {
     "assertCollectionNotExists": frozenset({"databaseName", "collectionName"}),
     "assertIndexExists": frozenset({"databaseName", "collectionName", "indexName"}),
     "assertIndexNotExists": frozenset({"databaseName", "collectionName", "indexName"}),
+    "assertSessionDirty": frozenset({"session"}),
+    "assertSessionNotDirty": frozenset({"session"}),
+    "assertSameLsidOnLastTwoCommands": frozenset({"client"}),
+    "assertDifferentLsidOnLastTwoCommands": frozenset({"client"}),
 }
 
 
@@ -815,6 +832,8 @@ class Runner:
             )
         if "causalConsistency" in options:
             kwargs["causal_consistency"] = options.pop("causalConsistency")
+        if "snapshot" in options:
+            kwargs["snapshot"] = options.pop("snapshot")
         if options:
             raise Unsupported(f"session options {sorted(options)}")
         session = await _maybe(client.start_session(**kwargs))
@@ -965,6 +984,25 @@ class Runner:
                 assert pinned is not None, "assertSessionPinned: not pinned"
             else:
                 assert pinned is None and session._pinned_address is None, f"pinned to {pinned}"
+            return None
+        if name in ("assertSessionDirty", "assertSessionNotDirty"):
+            # The server session PyMongo marks dirty after a network error (sessions spec,
+            # "Server Session Pool": a dirty session is discarded, not returned to the pool).
+            server_session = _pymongo_session(self.entities[args["session"]])._server_session
+            dirty = bool(server_session is not None and server_session.dirty)
+            assert dirty == (name == "assertSessionDirty"), f"{name}: dirty is {dirty}"
+            return None
+        if name in ("assertSameLsidOnLastTwoCommands", "assertDifferentLsidOnLastTwoCommands"):
+            started = [
+                event.command
+                for kind, event in self.clients[args["client"]].events.events
+                if kind == "commandStartedEvent"
+            ]
+            assert len(started) >= 2, f"{name}: {len(started)} commands observed"
+            last, before = started[-1].get("lsid"), started[-2].get("lsid")
+            assert last is not None and before is not None, f"{name}: a command has no lsid"
+            same = name == "assertSameLsidOnLastTwoCommands"
+            assert (last == before) == same, f"{name}: {before} then {last}"
             return None
         if name == "assertSessionTransactionState":
             state = _pymongo_session(self.entities[args["session"]])._transaction.state
@@ -1168,10 +1206,12 @@ async def _to_list(cursor: Any) -> Documents:
 _KEYWORDS = {"maxTimeMS": "max_time_ms"}
 
 
-def _kwargs(args: dict[str, Any], **renames: str) -> dict[str, Any]:
+def _kwargs(args: dict[str, Any], sort_list: bool = True, **renames: str) -> dict[str, Any]:
+    """Unified-format arguments as PyMongo keywords. ``sort_list``: a ``sort`` document as
+    (key, direction) pairs, as find-style methods take it; update methods take the document."""
     out = {}
     for key, value in args.items():
-        if key == "sort" and isinstance(value, dict):
+        if key == "sort" and isinstance(value, dict) and sort_list:
             value = list(value.items())
         if key == "returnDocument":
             value = ReturnDocument.AFTER if value == "After" else ReturnDocument.BEFORE
@@ -1186,11 +1226,18 @@ async def _maybe(value: Any) -> Any:
 
 
 def _collection_op(method: str, *positional: str) -> Handler:
+    sort_list = method not in ("update_one", "replace_one")
+
     async def run(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
         pos = [args.pop(p) for p in positional if p in args]
-        return await _maybe(getattr(obj, method)(*pos, **_kwargs(args)))
+        return await _maybe(getattr(obj, method)(*pos, **_kwargs(args, sort_list)))
 
     return run
+
+
+async def _estimated_document_count(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    # It takes the count command's own options as keywords (maxTimeMS), like aggregate.
+    return await _maybe(obj.estimated_document_count(**args))
 
 
 async def _find(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
@@ -1213,6 +1260,20 @@ async def _create_index(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
 
 async def _list(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
     return await _to_list(await _maybe(getattr(obj, method)(**_kwargs(args))))
+
+
+async def _names(method: str, runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    """``listCollectionNames`` / ``listDatabaseNames``: a list of names, not documents."""
+    return await _maybe(getattr(obj, method)(**_kwargs(args)))
+
+
+async def _drop_database(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    return await _maybe(obj.drop_database(args.pop("database"), **_kwargs(args)))
+
+
+async def _get_snapshot_time(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
+    """The session's snapshot time (sessions/snapshot-sessions.md "getSnapshotTime")."""
+    return _pymongo_session(obj)._snapshot_time
 
 
 async def _create_collection(runner: Runner, obj: Any, args: dict[str, Any]) -> Any:
@@ -1239,9 +1300,11 @@ _MODELS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
 
 _MODEL_ARGUMENTS: dict[str, frozenset[str]] = {
     "insertOne": frozenset({"document"}),
-    "updateOne": frozenset({"filter", "update", "upsert", "arrayFilters", "collation", "hint"}),
+    "updateOne": frozenset(
+        {"filter", "update", "upsert", "arrayFilters", "collation", "hint", "sort"}
+    ),
     "updateMany": frozenset({"filter", "update", "upsert", "arrayFilters", "collation", "hint"}),
-    "replaceOne": frozenset({"filter", "replacement", "upsert", "collation", "hint"}),
+    "replaceOne": frozenset({"filter", "replacement", "upsert", "collation", "hint", "sort"}),
     "deleteOne": frozenset({"filter", "collation", "hint"}),
     "deleteMany": frozenset({"filter", "collation", "hint"}),
 }
@@ -1265,7 +1328,7 @@ def _models(models: list[dict[str, Any]]) -> list[Any]:
         cls, positional = _MODELS[kind]
         fields = dict(fields)
         pos = [fields.pop(p) for p in positional]
-        out.append(cls(*pos, **_kwargs(fields)))
+        out.append(cls(*pos, **_kwargs(fields, sort_list=False)))
     return out
 
 
@@ -1319,13 +1382,20 @@ _OPERATIONS: dict[str, Handler] = {
     "deleteMany": _collection_op("delete_many", "filter"),
     "aggregate": _aggregate,
     "countDocuments": _collection_op("count_documents", "filter"),
-    "estimatedDocumentCount": _collection_op("estimated_document_count"),
+    "estimatedDocumentCount": _estimated_document_count,
     "distinct": _distinct,
     "createIndex": _create_index,
     "dropIndexes": _collection_op("drop_indexes"),
     "listIndexes": _bind(_list, "list_indexes"),
     "listCollections": _bind(_list, "list_collections"),
     "listDatabases": _bind(_list, "list_databases"),
+    "listCollectionObjects": _bind(_list, "list_collections"),
+    "listDatabaseObjects": _bind(_list, "list_databases"),
+    "listCollectionNames": _bind(_names, "list_collection_names"),
+    "listDatabaseNames": _bind(_names, "list_database_names"),
+    "dropDatabase": _drop_database,
+    "dropIndex": _collection_op("drop_index", "name"),
+    "getSnapshotTime": _get_snapshot_time,
     "createCollection": _bind(_create_collection),
     "dropCollection": _collection_op("drop_collection", "collection"),
     "bulkWrite": _bulk_write,
@@ -1355,7 +1425,14 @@ _FIND = _READ | {
     "returnKey",
     "showRecordId",
 }
-_FIND_AND = _WRITE | {"filter", "sort", "projection", "returnDocument"}
+_FIND_AND = _WRITE | {
+    "filter",
+    "sort",
+    "projection",
+    "returnDocument",
+    "bypassDocumentValidation",
+}
+_UPDATE = _WRITE | {"filter", "upsert", "bypassDocumentValidation"}
 _TXN = frozenset({"readConcern", "writeConcern", "readPreference", "maxCommitTimeMS"})
 # Every operation's arguments the handlers pass on correctly (camelCase -> snake_case keyword
 # PyMongo and Motor take); anything else is Unsupported rather than sent somewhere by guesswork.
@@ -1369,22 +1446,39 @@ _ARGUMENTS: dict[str, frozenset[str]] = {
     "findOneAndUpdate": _FIND_AND | {"update", "upsert", "arrayFilters"},
     "findOneAndReplace": _FIND_AND | {"replacement", "upsert"},
     "findOneAndDelete": _FIND_AND - {"returnDocument"},
-    "updateOne": _WRITE | {"filter", "update", "upsert", "arrayFilters"},
-    "updateMany": _WRITE | {"filter", "update", "upsert", "arrayFilters"},
-    "replaceOne": _WRITE | {"filter", "replacement", "upsert"},
+    "updateOne": _UPDATE | {"update", "arrayFilters", "sort"},
+    "updateMany": _UPDATE | {"update", "arrayFilters"},
+    "replaceOne": _UPDATE | {"replacement", "sort"},
     "deleteOne": _WRITE | {"filter"},
     "deleteMany": _WRITE | {"filter"},
     "aggregate": frozenset(
-        {"session", "comment", "pipeline", "let", "batchSize", "allowDiskUse", "maxTimeMS"}
+        {
+            "session",
+            "comment",
+            "pipeline",
+            "let",
+            "batchSize",
+            "allowDiskUse",
+            "maxTimeMS",
+            "collation",
+            "bypassDocumentValidation",
+        }
     ),
     "countDocuments": _READ | {"filter", "limit", "skip"},
-    "estimatedDocumentCount": frozenset({"comment"}),
-    "distinct": frozenset({"session", "comment", "fieldName", "filter"}),
+    "estimatedDocumentCount": frozenset({"comment", "maxTimeMS"}),
+    "distinct": frozenset({"session", "comment", "fieldName", "filter", "hint", "collation"}),
     "createIndex": frozenset({"session", "comment", "keys", "name", "unique"}),
     "dropIndexes": frozenset({"session", "comment"}),
     "listIndexes": frozenset({"session", "comment"}),
     "listCollections": frozenset({"session", "comment", "filter"}),
     "listDatabases": frozenset({"session", "comment"}),
+    "listCollectionObjects": frozenset({"session", "comment", "filter"}),
+    "listDatabaseObjects": frozenset({"session", "comment"}),
+    "listCollectionNames": frozenset({"session", "comment", "filter"}),
+    "listDatabaseNames": frozenset({"session", "comment"}),
+    "dropDatabase": frozenset({"session", "comment", "database"}),
+    "dropIndex": frozenset({"session", "comment", "name"}),
+    "getSnapshotTime": frozenset(),
     "createCollection": frozenset({"session", "collection"}),
     "dropCollection": frozenset({"session", "comment", "collection"}),
     "bulkWrite": frozenset(

@@ -479,14 +479,24 @@ class Engine:
         _check_update(u, multi, array_filters)
         limit = 0 if multi else 1
         collation = _features.collation(spec.get("collation"))
+        sort = _sort_spec(spec.get("sort"))  # updateOne/replaceOne's sort (MongoDB 8.0)
+
+        def target() -> Doc:
+            """The filter that selects what this statement updates: ``q`` itself without a
+            collation or sort; under ``sort`` only the first match in that order (MongoDB
+            manual, "update" command, ``updates.sort``: it "orders the documents before the
+            update" when ``multi`` is false)."""
+            if sort and not multi:
+                first = _first(coll, q, sort, collation)
+                return {"_id": first["_id"]} if first is not None else {"_id": {"$in": []}}
+            return _collated(coll, q, collation)
 
         def keys_of() -> list[Key]:
-            match = _collated(coll, q, collation)
-            ids = [d["_id"] for d in coll.find(match, {"_id": 1}).limit(limit)]
+            ids = [d["_id"] for d in coll.find(target(), {"_id": 1}).limit(limit)]
             return [_key(db, name, i) for i in ids or (_upsert_id(q) if upsert else [])]
 
         def apply() -> tuple[Doc, list[Key]]:
-            match = _collated(coll, q, collation)  # the query itself without a collation
+            match = target()
             try:
                 if array_filters or _features.has_positional(u):
                     return self._update_positional(
@@ -642,7 +652,7 @@ class Engine:
                     counts["nInserted"] += reply["n"]
                 elif kind == "update":
                     spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
-                    options = ("multi", "upsert", "arrayFilters", "collation")
+                    options = ("multi", "upsert", "arrayFilters", "collation", "sort")
                     spec |= {k: op[k] for k in options if k in op}
                     reply = self._update_one(ctx, op_db, coll, idx, spec)
                     counts["nUpserted"] += int("upserted" in reply)
@@ -915,9 +925,13 @@ class Engine:
         # in that order (MongoDB manual, "Comparison/Sort Order"; the CRUD spec's distinct tests
         # expect [11, 22, 33] from documents holding 11, 22, 33 in another order).
         collation = _features.collation(cmd.get("collation"))
-        values = coll.distinct(cmd["key"], _collated(coll, cmd.get("query") or {}, collation))
-        if collation is not None:
+        query = _collated(coll, cmd.get("query") or {}, collation)
+        if collation is not None:  # the first of equal values in natural order, as mongod
+            values = [
+                value for doc in coll.find(query) for value in _features.values_at(doc, cmd["key"])
+            ]
             return {"values": collation.distinct(values), "ok": 1}
+        values = coll.distinct(cmd["key"], query)
         return {"values": _features.bson_sorted(values), "ok": 1}
 
     # -- catalogue -----------------------------------------------------------------------------

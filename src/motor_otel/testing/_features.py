@@ -384,6 +384,15 @@ def _field(doc: Doc, path: str) -> Any:
     return value
 
 
+def values_at(doc: Doc, path: str) -> list[Any]:
+    """The values ``distinct`` takes from ``doc`` at ``path``: an array's elements one by one
+    (MongoDB manual, "distinct": "each element of the array as a separate value")."""
+    value = _field(doc, path)
+    if value is _MISSING:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 def collation(spec: Any) -> Collation | None:
     """The collation a command or statement asks for: None for none or ``simple`` (binary
     comparison); ``en`` / ``en_US`` at strength 1-3 (default 3) as :class:`Collation`; anything

@@ -30,6 +30,7 @@ from motor_otel.testing._errors import (
     no_such_transaction,
 )
 from motor_otel.testing._failpoints import FailPoints
+from motor_otel.testing._features import unsupported
 from motor_otel.testing._locks import DocumentLocks
 
 _MAX_MESSAGE = 48_000_000
@@ -491,6 +492,21 @@ class SimulatedReplicaSet:
         """Where the command runs, from its lsid, txnNumber and autocommit fields."""
         max_time = command.get("maxTimeMS")
         deadline = time.monotonic() + int(max_time) / 1000 if max_time else None
+        concern = command.get("readConcern")
+        if (
+            isinstance(concern, dict)
+            and concern.get("level") == "snapshot"
+            and command.get("autocommit") is not False
+        ):
+            # MongoDB manual, "Read Concern "snapshot"": outside a transaction only find,
+            # aggregate and distinct take it; others fail. Those three read at a cluster time,
+            # which this store (one current version of each document) cannot: refused, never
+            # answered from the current data.
+            if name in ("find", "aggregate", "distinct"):
+                raise unsupported("readConcern 'snapshot' outside a transaction")
+            raise CommandError(
+                72, f'Command {name} does not support {{ readConcern: {{ level: "snapshot" }} }}'
+            )
         lsid = command.get("lsid")
         txn_number = command.get("txnNumber")
         if lsid is not None:
