@@ -19,13 +19,11 @@ from pymongo.errors import (
     WriteError,
 )
 
+from tests.data import fresh_collection
+
 
 async def _fresh(client: AsyncIOMotorClient, name: str, *docs: dict[str, Any]) -> Any:
-    coll = client.sim_crud[name]
-    await coll.drop()
-    if docs:
-        await coll.insert_many(list(docs))
-    return coll
+    return await fresh_collection(client.sim_crud, name, *docs)
 
 
 async def test_distinct_returns_values_in_bson_order(motor_client: AsyncIOMotorClient) -> None:
