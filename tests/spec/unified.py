@@ -38,8 +38,7 @@ import pymongo
 from bson import json_util
 from bson.objectid import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import (
     DeleteMany,
@@ -65,6 +64,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _MONGOS_MODES, make_read_preference
 from pymongo.write_concern import WriteConcern
 
+from tests.signals import make_signals
 from tests.spec.matching import OPERATORS, UNSET, Matcher, Unsupported
 
 # The spec's mode names are camelCase ("primaryPreferred"), PyMongo's are mongos's.
@@ -804,15 +804,11 @@ class Runner:
         exporter = None
         tracing = spec.get("observeTracingMessages")
         if self.driver.traced:
-            from motor_otel import instrument_client
-
-            exporter = InMemorySpanExporter()
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            signals = make_signals()
+            exporter = signals.exporter
             payload = bool(tracing and tracing.get("enableCommandPayload"))
-            instrument_client(
+            signals.instrument(
                 client,
-                tracer_provider=provider,
                 query_text_max_length=100_000 if payload else 0,
                 query_text_raw_values=True,
                 with_transaction=self.driver.with_transaction,
