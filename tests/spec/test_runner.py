@@ -111,7 +111,16 @@ CASES: list[tuple[str, Mutation, str]] = [
         lambda s, t: _op(t).update(expectError={"isTimeoutError": True}),
         "expectError.isTimeoutError",
     ),
-    ("entity", lambda s, t: s["createEntities"].append({"bucket": {"id": "b"}}), "entity bucket"),
+    (
+        "entity",
+        lambda s, t: s["createEntities"].append({"clientEncryption": {"id": "e"}}),
+        "entity clientEncryption",
+    ),
+    (
+        "GridFS entity",
+        lambda s, t: s["createEntities"].append({"bucket": {"id": "b"}}),
+        "needs GridFS",
+    ),
     (
         "client key",
         lambda s, t: _entity(s, "client").update(storeEventsAsEntities=[]),

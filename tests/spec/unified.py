@@ -93,6 +93,7 @@ _DRIVERS_LACK = {
     "createChangeStream": (
         "needs change streams, which the simulator does not have (no oplog to watch)"
     ),
+    "mapReduce": NEEDS["map_reduce"],
     "download": "needs GridFS, which this runner does not drive",
     "downloadByName": "needs GridFS, which this runner does not drive",
     "count": (
@@ -465,6 +466,8 @@ def _check_entity(entity: dict[str, Any]) -> None:
     if len(entity) != 1:
         raise Unsupported(f"entity with keys {sorted(entity)}")
     ((kind, fields),) = entity.items()
+    if kind == "bucket":
+        raise Unsupported(_DRIVERS_LACK["download"])
     if kind not in _ENTITY_KEYS:
         raise Unsupported(f"entity {kind}")
     _only(fields, _ENTITY_KEYS[kind], kind)
