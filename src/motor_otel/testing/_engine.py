@@ -50,6 +50,10 @@ _UPDATE_OPERATORS = frozenset(
 )  # fmt: skip
 
 
+# $listLocalSessions' uid: the SHA-256 of the user name, empty without authentication.
+_NO_USER = hashlib.sha256(b"").digest()
+
+
 class HangUp(Exception):
     """Close the client's connection without a reply (a fail point asked for it)."""
 
@@ -849,14 +853,17 @@ class Engine:
         )
 
     def session_used(self, lsid: Doc) -> None:
-        """Remember a logical session a command named (``$listLocalSessions`` lists them)."""
-        key = bson.encode(lsid)
+        """Remember a logical session a command named (``$listLocalSessions`` lists them until
+        the session is ended or killed)."""
+        key = bytes(lsid.get("id") or b"")
         if key not in self.local_sessions:
-            uid = hashlib.sha256(b"").digest()  # no authentication: the empty user
-            self.local_sessions[key] = {
-                "_id": {"id": lsid.get("id"), "uid": bson.Binary(uid)},
-                "lastUse": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
-            }
+            self.local_sessions.setdefault(
+                key,
+                {
+                    "_id": {"id": lsid.get("id"), "uid": bson.Binary(_NO_USER)},
+                    "lastUse": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+                },
+            )
 
     def _write_stage(self, ctx: Context, db: str, stage: str, spec: Any, docs: list[Doc]) -> None:
         """``$out`` replaces the target collection; ``$merge`` folds documents into it (MongoDB

@@ -563,7 +563,7 @@ class SimulatedReplicaSet:
         """Ending or killing a session aborts its open transaction, releasing what it holds
         (MongoDB manual, "endSessions", "killSessions", "killAllSessions")."""
         if name == "killAllSessions":
-            ids = list(self._sessions)
+            ids = list(self._sessions | self._engine.local_sessions)
         else:
             listed = command.get(name) or []
             ids = [bytes(s["id"]) for s in listed if isinstance(s, dict) and "id" in s]
@@ -575,6 +575,7 @@ class SimulatedReplicaSet:
                     self._abort(txn)
                 if name != "killAllSessions":
                     self._sessions.pop(key, None)
+                self._engine.local_sessions.pop(key, None)
 
     def _abort(self, txn: _Txn) -> None:
         txn.state, txn.view = "aborted", None
