@@ -575,3 +575,33 @@ async def test_catalogue_operations_and_error_response(mongodb_uri: str) -> None
     test["operations"][1]["expectError"] = {"errorResponse": {"code": 11001}}
     with pytest.raises(AssertionError, match="errorResponse"):
         await _runner(mongodb_uri, _file(), test).run()
+
+
+async def test_a_bulk_write_partial_result_pymongo_lacks_is_a_skip_after_checks(
+    mongodb_uri: str,
+) -> None:
+    """A bulkWrite stopped by a network error cannot show its partial result through PyMongo:
+    the test still runs to its outcome check (a wrong outcome fails), then is skipped naming
+    that."""
+    fail = _runner_op(
+        "failPoint",
+        client="client0",
+        failPoint={
+            "configureFailPoint": "onPrimaryTransactionalWrite",
+            "mode": {"times": 2},
+            "data": {"failBeforeCommitExceptionCode": 1},
+        },
+    )
+    bulk = {
+        "name": "bulkWrite",
+        "object": "collection0",
+        "arguments": {"requests": [{"insertOne": {"document": {"_id": 1}}}]},
+        "expectError": {"isError": True, "expectResult": {"insertedCount": 0}},
+    }
+    test = {"description": "never committed", "operations": [fail, bulk]}
+    outcome = {"databaseName": "spec_runner", "collectionName": "items", "documents": []}
+    with pytest.raises(Unsupported, match="PYTHON-4597"):
+        await _runner(mongodb_uri, _file(), {**test, "outcome": [outcome]}).run()
+    wrong = {**outcome, "documents": [{"_id": 1}]}
+    with pytest.raises(AssertionError, match="outcome"):
+        await _runner(mongodb_uri, _file(), {**test, "outcome": [wrong]}).run()
