@@ -507,7 +507,7 @@ class Engine:
                         coll, db, name, match, u, array_filters, limit, upsert
                     )
                 if upsert and coll.find_one(match, {"_id": 1}) is None:
-                    upserted = self._upsert(coll, q, u)
+                    upserted = self._upsert(coll, f"{db}.{name}", q, u)
                     return {"n": 1, "nModified": 0, "upserted": upserted}, [
                         _key(db, name, upserted)
                     ]
@@ -553,7 +553,7 @@ class Engine:
         result = coll.replace_one({"_id": _id}, {"_id": _id, **rest})
         return {"n": result.matched_count, "nModified": result.modified_count}
 
-    def _upsert(self, coll: Any, query: Doc, update: Any) -> Any:
+    def _upsert(self, coll: Any, ns: str, query: Doc, update: Any) -> Any:
         """Insert what an upsert that matched nothing inserts; return its ``_id``.
 
         A replacement document is inserted as it is; an update-operator or pipeline update is
@@ -583,7 +583,7 @@ class Engine:
         try:
             coll.insert_one(copy.deepcopy(doc))
         except mongomock.DuplicateKeyError:
-            raise _duplicate(f"{coll.database.name}.{coll.name}", coll, doc) from None
+            raise _duplicate(ns, coll, doc) from None
         return doc["_id"]
 
     def _update_positional(
@@ -760,7 +760,7 @@ class Engine:
                 if existing is None:
                     value = None
                     if upsert:
-                        upserted = self._upsert(coll, query, update)
+                        upserted = self._upsert(coll, f"{db}.{name}", query, update)
                         created.append(_key(db, name, upserted))
                         last |= {"updatedExisting": False, "upserted": upserted}
                         if return_new:
@@ -796,7 +796,7 @@ class Engine:
         pipeline = list(cmd.get("pipeline") or [])
         if isinstance(target, str):  # mongomock's Collection.aggregate, from the same documents
             coll = ctx.view.collection(db, target)
-            source, database, ns = list(coll.find()), coll.database, f"{db}.{target}"
+            source, database, ns = list(coll.find()), ctx.view.client[db], f"{db}.{target}"
         else:
             source = self._collectionless_source(db, target, pipeline)
             pipeline = pipeline[1:]
