@@ -15,6 +15,7 @@ from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
 _MISSING = object()
+UNSET = _MISSING  # an optional result the driver did not set (e.g. no partial result)
 
 # The special operators this matcher implements; any other ``$$`` operator is Unsupported.
 OPERATORS = frozenset(
@@ -126,7 +127,8 @@ class Matcher:
             if not names & _type_names(actual):
                 raise Mismatch(f"{path}: type {sorted(_type_names(actual))} not in {sorted(names)}")
         elif op == "$$unsetOrMatches":  # a root document stays one (extra keys allowed)
-            self.match(arg, actual, root=root, path=path)
+            if actual is not _MISSING:
+                self.match(arg, actual, root=root, path=path)
         elif op == "$$exists":
             if not arg:
                 raise Mismatch(f"{path}: expected to be absent")

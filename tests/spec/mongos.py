@@ -361,10 +361,6 @@ class SimulatedMongos:
         (found,) = [p for p in self.proxies if tuple(p.address) == tuple(address)]
         return found
 
-    def fail_points_off(self) -> None:
-        for proxy in self.proxies:
-            proxy.configure_fail_point({"configureFailPoint": "failCommand", "mode": "off"})
-
     def close(self) -> None:
         for proxy in self.proxies:
             proxy.close()

@@ -79,8 +79,13 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("operation key", lambda s, t: _op(t).update(expectNothing=1), "operation.expectNothing"),
     (
         "operation",
-        lambda s, t: _op(t).update(name="createChangeStream"),
-        "operation createChangeStream",
+        lambda s, t: _op(t).update(name="watchEverything"),
+        "operation watchEverything",
+    ),
+    (
+        "operation no driver has",
+        lambda s, t: _op(t).update(name="listIndexNames"),
+        "needs a driver listIndexNames operation",
     ),
     (
         "argument",
@@ -97,16 +102,25 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "testRunner operation",
         lambda s, t: t["operations"].append(
-            {"name": "assertSameLsidOnLastTwoCommands", "object": "testRunner", "arguments": {}}
+            {"name": "assertEventCount", "object": "testRunner", "arguments": {}}
         ),
-        "testRunner operation assertSameLsidOnLastTwoCommands",
+        "testRunner operation assertEventCount",
     ),
     (
         "expectError key",
         lambda s, t: _op(t).update(expectError={"isTimeoutError": True}),
         "expectError.isTimeoutError",
     ),
-    ("entity", lambda s, t: s["createEntities"].append({"bucket": {"id": "b"}}), "entity bucket"),
+    (
+        "entity",
+        lambda s, t: s["createEntities"].append({"clientEncryption": {"id": "e"}}),
+        "entity clientEncryption",
+    ),
+    (
+        "GridFS entity",
+        lambda s, t: s["createEntities"].append({"bucket": {"id": "b"}}),
+        "needs GridFS",
+    ),
     (
         "client key",
         lambda s, t: _entity(s, "client").update(storeEventsAsEntities=[]),
@@ -136,8 +150,8 @@ CASES: list[tuple[str, Mutation, str]] = [
     ),
     (
         "session option",
-        lambda s, t: _entity(s, "session").update(sessionOptions={"snapshot": True}),
-        "sessionOptions.snapshot",
+        lambda s, t: _entity(s, "session").update(sessionOptions={"snapshotTime": "t0"}),
+        "sessionOptions.snapshotTime",
     ),
     (
         "transaction option",
@@ -266,6 +280,48 @@ async def test_serverless_require_is_not_met(mongodb_uri: str) -> None:
         await _runner(mongodb_uri, spec, _test()).run()
     spec["runOnRequirements"] = [{"serverless": "forbid"}]
     await _runner(mongodb_uri, spec, _test()).run()
+
+
+async def test_a_fail_point_left_on_does_not_reach_the_next_test(mongodb_uri: str) -> None:
+    """A test ending with a fail point still on (mode skip) leaves the next test unaffected."""
+    spec = _file()
+    leaves_it_on = {
+        "description": "sets onPrimaryTransactionalWrite and never turns it off",
+        "operations": [
+            {
+                "name": "failPoint",
+                "object": "testRunner",
+                "arguments": {
+                    "client": "client0",
+                    "failPoint": {
+                        "configureFailPoint": "onPrimaryTransactionalWrite",
+                        "mode": {"skip": 1},
+                        "data": {"closeConnection": False, "failBeforeCommitExceptionCode": 1},
+                    },
+                },
+            },
+            {"name": "insertOne", "object": "collection0", "arguments": {"document": {"_id": 1}}},
+            # The fail point is really on: every later retryable write statement fails.
+            {
+                "name": "insertOne",
+                "object": "collection0",
+                "arguments": {"document": {"_id": 2}},
+                "expectError": {"errorCode": 1},
+            },
+        ],
+    }
+    next_test = _test()
+    next_test["outcome"] = [
+        {"databaseName": "spec_runner", "collectionName": "items", "documents": [{"_id": 1}]}
+    ]
+    client: pymongo.AsyncMongoClient[Any] = pymongo.AsyncMongoClient(mongodb_uri)
+    try:
+        await _runner(mongodb_uri, spec, leaves_it_on).run()
+        await _runner(mongodb_uri, _file(), next_test).run()
+    finally:
+        off = {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": "off"}
+        await client.admin.command(off)
+        await client.close()
 
 
 def _with_events(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -431,3 +487,121 @@ async def test_simulated_mongos_routers(simulator: Any) -> None:
         await both.close()
         await first.close()
         routers.close()
+
+
+def _runner_op(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "object": "testRunner", "arguments": arguments}
+
+
+async def test_lsid_and_dirty_session_assertions(mongodb_uri: str) -> None:
+    """assertSame/DifferentLsidOnLastTwoCommands compare the last two commands' lsids and
+    assertSessionNotDirty reads the session; each fails when it does not hold."""
+    spec, test = _file(), _test()
+    explicit = {"document": {"_id": 2}, "session": "session0"}
+    test["operations"] += [
+        {"name": "insertOne", "object": "collection0", "arguments": explicit},
+        _runner_op("assertDifferentLsidOnLastTwoCommands", client="client0"),
+        {"name": "insertOne", "object": "collection0", "arguments": {**explicit, "document": {}}},
+        _runner_op("assertSameLsidOnLastTwoCommands", client="client0"),
+        _runner_op("assertSessionNotDirty", session="session0"),
+    ]
+    await _runner(mongodb_uri, spec, test).run()
+    for wrong in ("assertDifferentLsidOnLastTwoCommands", "assertSessionDirty"):
+        spec, failing = _file(), _test()
+        failing["operations"] += [
+            {"name": "insertOne", "object": "collection0", "arguments": explicit},
+            {
+                "name": "insertOne",
+                "object": "collection0",
+                "arguments": {**explicit, "document": {}},
+            },
+            _runner_op(wrong, client="client0")
+            if "Lsid" in wrong
+            else _runner_op(wrong, session="session0"),
+        ]
+        with pytest.raises(AssertionError, match=wrong):
+            await _runner(mongodb_uri, spec, failing).run()
+
+
+async def test_find_results_are_root_documents(mongodb_uri: str) -> None:
+    """A find result's documents may hold fields the expectation does not list; a nested
+    document may not, and a missing field still fails (unified-test-format.md "find")."""
+    spec, test = _file(), _test()
+    test["operations"][0]["arguments"]["document"] = {"_id": 1, "x": 1, "n": {"a": 1, "b": 2}}
+    find = {"name": "find", "object": "collection0", "arguments": {"filter": {}}}
+    test["operations"].append({**find, "expectResult": [{"_id": 1}]})
+    await _runner(mongodb_uri, spec, test).run()
+    for expected in ([{"_id": 1, "n": {"a": 1}}], [{"_id": 1, "y": 1}]):
+        spec, test = _file(), _test()
+        test["operations"][0]["arguments"]["document"] = {"_id": 1, "x": 1, "n": {"a": 1, "b": 2}}
+        test["operations"].append({**find, "expectResult": expected})
+        with pytest.raises(AssertionError):
+            await _runner(mongodb_uri, spec, test).run()
+
+
+async def test_catalogue_operations_and_error_response(mongodb_uri: str) -> None:
+    """listCollectionNames, dropIndex, dropDatabase run through the driver, and
+    expectError.errorResponse matches the server's reply."""
+    spec, test = _file(), _test()
+    test["operations"] += [
+        {
+            "name": "insertOne",
+            "object": "collection0",
+            "arguments": {"document": {"_id": 1}},
+            "expectError": {"errorResponse": {"code": 11000, "keyValue": {"_id": 1}}},
+        },
+        {
+            "name": "createIndex",
+            "object": "collection0",
+            "arguments": {"keys": {"x": 1}, "name": "x_1"},
+        },
+        {"name": "dropIndex", "object": "collection0", "arguments": {"name": "x_1"}},
+        _runner_op(
+            "assertIndexNotExists",
+            databaseName="spec_runner",
+            collectionName="items",
+            indexName="x_1",
+        ),
+        {
+            "name": "listCollectionNames",
+            "object": "database0",
+            "arguments": {"filter": {"name": "items"}},
+            "expectResult": ["items"],
+        },
+        {"name": "dropDatabase", "object": "client0", "arguments": {"database": "spec_runner"}},
+        _runner_op("assertCollectionNotExists", databaseName="spec_runner", collectionName="items"),
+    ]
+    await _runner(mongodb_uri, spec, test).run()
+    test["operations"][1]["expectError"] = {"errorResponse": {"code": 11001}}
+    with pytest.raises(AssertionError, match="errorResponse"):
+        await _runner(mongodb_uri, _file(), test).run()
+
+
+async def test_a_bulk_write_partial_result_pymongo_lacks_is_a_skip_after_checks(
+    mongodb_uri: str,
+) -> None:
+    """A bulkWrite stopped by a network error cannot show its partial result through PyMongo:
+    the test still runs to its outcome check (a wrong outcome fails), then is skipped naming
+    that."""
+    fail = _runner_op(
+        "failPoint",
+        client="client0",
+        failPoint={
+            "configureFailPoint": "onPrimaryTransactionalWrite",
+            "mode": {"times": 2},
+            "data": {"failBeforeCommitExceptionCode": 1},
+        },
+    )
+    bulk = {
+        "name": "bulkWrite",
+        "object": "collection0",
+        "arguments": {"requests": [{"insertOne": {"document": {"_id": 1}}}]},
+        "expectError": {"isError": True, "expectResult": {"insertedCount": 0}},
+    }
+    test = {"description": "never committed", "operations": [fail, bulk]}
+    outcome = {"databaseName": "spec_runner", "collectionName": "items", "documents": []}
+    with pytest.raises(Unsupported, match="PYTHON-4597"):
+        await _runner(mongodb_uri, _file(), {**test, "outcome": [outcome]}).run()
+    wrong = {**outcome, "documents": [{"_id": 1}]}
+    with pytest.raises(AssertionError, match="outcome"):
+        await _runner(mongodb_uri, _file(), {**test, "outcome": [wrong]}).run()

@@ -34,6 +34,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "open-telemetry/tests/operation": ("Motor+driver", *PYMONGO_TRACED),
     "transactions/tests/unified": FOUR,
     "command-logging-and-monitoring/tests/monitoring": FOUR,
+    "retryable-writes/tests/unified": FOUR,
 }
 
 # Tests that fail only because of Motor's commit loop (verified one by one: each passes with

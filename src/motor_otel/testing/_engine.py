@@ -14,7 +14,9 @@ of a statement it already applied) and the ``onPrimaryTransactionalWrite`` fail 
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
+import hashlib
 import itertools
 import json
 import threading
@@ -26,7 +28,7 @@ import bson
 import mongomock
 from bson.int64 import Int64
 from bson.objectid import ObjectId
-from pymongo import ReturnDocument
+from mongomock import aggregate as _aggregate
 
 from motor_otel.testing import _features
 from motor_otel.testing._errors import CommandError, write_error
@@ -48,6 +50,10 @@ _UPDATE_OPERATORS = frozenset(
 )  # fmt: skip
 
 
+# $listLocalSessions' uid: the SHA-256 of the user name, empty without authentication.
+_NO_USER = hashlib.sha256(b"").digest()
+
+
 class HangUp(Exception):
     """Close the client's connection without a reply (a fail point asked for it)."""
 
@@ -56,8 +62,7 @@ class WriteError(CommandError):
     """One statement of a write command failed: a ``writeErrors`` entry, not a failed command."""
 
     def __init__(self, code: int, errmsg: str, **extra: Any) -> None:
-        super().__init__(code, errmsg)
-        self.extra = extra
+        super().__init__(code, errmsg, **extra)
 
 
 def _key(db: str, name: str, _id: Any) -> Key:
@@ -139,13 +144,25 @@ class Context:
     deadline: float | None = None  # from maxTimeMS
 
 
-def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
-    """mongod's E11000 write error: it quotes the duplicated key and returns it as keyValue
-    (MongoDB manual, "Unique Indexes"; the fields PyMongo's DuplicateKeyError.details carries)."""
+def _duplicate(ns: str, coll: Any, doc: Doc, *, stored: bool = False) -> WriteError:
+    """mongod's E11000 error for ``doc``: it names the unique index, quotes the duplicated key
+    and returns it as ``keyPattern`` / ``keyValue`` (MongoDB manual, "Unique Indexes"; the
+    fields PyMongo's DuplicateKeyError.details carries, and the CRUD spec's
+    ``*-errorResponse`` tests read). ``stored``: ``doc`` is the new version of a stored
+    document (an update), so its own ``_id`` is no conflict."""
     key: Doc = {}
-    if "_id" in doc and coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
-        key = {"_id": doc["_id"]}
-    name = "_id_" if key else "unique index"
+    name = "unique index"
+    if not stored and coll.find_one({"_id": doc.get("_id")}, {"_id": 1}) is not None:
+        key, name = {"_id": doc.get("_id")}, "_id_"
+    else:
+        for index in coll.list_indexes():
+            fields = list(index["key"])
+            if not index.get("unique") or fields == ["_id"]:
+                continue
+            value = {f: doc.get(f) for f in fields}
+            if coll.find_one({**value, "_id": {"$ne": doc.get("_id")}}, {"_id": 1}) is not None:
+                key, name = value, index["name"]
+                break
     quoted = ", ".join(f"{k}: {json.dumps(v, default=str)}" for k, v in key.items())
     return WriteError(
         11000,
@@ -153,6 +170,62 @@ def _duplicate(ns: str, coll: Any, doc: Doc) -> WriteError:
         keyPattern={k: 1 for k in key},
         keyValue=key,
     )
+
+
+def _collated(coll: Any, query: Doc, collation: Any) -> Doc:
+    """The filter to give mongomock: ``query`` itself, or, under a collation (see
+    ``_features.Collation``), the ``_id``s of the documents it matches there."""
+    if collation is None:
+        return query
+    ids = [doc["_id"] for doc in coll.find() if collation.matches(query, doc)]
+    return {"_id": {"$in": ids}}
+
+
+# Stages that compare no strings: they run as they are after a collated leading $match.
+_COLLATION_FREE_STAGES = frozenset(
+    {"$skip", "$limit", "$project", "$addFields", "$set", "$unset", "$count", "$out"}
+)
+
+
+def _collated_pipeline(
+    source: list[Doc], pipeline: list[Any], collation: Any
+) -> tuple[list[Doc], list[Any]]:
+    """An aggregate under a collation: its leading ``$match`` stages filter ``source`` here;
+    the rest must compare no strings (``$group`` by a constant, as ``countDocuments`` sends),
+    anything else is refused naming it rather than compared binary."""
+    while pipeline and isinstance(pipeline[0], dict) and list(pipeline[0]) == ["$match"]:
+        source = [doc for doc in source if collation.matches(pipeline[0]["$match"], doc)]
+        pipeline = pipeline[1:]
+    for stage in pipeline:
+        name = next(iter(stage), "") if isinstance(stage, dict) else ""
+        group_id = stage.get("$group", {}).get("_id") if name == "$group" else None
+        constant = name == "$group" and not isinstance(group_id, (str, dict, list))
+        if name not in _COLLATION_FREE_STAGES and not constant:
+            raise _features.unsupported(f"a collation with the aggregation stage {name}")
+    return source, pipeline
+
+
+def _first(coll: Any, query: Doc, sort: list[tuple[str, int]] | None, collation: Any) -> Any:
+    """The document ``findAndModify`` acts on: the first match in ``sort`` order."""
+    if collation is None:
+        return coll.find_one(query, sort=sort)
+    docs = list(coll.find(_collated(coll, query, collation)))
+    docs = collation.sort(docs, sort) if sort else docs
+    return docs[0] if docs else None
+
+
+def _post_image(doc: Doc, update: Any) -> Doc:
+    """What ``update`` (operators, pipeline or replacement) makes of ``doc``, computed apart:
+    an update that failed on a unique index was rolled back, and its error names the key."""
+    scratch: Any = mongomock.MongoClient()["scratch"]["post_image"]
+    scratch.insert_one(copy.deepcopy(doc))
+    if _is_replacement(update):
+        rest = {k: v for k, v in update.items() if k != "_id"}
+        scratch.replace_one({"_id": doc["_id"]}, {"_id": doc["_id"], **rest})
+    else:
+        scratch.update_one({"_id": doc["_id"]}, update)
+    found: Doc = scratch.find_one({}) or doc
+    return found
 
 
 def _sort_spec(sort: Any) -> list[tuple[str, int]] | None:
@@ -198,12 +271,32 @@ def _write_reply(results: list[tuple[int, Doc]], errors: list[Doc], **counts: in
     return reply
 
 
+def _equalities(query: Any) -> Doc:
+    """The query's equality conditions, from which an upsert builds its new document (MongoDB
+    manual, "db.collection.updateOne()", "Insert a Document if No Match Exists (Upsert)": "the
+    update creates a base document from the equality clauses in the <filter> parameter"):
+    ``{f: v}`` and ``{f: {$eq: v}}``, also inside ``$and``; ``{_id: {$gt: 1}}`` fixes nothing."""
+    out: Doc = {}
+    if not isinstance(query, dict):
+        return out
+    for key, value in query.items():
+        if key == "$and" and isinstance(value, list):
+            for clause in value:
+                out.update(_equalities(clause))
+        elif str(key).startswith("$"):
+            continue
+        elif isinstance(value, dict) and any(str(k).startswith("$") for k in value):
+            if set(value) == {"$eq"}:
+                out[key] = value["$eq"]
+        else:
+            out[key] = value
+    return out
+
+
 def _upsert_id(query: Doc) -> list[Any]:
-    """The _id an upsert would insert, when the query fixes it."""
-    value = query.get("_id") if isinstance(query, dict) else None
-    if value is None or (isinstance(value, dict) and any(str(k).startswith("$") for k in value)):
-        return []
-    return [value]
+    """The _id an upsert would insert, when the query fixes it (``null`` included)."""
+    fixed = _equalities(query)
+    return [fixed["_id"]] if "_id" in fixed else []
 
 
 def _namespace(db: str, target: Any) -> tuple[str, str]:
@@ -221,6 +314,8 @@ class Engine:
         self, lock: threading.RLock, locks: DocumentLocks, fail_points: FailPoints
     ) -> None:
         self.main: Any = mongomock.MongoClient()
+        self._scratch: Any = mongomock.MongoClient()["scratch"]["upsert"]  # see _upsert
+        self.local_sessions: dict[bytes, Doc] = {}  # see session_used
         self.lock = lock
         self.locks = locks
         self._fail_points = fail_points
@@ -358,6 +453,10 @@ class Engine:
         coll = ctx.view.collection(db, name)
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
+        try:
+            _features.check_id(doc)
+        except CommandError as err:
+            raise WriteError(err.code, err.errmsg) from None
 
         def apply() -> tuple[Doc, list[Key]]:
             try:
@@ -383,37 +482,109 @@ class Engine:
         array_filters = spec.get("arrayFilters")
         _check_update(u, multi, array_filters)
         limit = 0 if multi else 1
+        collation = _features.collation(spec.get("collation"))
+        sort = _sort_spec(spec.get("sort"))  # updateOne/replaceOne's sort (MongoDB 8.0)
+
+        def target() -> Doc:
+            """The filter that selects what this statement updates: ``q`` itself without a
+            collation or sort; under ``sort`` only the first match in that order (MongoDB
+            manual, "update" command, ``updates.sort``: it "orders the documents before the
+            update" when ``multi`` is false)."""
+            if sort and not multi:
+                first = _first(coll, q, sort, collation)
+                return {"_id": first["_id"]} if first is not None else {"_id": {"$in": []}}
+            return _collated(coll, q, collation)
 
         def keys_of() -> list[Key]:
-            ids = [d["_id"] for d in coll.find(q, {"_id": 1}).limit(limit)]
+            ids = [d["_id"] for d in coll.find(target(), {"_id": 1}).limit(limit)]
             return [_key(db, name, i) for i in ids or (_upsert_id(q) if upsert else [])]
 
         def apply() -> tuple[Doc, list[Key]]:
+            match = target()
             try:
                 if array_filters or _features.has_positional(u):
                     return self._update_positional(
-                        coll, db, name, q, u, array_filters, limit, upsert
+                        coll, db, name, match, u, array_filters, limit, upsert
                     )
+                if upsert and coll.find_one(match, {"_id": 1}) is None:
+                    upserted = self._upsert(coll, f"{db}.{name}", q, u)
+                    return {"n": 1, "nModified": 0, "upserted": upserted}, [
+                        _key(db, name, upserted)
+                    ]
                 if _is_replacement(u):
-                    result = coll.replace_one(q, u, upsert=upsert)
-                elif multi:
-                    result = coll.update_many(q, u, upsert=upsert)
-                else:
-                    result = coll.update_one(q, u, upsert=upsert)
-            except mongomock.DuplicateKeyError as exc:
-                raise WriteError(
-                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
-                ) from None
+                    return self._replace(coll, match, u), []
+                result = coll.update_many(match, u) if multi else coll.update_one(match, u)
+            except mongomock.DuplicateKeyError:
+                raise self._update_duplicate(coll, f"{db}.{name}", match, u) from None
             except mongomock.OperationFailure as exc:
                 raise WriteError(exc.code or 2, str(exc)) from None
+            except CommandError as err:
+                raise WriteError(err.code, err.errmsg) from None
             except (ValueError, TypeError, KeyError) as exc:
                 raise WriteError(2, f"invalid update: {exc}") from None
-            if result.upserted_id is not None:
-                upserted = result.upserted_id
-                return {"n": 1, "nModified": 0, "upserted": upserted}, [_key(db, name, upserted)]
             return {"n": result.matched_count, "nModified": result.modified_count}, []
 
         return self._statement(ctx, index, keys_of, apply)
+
+    def _update_duplicate(self, coll: Any, ns: str, query: Doc, update: Any) -> WriteError:
+        """The DuplicateKey error of an update mongomock refused (and rolled back)."""
+        for doc in coll.find(query):
+            error = _duplicate(ns, coll, _post_image(doc, update), stored=True)
+            if error.extra["keyValue"]:
+                return error
+        return _duplicate(ns, coll, {}, stored=True)
+
+    def _replace(self, coll: Any, query: Doc, replacement: Any) -> Doc:
+        """Replace the first match, keeping its ``_id`` (MongoDB manual,
+        "db.collection.replaceOne()": the replacement "cannot ... change the _id"; an ``_id``
+        that differs is ImmutableField, 66). mongomock would take the ``_id`` from the query
+        (``{_id: {$gt: 1}}``) and loses a ``null`` one, so the ``_id`` is spelled out here."""
+        existing = coll.find_one(query, {"_id": 1})
+        if existing is None:
+            return {"n": 0, "nModified": 0}
+        _id = existing["_id"]
+        if "_id" in replacement and replacement["_id"] != _id:
+            raise WriteError(
+                66,
+                "After applying the update, the (immutable) field '_id' was found to have been "
+                f"altered to _id: {replacement['_id']!r}",
+            )
+        rest = {k: v for k, v in replacement.items() if k != "_id"}
+        result = coll.replace_one({"_id": _id}, {"_id": _id, **rest})
+        return {"n": result.matched_count, "nModified": result.modified_count}
+
+    def _upsert(self, coll: Any, ns: str, query: Doc, update: Any) -> Any:
+        """Insert what an upsert that matched nothing inserts; return its ``_id``.
+
+        A replacement document is inserted as it is; an update-operator or pipeline update is
+        applied to a base document made of the query's equality conditions (MongoDB manual,
+        "Upsert with Replacement Document" / "Upsert with Operator Expressions" /
+        "Upsert with Aggregation Pipeline" under "db.collection.updateOne()"). The ``_id`` comes
+        from an equality on ``_id`` in the query, ``null`` included; else from the document;
+        else it is a new ObjectId. mongomock would take ``_id`` from any query condition
+        (``{_id: {$gt: 1}}``) and drop a ``null`` one, so the base document is built here and
+        updated in a scratch collection, never matching a stored document.
+        """
+        fixed = _equalities(query)
+        if _is_replacement(update):
+            doc = dict(update)
+        else:
+            scratch = self._scratch
+            scratch.delete_many({})
+            placeholder = ObjectId()
+            scratch.update_one({**fixed, "_id": placeholder}, update, upsert=True)
+            doc = scratch.find_one({}) or {}
+            if doc.get("_id") == placeholder:
+                del doc["_id"]
+        if "_id" in fixed:
+            doc["_id"] = fixed["_id"]
+        doc = {"_id": doc.pop("_id") if "_id" in doc else ObjectId(), **doc}
+        _features.check_id(doc)
+        try:
+            coll.insert_one(copy.deepcopy(doc))
+        except mongomock.DuplicateKeyError:
+            raise _duplicate(ns, coll, doc) from None
+        return doc["_id"]
 
     def _update_positional(
         self, coll: Any, db: str, name: str, q: Doc, u: Any, filters: Any, limit: int, upsert: bool
@@ -447,14 +618,17 @@ class Engine:
         coll = ctx.view.collection(db, name)
         q = spec.get("q") or {}
         limit = 1 if int(spec.get("limit", 0)) == 1 else 0
+        collation = _features.collation(spec.get("collation"))
 
         def keys_of() -> list[Key]:
-            return [_key(db, name, d["_id"]) for d in coll.find(q, {"_id": 1}).limit(limit)]
+            match = _collated(coll, q, collation)
+            return [_key(db, name, d["_id"]) for d in coll.find(match, {"_id": 1}).limit(limit)]
 
         def apply() -> tuple[Doc, list[Key]]:
+            match = _collated(coll, q, collation)
             if limit:
-                return {"n": coll.delete_one(q).deleted_count}, []
-            return {"n": coll.delete_many(q).deleted_count}, []
+                return {"n": coll.delete_one(match).deleted_count}, []
+            return {"n": coll.delete_many(match).deleted_count}, []
 
         return self._statement(ctx, index, keys_of, apply)
 
@@ -482,13 +656,15 @@ class Engine:
                     counts["nInserted"] += reply["n"]
                 elif kind == "update":
                     spec = {"q": op.get("filter") or {}, "u": op.get("updateMods")}
-                    spec |= {k: op[k] for k in ("multi", "upsert", "arrayFilters") if k in op}
+                    options = ("multi", "upsert", "arrayFilters", "collation", "sort")
+                    spec |= {k: op[k] for k in options if k in op}
                     reply = self._update_one(ctx, op_db, coll, idx, spec)
                     counts["nUpserted"] += int("upserted" in reply)
                     counts["nMatched"] += 0 if "upserted" in reply else reply["n"]
                     counts["nModified"] += reply["nModified"]
                 else:
                     spec = {"q": op.get("filter") or {}, "limit": 0 if op.get("multi") else 1}
+                    spec |= {"collation": op["collation"]} if "collation" in op else {}
                     reply = self._delete_one(ctx, op_db, coll, idx, spec)
                     counts["nDeleted"] += reply["n"]
             except WriteError as err:
@@ -512,8 +688,13 @@ class Engine:
 
     def find(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["find"])
-        cursor = coll.find(cmd.get("filter") or {}, cmd.get("projection"))
+        collation = _features.collation(cmd.get("collation"))
         sort = _sort_spec(cmd.get("sort"))
+        if collation is not None and sort:
+            return self._collated_find(coll, f"{db}.{cmd['find']}", cmd, collation, sort)
+        cursor = coll.find(
+            _collated(coll, cmd.get("filter") or {}, collation), cmd.get("projection")
+        )
         if sort:
             cursor = cursor.sort(sort)
         if cmd.get("skip"):
@@ -527,11 +708,27 @@ class Engine:
         single = bool(cmd.get("singleBatch")) or limit < 0
         return self._cursor_reply(f"{db}.{cmd['find']}", docs, cmd.get("batchSize"), single)
 
+    def _collated_find(
+        self, coll: Any, ns: str, cmd: Doc, collation: Any, sort: list[tuple[str, int]]
+    ) -> Doc:
+        """``find`` sorted under a collation: mongomock sorts strings binary, so the matches are
+        sorted here, then skipped, limited and projected as :meth:`find` would."""
+        docs = collation.sort(
+            list(coll.find(_collated(coll, cmd.get("filter") or {}, collation))), sort
+        )
+        limit = int(cmd.get("limit") or 0)
+        docs = docs[int(cmd.get("skip") or 0) :]
+        docs = docs[: abs(limit)] if limit else docs
+        docs = [_project_document(d, cmd.get("projection")) for d in docs]
+        single = bool(cmd.get("singleBatch")) or limit < 0
+        return self._cursor_reply(ns, docs, cmd.get("batchSize"), single)
+
     def find_and_modify(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         name = cmd["findAndModify"]
         coll = ctx.view.collection(db, name)
         query = cmd.get("query") or {}
         sort = _sort_spec(cmd.get("sort"))
+        collation = _features.collation(cmd.get("collation"))
         fields = cmd.get("fields")
         update = cmd.get("update")
         upsert = bool(cmd.get("upsert", False))
@@ -543,54 +740,52 @@ class Engine:
                 raise CommandError(err.code, err.errmsg) from None
 
         def keys_of() -> list[Key]:
-            existing = coll.find_one(query, {"_id": 1}, sort=sort)
+            existing = _first(coll, query, sort, collation)
             ids = (
                 [existing["_id"]] if existing is not None else (_upsert_id(query) if upsert else [])
             )
             return [_key(db, name, i) for i in ids]
 
         def apply() -> tuple[Doc, list[Key]]:
-            existing = coll.find_one(query, sort=sort)
+            existing = _first(coll, query, sort, collation)
             if cmd.get("remove"):
                 if existing is not None:
                     coll.delete_one({"_id": existing["_id"]})
-                value = (
-                    existing
-                    if fields is None or existing is None
-                    else _project(coll, existing, fields)
-                )
+                value = None if existing is None else _project_document(existing, fields)
                 return {"lastErrorObject": {"n": int(existing is not None)}, "value": value}, []
             return_new = bool(cmd.get("new", False))
-            kwargs: Doc = {"projection": fields, "sort": sort, "upsert": upsert}
-            kwargs["return_document"] = (
-                ReturnDocument.AFTER if return_new else ReturnDocument.BEFORE
-            )
-            try:
-                if existing is not None and (array_filters or _features.has_positional(update)):
-                    concrete = _features.expand_array_filters(
-                        existing, update, list(array_filters or [])
-                    )
-                    value = coll.find_one_and_update(
-                        {"_id": existing["_id"]}, concrete or {"$set": {}}, **kwargs
-                    )
-                elif _is_replacement(update):
-                    value = coll.find_one_and_replace(query, update, **kwargs)
-                else:
-                    value = coll.find_one_and_update(query, update, **kwargs)
-            except mongomock.DuplicateKeyError as exc:
-                raise CommandError(
-                    11000, f"E11000 duplicate key error collection: {db}.{name} {exc}"
-                ) from None
             last: Doc = {"n": 1 if existing is not None or upsert else 0}
             created: list[Key] = []
-            if existing is not None:
+            try:
+                if existing is None:
+                    value = None
+                    if upsert:
+                        upserted = self._upsert(coll, f"{db}.{name}", query, update)
+                        created.append(_key(db, name, upserted))
+                        last |= {"updatedExisting": False, "upserted": upserted}
+                        if return_new:
+                            value = _project(coll, {"_id": upserted}, fields)
+                    return {"lastErrorObject": last, "value": value}, created
                 last["updatedExisting"] = True
-            elif upsert:
-                last["updatedExisting"] = False
-                inserted = coll.find_one(query, sort=sort) if value is None else value
-                if inserted is not None and "_id" in inserted:
-                    last["upserted"] = inserted["_id"]
-                    created.append(_key(db, name, inserted["_id"]))
+                selector = {"_id": existing["_id"]}
+                if _is_replacement(update):
+                    self._replace(coll, selector, update)
+                else:
+                    concrete = update
+                    if array_filters or _features.has_positional(update):
+                        filters = list(array_filters or [])
+                        concrete = _features.expand_array_filters(existing, update, filters)
+                    coll.update_one(selector, concrete or {"$set": {}})
+            except mongomock.DuplicateKeyError:
+                error = self._update_duplicate(coll, f"{db}.{name}", selector, update)
+                raise CommandError(error.code, error.errmsg, **error.extra) from None
+            except WriteError as err:  # findAndModify fails as a command, not a write error
+                raise CommandError(err.code, err.errmsg, **err.extra) from None
+            value = (
+                _project(coll, existing, fields)
+                if return_new
+                else _project_document(existing, fields)
+            )
             return {"lastErrorObject": last, "value": value}, created
 
         result = self._statement(ctx, 0, keys_of, apply)
@@ -598,22 +793,77 @@ class Engine:
 
     def aggregate(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         target = cmd["aggregate"]
-        if not isinstance(target, str):
-            raise _features.unsupported("database-level aggregate ({aggregate: 1})")
-        coll = ctx.view.collection(db, target)
         pipeline = list(cmd.get("pipeline") or [])
+        if isinstance(target, str):  # mongomock's Collection.aggregate, from the same documents
+            coll = ctx.view.collection(db, target)
+            source, database, ns = list(coll.find()), ctx.view.client[db], f"{db}.{target}"
+        else:
+            source = self._collectionless_source(db, target, pipeline)
+            pipeline = pipeline[1:]
+            database, ns = ctx.view.client[db], f"{db}.$cmd.aggregate"
+
+        collation = _features.collation(cmd.get("collation"))
+        if collation is not None:
+            source, pipeline = _collated_pipeline(source, pipeline, collation)
+
+        def run(stages: list[Any]) -> list[Doc]:
+            return list(_aggregate.process_pipeline(source, database, stages, None))
+
         last = (
             next(iter(pipeline[-1]), None) if pipeline and isinstance(pipeline[-1], dict) else None
         )
         if last in ("$out", "$merge"):
             if ctx.txn is not None:
                 raise CommandError(263, f"{last} cannot be used in a transaction")
-            docs = list(coll.aggregate(pipeline[:-1]))
+            if (cmd.get("readConcern") or {}).get("level") == "linearizable":
+                # MongoDB manual, "$out" / "$merge" restrictions: not with "linearizable".
+                raise CommandError(
+                    72, f"{last} cannot be used with a 'linearizable' read concern level"
+                )
+            docs = run(pipeline[:-1])
             self._write_stage(ctx, db, str(last), pipeline[-1][last], docs)
-            return self._cursor_reply(f"{db}.{target}", [], None, True)
-        docs = list(coll.aggregate(pipeline))
+            return self._cursor_reply(ns, [], None, True)
         batch = (cmd.get("cursor") or {}).get("batchSize")
-        return self._cursor_reply(f"{db}.{target}", docs, batch, False)
+        return self._cursor_reply(ns, run(pipeline), batch, False)
+
+    def _collectionless_source(self, db: str, target: Any, pipeline: list[Any]) -> list[Doc]:
+        """The documents a database-level aggregate (``aggregate: 1``) starts from: its first
+        stage must be one that needs no collection (MongoDB manual, "aggregate" command,
+        "aggregate: 1"): ``$documents`` (its array of documents, "$documents (aggregation)") or
+        ``$listLocalSessions`` (the sessions this server has seen, "$listLocalSessions").
+        ``$currentOp`` and the other collectionless stages are not simulated."""
+        if target != 1:
+            raise CommandError(
+                73, f"Invalid namespace specified '{db}.{target}'"
+            )  # InvalidNamespace
+        first = pipeline[0] if pipeline and isinstance(pipeline[0], dict) else {}
+        stage = next(iter(first), None)
+        if stage == "$documents":
+            docs = _aggregate._parse_expression(first[stage], {})
+            if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+                raise CommandError(5858203, "an array is expected")
+            return docs
+        if stage == "$listLocalSessions":
+            return [dict(session) for session in self.local_sessions.values()]
+        if stage in ("$currentOp", "$changeStream", "$listCatalog", "$querySettings"):
+            raise _features.unsupported(f"database-level aggregate stage {stage}")
+        raise CommandError(
+            73,
+            f"{{aggregate: 1}} is not valid for '{stage}'; a collection is required.",
+        )
+
+    def session_used(self, lsid: Doc) -> None:
+        """Remember a logical session a command named (``$listLocalSessions`` lists them until
+        the session is ended or killed)."""
+        key = bytes(lsid.get("id") or b"")
+        if key not in self.local_sessions:
+            self.local_sessions.setdefault(
+                key,
+                {
+                    "_id": {"id": lsid.get("id"), "uid": bson.Binary(_NO_USER)},
+                    "lastUse": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+                },
+            )
 
     def _write_stage(self, ctx: Context, db: str, stage: str, spec: Any, docs: list[Doc]) -> None:
         """``$out`` replaces the target collection; ``$merge`` folds documents into it (MongoDB
@@ -653,10 +903,9 @@ class Engine:
             keys = [_key(out_db, out_name, existing["_id"] if existing else doc["_id"])]
             self._claim(ctx, functools.partial(list, keys))
             if existing is not None:
-                if matched_mode == "fail":
-                    raise CommandError(
-                        11000, f"E11000 duplicate key error collection: {out_db}.{out_name}"
-                    )
+                if matched_mode == "fail":  # as an insert of doc would fail
+                    error = _duplicate(f"{out_db}.{out_name}", out, doc)
+                    raise CommandError(error.code, error.errmsg, **error.extra)
                 if matched_mode == "replace":
                     out.replace_one({"_id": existing["_id"]}, {**doc, "_id": existing["_id"]})
                 elif matched_mode == "merge":
@@ -673,13 +922,24 @@ class Engine:
 
     def count(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["count"])
-        query = cmd.get("query") or {}
+        query = _collated(coll, cmd.get("query") or {}, _features.collation(cmd.get("collation")))
         n = coll.count_documents(query) if query else coll.estimated_document_count()
         return {"n": n, "ok": 1}
 
     def distinct(self, ctx: Context, db: str, cmd: Doc) -> Doc:
         coll = ctx.view.collection(db, cmd["distinct"])
-        return {"values": coll.distinct(cmd["key"], cmd.get("query") or {}), "ok": 1}
+        # mongod collects distinct values in a set ordered by BSON comparison, so they come back
+        # in that order (MongoDB manual, "Comparison/Sort Order"; the CRUD spec's distinct tests
+        # expect [11, 22, 33] from documents holding 11, 22, 33 in another order).
+        collation = _features.collation(cmd.get("collation"))
+        query = _collated(coll, cmd.get("query") or {}, collation)
+        if collation is not None:  # the first of equal values in natural order, as mongod
+            values = [
+                value for doc in coll.find(query) for value in _features.values_at(doc, cmd["key"])
+            ]
+            return {"values": collation.distinct(values), "ok": 1}
+        values = coll.distinct(cmd["key"], query)
+        return {"values": _features.bson_sorted(values), "ok": 1}
 
     # -- catalogue -----------------------------------------------------------------------------
     def create(self, ctx: Context, db: str, cmd: Doc) -> Doc:
@@ -775,6 +1035,16 @@ def _index_keys(coll: Any, flt: Doc, sort: Doc, docs: list[Doc]) -> list[Doc]:
     return [{f: doc[f] for f in fields if f in doc} for doc in docs]
 
 
-def _project(coll: Any, doc: Doc, fields: Doc) -> Doc | None:
+def _project(coll: Any, doc: Doc, fields: Doc | None) -> Doc | None:
+    """The stored document with ``doc``'s ``_id``, through the projection ``fields``."""
     found: Doc | None = coll.find_one({"_id": doc["_id"]}, fields)
     return found
+
+
+def _project_document(doc: Doc, fields: Doc | None) -> Doc | None:
+    """``doc`` (no longer stored as it was) through the projection ``fields``."""
+    if fields is None:
+        return doc
+    scratch: Any = mongomock.MongoClient()["scratch"]["projection"]
+    scratch.insert_one(copy.deepcopy(doc))
+    return _project(scratch, doc, fields)

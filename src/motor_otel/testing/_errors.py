@@ -25,9 +25,11 @@ CODE_NAMES: dict[int, str] = {
     43: "CursorNotFound",
     48: "NamespaceExists",
     50: "MaxTimeMSExpired",
+    52: "DollarPrefixedFieldName",
     59: "CommandNotFound",
     63: "StaleShardVersion",
     64: "WriteConcernFailed",
+    66: "ImmutableField",
     72: "InvalidOptions",
     79: "UnknownReplWriteConcern",
     89: "NetworkTimeout",
@@ -74,11 +76,14 @@ TRANSIENT_TRANSACTION_CODES = frozenset({24, 112, 244, 246, 251, 267})
 class CommandError(Exception):
     """A command failed the way mongod would fail it."""
 
-    def __init__(self, code: int, errmsg: str, labels: list[str] | None = None) -> None:
+    def __init__(
+        self, code: int, errmsg: str, labels: list[str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(errmsg)
         self.code = code
         self.errmsg = errmsg
         self.labels = list(labels or [])
+        self.extra = extra  # fields mongod adds for this error (DuplicateKey: keyPattern...)
 
     def to_reply(self) -> dict[str, Any]:
         reply: dict[str, Any] = {
@@ -86,6 +91,7 @@ class CommandError(Exception):
             "errmsg": self.errmsg,
             "code": self.code,
             "codeName": CODE_NAMES.get(self.code, "UnknownError"),
+            **self.extra,
         }
         if self.labels:
             reply["errorLabels"] = self.labels
