@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
+
+from motor_otel.testing import SimulatedReplicaSet
+from tests.conftest import CLIENT_OPTIONS
 
 SNAPSHOT: dict[str, Any] = {
     "read_concern": ReadConcern("snapshot"),
@@ -102,3 +107,32 @@ async def test_a_snapshot_outlives_later_commits_to_the_same_document(
         await old.abort_transaction()
         await new.commit_transaction()
     assert await coll.find_one({"_id": 1}) == {"_id": 1, "v": 2}
+
+
+async def test_a_transaction_past_the_lifetime_limit_is_aborted_when_another_starts() -> None:
+    """A transaction older than transactionLifetimeLimitSeconds is aborted by the server (mongod's
+    periodic job; here when the next transaction starts), so an abandoned one keeps neither its
+    documents nor its snapshot: its commit then fails with NoSuchTransaction (251)."""
+    with SimulatedReplicaSet(transaction_lifetime_limit_seconds=0) as rs:
+        client: AsyncIOMotorClient = AsyncIOMotorClient(rs.uri, **CLIENT_OPTIONS)
+        try:
+            coll = client.sim_snapshots.lifetime
+            await coll.insert_many([{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
+            async with (
+                await client.start_session() as old,
+                await client.start_session() as new,
+            ):
+                old.start_transaction()
+                await coll.update_one({"_id": 1}, {"$set": {"v": 1}}, session=old)
+                new.start_transaction()
+                await coll.update_one({"_id": 2}, {"$set": {"v": 2}}, session=new)
+                await new.commit_transaction()
+                with pytest.raises(OperationFailure) as info:
+                    await old.commit_transaction()
+            assert info.value.code == 251
+            assert await coll.find({}).sort("_id").to_list(None) == [
+                {"_id": 1, "v": 0},
+                {"_id": 2, "v": 2},
+            ]
+        finally:
+            client.close()

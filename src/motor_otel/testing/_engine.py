@@ -34,7 +34,7 @@ from motor_otel.testing._errors import CommandError, write_error
 from motor_otel.testing._failpoints import FailPoints
 from motor_otel.testing._locks import DocumentLocks, Key
 from motor_otel.testing._storage import Storage
-from motor_otel.testing._views import TransactionView, View
+from motor_otel.testing._views import View
 
 Doc = dict[str, Any]
 
@@ -626,8 +626,6 @@ class Engine:
         name = cmd["create"]
         if name in ctx.view.collection_names(db):
             raise CommandError(48, f"Collection {db}.{name} already exists.")
-        if isinstance(ctx.view, TransactionView):
-            ctx.view.collection(db, name)
         ctx.view.client[db].create_collection(name)
         return {"ok": 1}
 

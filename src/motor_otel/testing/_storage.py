@@ -18,6 +18,7 @@ Callers hold the engine's lock.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,12 +48,18 @@ class Table:
 
 
 class Storage:
-    """Every collection's committed versions, the commit counter and the open snapshots."""
+    """Every collection's committed versions, the commit counter and the open snapshots.
+
+    Invariant: a chain holds only versions someone can read: its newest, and each older one that
+    an open snapshot sees (a snapshot ``s`` sees the version ``v`` followed by ``w`` when
+    ``v <= s < w``).
+    """
 
     def __init__(self) -> None:
         self.version = 0  # the last commit
         self.tables: dict[Name, Table] = {}
         self._open: Counter[int] = Counter()  # open snapshot -> how many hold it
+        self._sorted: list[int] = []  # the open snapshots, oldest first
         self._chained: set[tuple[Table, Any]] = set()  # rows that keep more than one version
 
     def table(self, name: Name) -> Table:
@@ -68,53 +75,59 @@ class Storage:
 
     def open(self) -> int:
         """Take a snapshot of what is committed now; :meth:`close` it when done."""
+        if not self._open[self.version]:
+            self._sorted.append(self.version)  # the newest: the list stays sorted
         self._open[self.version] += 1
         return self.version
 
     def close(self, snapshot: int) -> None:
-        """A snapshot is no longer read: versions only it needed go."""
-        oldest = min(self._open)
+        """A snapshot is no longer read: the versions only it saw go."""
         self._open[snapshot] -= 1
-        if self._open[snapshot] <= 0:
-            del self._open[snapshot]
-        if not self._open or min(self._open) != oldest:
-            for table, key in list(self._chained):
-                chain = table.rows.get(key)
-                if chain is not None:
-                    self._trim(table, key, chain)
-                else:
-                    self._chained.discard((table, key))
+        if self._open[snapshot] > 0:
+            return
+        del self._open[snapshot]
+        self._sorted.remove(snapshot)
+        for table, key in list(self._chained):
+            chain = table.rows.get(key)
+            if chain is not None:
+                chain[:] = [e for i, e in enumerate(chain) if self._seen(chain, i)]
+            self._settle(table, key, chain)
 
     def publish(self, writes: Iterable[tuple[Table, Any, Doc | None]]) -> None:
         """Commit ``writes`` (a document, or None to delete it) as one new version."""
         self.version += 1
         version = self.version
+        newest_open = self._sorted[-1] if self._sorted else -1
         for table, key, doc in writes:
             chain = table.rows.get(key)
             if chain is None:
                 if doc is not None:
                     table.rows[key] = [(version, doc)]
                 continue
+            # The version this one follows stays only if an open snapshot sees it; every open
+            # snapshot is older than ``version``, so: if one is not older than it.
+            if chain[-1][0] > newest_open:
+                chain.pop()
             chain.append((version, doc))
-            self._trim(table, key, chain)
+            self._settle(table, key, chain)
 
     def drop(self, name: Name) -> None:
         """The collection goes, with its indexes (snapshots that read it lose it too)."""
         self.tables.pop(name, None)
 
-    def _trim(self, table: Table, key: Any, chain: Chain) -> None:
-        """Drop the versions no open snapshot can see: all but the newest that is not newer
-        than the oldest snapshot, and everything newer."""
-        oldest = min(self._open) if self._open else self.version
-        keep = 0
-        while keep + 1 < len(chain) and chain[keep + 1][0] <= oldest:
-            keep += 1
-        if keep:
-            del chain[:keep]
-        if len(chain) == 1 and chain[0][1] is None:  # deleted, and nobody sees it before that
+    def _seen(self, chain: Chain, i: int) -> bool:
+        """Whether someone reads ``chain[i]``: it is the newest, or an open snapshot sees it."""
+        if i + 1 == len(chain):
+            return True
+        j = bisect.bisect_left(self._sorted, chain[i][0])
+        return j < len(self._sorted) and self._sorted[j] < chain[i + 1][0]
+
+    def _settle(self, table: Table, key: Any, chain: Chain | None) -> None:
+        """Forget a row whose only version is its deletion; track rows with several versions."""
+        if chain is not None and len(chain) == 1 and chain[0][1] is None:
             del table.rows[key]
-            self._chained.discard((table, key))
-        elif len(chain) > 1:
+            chain = None
+        if chain is not None and len(chain) > 1:
             self._chained.add((table, key))
         else:
             self._chained.discard((table, key))

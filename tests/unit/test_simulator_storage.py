@@ -1,0 +1,79 @@
+"""The simulator's versioned storage keeps exactly the versions someone can read.
+
+A version stays while an open snapshot reads it; once no snapshot does, it goes, so documents
+written under long transactions do not pile up (``motor_otel.testing._storage``).
+"""
+
+from __future__ import annotations
+
+from motor_otel.testing._storage import Storage, Table, at
+
+
+def _doc(v: int) -> dict[str, int]:
+    return {"_id": 1, "v": v}
+
+
+def _versions(table: Table, key: int = 1) -> list[int | None]:
+    return [None if doc is None else doc["v"] for _, doc in table.rows.get(key, [])]
+
+
+def test_snapshot_reads_its_version_while_newer_ones_are_committed() -> None:
+    """A snapshot sees the version committed before it; later commits, inserts included, are
+    visible only to later readers."""
+    storage = Storage()
+    table = storage.table(("db", "coll"))
+    storage.publish([(table, 1, _doc(0))])
+    snapshot = storage.open()
+    storage.publish([(table, 1, _doc(1))])
+    storage.publish([(table, 2, {"_id": 2})])
+    assert at(table.rows[1], snapshot) == _doc(0)
+    assert at(table.rows[1], storage.version) == _doc(1)
+    assert at(table.rows[2], snapshot) is None
+
+
+def test_versions_no_snapshot_reads_are_dropped_at_once() -> None:
+    """With one old snapshot open, writes keep the version it reads and the newest, not every
+    version in between; with none open, only the newest."""
+    storage = Storage()
+    table = storage.table(("db", "coll"))
+    storage.publish([(table, 1, _doc(0))])
+    snapshot = storage.open()
+    for v in range(1, 6):
+        storage.publish([(table, 1, _doc(v))])
+    assert _versions(table) == [0, 5]
+    storage.close(snapshot)
+    assert _versions(table) == [5]
+    storage.publish([(table, 1, _doc(6))])
+    assert _versions(table) == [6]
+
+
+def test_closing_a_snapshot_keeps_what_other_snapshots_read() -> None:
+    """Closing the oldest of two snapshots drops only the version no remaining snapshot reads."""
+    storage = Storage()
+    table = storage.table(("db", "coll"))
+    storage.publish([(table, 1, _doc(0))])
+    first = storage.open()
+    storage.publish([(table, 1, _doc(1))])
+    second = storage.open()
+    storage.publish([(table, 1, _doc(2))])
+    assert _versions(table) == [0, 1, 2]
+    storage.close(first)
+    assert _versions(table) == [1, 2]
+    assert at(table.rows[1], second) == _doc(1)
+    storage.close(second)
+    assert _versions(table) == [2]
+
+
+def test_a_deleted_document_is_forgotten_once_no_snapshot_reads_it() -> None:
+    """A delete keeps the document for the snapshots that read it, then the row goes."""
+    storage = Storage()
+    table = storage.table(("db", "coll"))
+    storage.publish([(table, 1, _doc(0))])
+    snapshot = storage.open()
+    storage.publish([(table, 1, None)])
+    assert at(table.rows[1], snapshot) == _doc(0)
+    storage.close(snapshot)
+    assert 1 not in table.rows
+    storage.publish([(table, 2, {"_id": 2})])
+    storage.publish([(table, 2, None)])
+    assert 2 not in table.rows
