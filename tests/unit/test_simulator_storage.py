@@ -13,6 +13,14 @@ def _doc(v: int) -> dict[str, int]:
     return {"_id": 1, "v": v}
 
 
+def _one_document() -> tuple[Storage, Table]:
+    """Storage with one collection holding document 1 at version 1 (``v: 0``)."""
+    storage = Storage()
+    table = storage.table(("db", "coll"))
+    storage.publish([(table, 1, _doc(0))])
+    return storage, table
+
+
 def _versions(table: Table, key: int = 1) -> list[int | None]:
     return [None if doc is None else doc["v"] for _, doc in table.rows.get(key, [])]
 
@@ -20,9 +28,7 @@ def _versions(table: Table, key: int = 1) -> list[int | None]:
 def test_snapshot_reads_its_version_while_newer_ones_are_committed() -> None:
     """A snapshot sees the version committed before it; later commits, inserts included, are
     visible only to later readers."""
-    storage = Storage()
-    table = storage.table(("db", "coll"))
-    storage.publish([(table, 1, _doc(0))])
+    storage, table = _one_document()
     snapshot = storage.open()
     storage.publish([(table, 1, _doc(1))])
     storage.publish([(table, 2, {"_id": 2})])
@@ -34,9 +40,7 @@ def test_snapshot_reads_its_version_while_newer_ones_are_committed() -> None:
 def test_versions_no_snapshot_reads_are_dropped_at_once() -> None:
     """With one old snapshot open, writes keep the version it reads and the newest, not every
     version in between; with none open, only the newest."""
-    storage = Storage()
-    table = storage.table(("db", "coll"))
-    storage.publish([(table, 1, _doc(0))])
+    storage, table = _one_document()
     snapshot = storage.open()
     for v in range(1, 6):
         storage.publish([(table, 1, _doc(v))])
@@ -49,9 +53,7 @@ def test_versions_no_snapshot_reads_are_dropped_at_once() -> None:
 
 def test_closing_a_snapshot_keeps_what_other_snapshots_read() -> None:
     """Closing the oldest of two snapshots drops only the version no remaining snapshot reads."""
-    storage = Storage()
-    table = storage.table(("db", "coll"))
-    storage.publish([(table, 1, _doc(0))])
+    storage, table = _one_document()
     first = storage.open()
     storage.publish([(table, 1, _doc(1))])
     second = storage.open()
@@ -66,9 +68,7 @@ def test_closing_a_snapshot_keeps_what_other_snapshots_read() -> None:
 
 def test_a_deleted_document_is_forgotten_once_no_snapshot_reads_it() -> None:
     """A delete keeps the document for the snapshots that read it, then the row goes."""
-    storage = Storage()
-    table = storage.table(("db", "coll"))
-    storage.publish([(table, 1, _doc(0))])
+    storage, table = _one_document()
     snapshot = storage.open()
     storage.publish([(table, 1, None)])
     assert at(table.rows[1], snapshot) == _doc(0)
