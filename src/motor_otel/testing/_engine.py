@@ -188,6 +188,11 @@ class Engine:
             "bulkWrite": self.bulk_write,
         }
 
+    @property
+    def main(self) -> Any:
+        """The latest commit as a mongomock client (for commands that run outside any view)."""
+        return self.view.client
+
     def run(self, name: str, ctx: Context, db: str, cmd: Doc) -> Doc:
         """Run one command; mongomock's gaps become error replies naming the feature."""
         handler = self.handlers.get(name)
@@ -654,7 +659,7 @@ class Engine:
         return self._cursor_reply(f"{db}.$cmd.listCollections", docs, batch, False)
 
     def list_databases(self, ctx: Context, db: str, cmd: Doc) -> Doc:
-        names = list(self.view.client.list_database_names())
+        names = list(self.main.list_database_names())
         dbs = [{"name": n, "sizeOnDisk": 8192, "empty": False} for n in names]
         if cmd.get("nameOnly"):
             dbs = [{"name": n} for n in names]
