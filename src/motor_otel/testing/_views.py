@@ -118,13 +118,16 @@ class TransactionView(View):
         table = self.storage.tables.get(name)
         mine = self._writes.get(name, {})
         seen: set[Any] = set()
+        snapshot = self.snapshot
         if table is not None:
             for key, chain in list(table.rows.items()):
-                if key in mine:
+                if mine and key in mine:
                     seen.add(key)
                     doc = mine[key]
                 else:
-                    doc = at(chain, self.snapshot)
+                    version, doc = chain[-1]  # the newest, unless committed after the snapshot
+                    if version > snapshot:
+                        doc = at(chain, snapshot)
                 if doc is not None:
                     yield doc
         for key, doc in list(mine.items()):
