@@ -109,6 +109,33 @@ async def test_a_snapshot_outlives_later_commits_to_the_same_document(
     assert await coll.find_one({"_id": 1}) == {"_id": 1, "v": 2}
 
 
+async def test_every_kind_of_write_outside_leaves_the_snapshot_as_it_was(
+    motor_client: AsyncIOMotorClient,
+) -> None:
+    """Updates (one, many, replacement, findAndModify with array filters) and deletes committed
+    outside a transaction after its snapshot leave what the transaction reads unchanged."""
+    docs = [{"_id": i, "v": 0, "a": [1, 2]} for i in range(1, 6)]
+    coll = await _fresh(motor_client, "kinds", *docs)
+    async with await motor_client.start_session() as session:
+        session.start_transaction(**SNAPSHOT)
+        assert await coll.find_one({"_id": 1}, session=session) == docs[0]
+        await coll.update_one({"_id": 1}, {"$inc": {"v": 1}})
+        await coll.update_many({"_id": {"$gte": 2}}, {"$push": {"a": 3}})
+        await coll.replace_one({"_id": 3}, {"w": 1})
+        await coll.find_one_and_update(
+            {"_id": 4}, {"$set": {"a.$[x]": 9}}, array_filters=[{"x": 1}]
+        )
+        await coll.delete_many({"_id": 5})
+        assert await coll.find({}, session=session).sort("_id").to_list(None) == docs
+        await session.commit_transaction()
+    assert await coll.find({}).sort("_id").to_list(None) == [
+        {"_id": 1, "v": 1, "a": [1, 2]},
+        {"_id": 2, "v": 0, "a": [1, 2, 3]},
+        {"_id": 3, "w": 1},
+        {"_id": 4, "v": 0, "a": [9, 2, 3]},
+    ]
+
+
 async def test_a_transaction_past_the_lifetime_limit_is_aborted_when_another_starts() -> None:
     """A transaction older than transactionLifetimeLimitSeconds is aborted by the server (mongod's
     periodic job; here when the next transaction starts), so an abandoned one keeps neither its
