@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     default = "20,50,100" if args.quick else "100,250,500"
     counts = [int(n) for n in (args.transactions or default).split(",")]
+    if max(counts) > documents:
+        parser.error("each transaction writes its own document: N must not exceed --documents")
     print(f"simulator: N transactions open at once on one collection of {documents} documents\n")
     for field, (title, trace) in WORKLOADS.items():
         print(report(title, [measure(n, documents, field, trace) for n in counts]), flush=True)

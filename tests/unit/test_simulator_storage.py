@@ -77,3 +77,30 @@ def test_a_deleted_document_is_forgotten_once_no_snapshot_reads_it() -> None:
     storage.publish([(table, 2, {"_id": 2})])
     storage.publish([(table, 2, None)])
     assert 2 not in table.rows
+
+
+def test_closing_the_newer_snapshot_first_keeps_the_older_ones_version() -> None:
+    """Closing the newer of two snapshots drops the version only it read; the older snapshot
+    still reads its own, which goes when it closes."""
+    storage, table = _one_document()
+    first = storage.open()
+    storage.publish([(table, 1, _doc(1))])
+    second = storage.open()
+    storage.publish([(table, 1, _doc(2))])
+    storage.close(second)
+    assert _versions(table) == [0, 2]
+    assert at(table.rows[1], first) == _doc(0)
+    storage.close(first)
+    assert _versions(table) == [2]
+
+
+def test_one_snapshot_held_twice_keeps_its_versions_until_both_close() -> None:
+    """Two transactions that took the same snapshot: the versions it reads stay until the
+    second one closes."""
+    storage, table = _one_document()
+    one, two = storage.open(), storage.open()
+    storage.publish([(table, 1, _doc(1))])
+    storage.close(one)
+    assert at(table.rows[1], two) == _doc(0)
+    storage.close(two)
+    assert _versions(table) == [1]

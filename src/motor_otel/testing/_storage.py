@@ -60,7 +60,8 @@ class Storage:
         self.tables: dict[Name, Table] = {}
         self._open: Counter[int] = Counter()  # open snapshot -> how many hold it
         self._sorted: list[int] = []  # the open snapshots, oldest first
-        self._chained: set[tuple[Table, Any]] = set()  # rows that keep more than one version
+        # snapshot -> rows keeping an older version it sees: looked at again when it closes
+        self._watch: dict[int, set[tuple[Table, Any]]] = {}
 
     def table(self, name: Name) -> Table:
         """The collection's table, made on first write."""
@@ -87,11 +88,16 @@ class Storage:
             return
         del self._open[snapshot]
         self._sorted.remove(snapshot)
-        for table, key in list(self._chained):
+        for table, key in self._watch.pop(snapshot, ()):
             chain = table.rows.get(key)
-            if chain is not None:
-                chain[:] = [e for i, e in enumerate(chain) if self._seen(chain, i)]
-            self._settle(table, key, chain)
+            if chain is None:
+                continue
+            # One pass suffices: a version left unseen cannot make its predecessor seen.
+            chain[:] = [e for i, e in enumerate(chain) if self._seen(chain, i)]
+            for i in range(len(chain) - 1):  # each older version kept: by the newest that sees it
+                newest = self._sorted[bisect.bisect_left(self._sorted, chain[i + 1][0]) - 1]
+                self._watch.setdefault(newest, set()).add((table, key))
+            self._forget_deleted(table, key, chain)
 
     def publish(self, writes: Iterable[tuple[Table, Any, Doc | None]]) -> None:
         """Commit ``writes`` (a document, or None to delete it) as one new version."""
@@ -108,8 +114,10 @@ class Storage:
             # snapshot is older than ``version``, so: if one is not older than it.
             if chain[-1][0] > newest_open:
                 chain.pop()
+            else:
+                self._watch.setdefault(newest_open, set()).add((table, key))
             chain.append((version, doc))
-            self._settle(table, key, chain)
+            self._forget_deleted(table, key, chain)
 
     def drop(self, name: Name) -> None:
         """The collection goes, with its indexes (snapshots that read it lose it too)."""
@@ -122,12 +130,8 @@ class Storage:
         j = bisect.bisect_left(self._sorted, chain[i][0])
         return j < len(self._sorted) and self._sorted[j] < chain[i + 1][0]
 
-    def _settle(self, table: Table, key: Any, chain: Chain | None) -> None:
-        """Forget a row whose only version is its deletion; track rows with several versions."""
-        if chain is not None and len(chain) == 1 and chain[0][1] is None:
+    @staticmethod
+    def _forget_deleted(table: Table, key: Any, chain: Chain) -> None:
+        """A row whose only version is its deletion is read by nobody: it goes."""
+        if len(chain) == 1 and chain[0][1] is None:
             del table.rows[key]
-            chain = None
-        if chain is not None and len(chain) > 1:
-            self._chained.add((table, key))
-        else:
-            self._chained.discard((table, key))
