@@ -1,8 +1,9 @@
 """A transaction reads from one snapshot for every collection, as on mongod (issue 19, item 5).
 
-MongoDB manual, "Read Concern "snapshot"" and "Transactions": a transaction's reads come from
-one snapshot taken when it starts (its first operation); it sees its own writes and none of the
-writes committed by others after that. With MONGODB_URI set to a real replica set these tests run
+MongoDB manual, "Read Concern "snapshot"" (data "from a specific single point in time") and
+transactions.md, "Behavior of the readConcern field" (the command that starts a transaction
+establishes its read timestamp): a transaction's reads come from one snapshot taken at its first
+operation; it sees its own writes and none of the writes committed by others after that. With MONGODB_URI set to a real replica set these tests run
 unchanged.
 """
 

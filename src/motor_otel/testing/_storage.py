@@ -2,9 +2,11 @@
 
 On mongod a transaction reads from one snapshot, for every collection it reads, taken when it
 starts; it sees its own writes and none of the commits made after its snapshot (MongoDB manual,
-"Transactions", "Read Concern "snapshot""; transactions.md, "Transactions": a transaction's reads
-are from a snapshot). Storage gives the simulator that at the cost of what is written, not of
-what is read:
+"Read Concern "snapshot"": data "from a specific single point in time", the transaction's
+operations "read from a snapshot of majority-committed data"; transactions.md, "Behavior of the
+readConcern field": the command that starts a transaction establishes "the transaction's read
+timestamp"). Storage gives the simulator that at the cost of what is written, not of what is
+read:
 
 - one commit counter for the whole server; a snapshot is the counter's value when it was taken;
 - each document keeps its committed versions, oldest first, for as long as an open snapshot may

@@ -24,7 +24,7 @@ from bson.objectid import ObjectId
 from mongomock import filtering as _filtering
 from mongomock import helpers as _helpers
 
-from motor_otel.testing._storage import Doc, Name, Storage, Table, at
+from motor_otel.testing._storage import Doc, Name, Storage, at
 
 
 def row_key(_id: Any) -> Any:
@@ -360,6 +360,3 @@ class _ServerStore:
     def list_created_database_names(self) -> list[str]:
         dbs = {d for (d, _) in list(self._view.storage.tables)}
         return [d for d in sorted(dbs) if self[d].is_created]
-
-
-__all__ = ["Table", "TransactionView", "View", "row_key"]
