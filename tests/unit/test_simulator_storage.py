@@ -21,6 +21,16 @@ def _one_document() -> tuple[Storage, Table]:
     return storage, table
 
 
+def _two_snapshots() -> tuple[Storage, Table, int, int]:
+    """Document 1 at ``v`` 0, 1 and 2, with a snapshot open on 0 and another on 1."""
+    storage, table = _one_document()
+    first = storage.open()
+    storage.publish([(table, 1, _doc(1))])
+    second = storage.open()
+    storage.publish([(table, 1, _doc(2))])
+    return storage, table, first, second
+
+
 def _versions(table: Table, key: int = 1) -> list[int | None]:
     return [None if doc is None else doc["v"] for _, doc in table.rows.get(key, [])]
 
@@ -53,11 +63,7 @@ def test_versions_no_snapshot_reads_are_dropped_at_once() -> None:
 
 def test_closing_a_snapshot_keeps_what_other_snapshots_read() -> None:
     """Closing the oldest of two snapshots drops only the version no remaining snapshot reads."""
-    storage, table = _one_document()
-    first = storage.open()
-    storage.publish([(table, 1, _doc(1))])
-    second = storage.open()
-    storage.publish([(table, 1, _doc(2))])
+    storage, table, first, second = _two_snapshots()
     assert _versions(table) == [0, 1, 2]
     storage.close(first)
     assert _versions(table) == [1, 2]
@@ -82,11 +88,7 @@ def test_a_deleted_document_is_forgotten_once_no_snapshot_reads_it() -> None:
 def test_closing_the_newer_snapshot_first_keeps_the_older_ones_version() -> None:
     """Closing the newer of two snapshots drops the version only it read; the older snapshot
     still reads its own, which goes when it closes."""
-    storage, table = _one_document()
-    first = storage.open()
-    storage.publish([(table, 1, _doc(1))])
-    second = storage.open()
-    storage.publish([(table, 1, _doc(2))])
+    storage, table, first, second = _two_snapshots()
     storage.close(second)
     assert _versions(table) == [0, 2]
     assert at(table.rows[1], first) == _doc(0)
