@@ -6,6 +6,8 @@ written under long transactions do not pile up (``motor_otel.testing._storage``)
 
 from __future__ import annotations
 
+import pytest
+
 from motor_otel.testing._storage import Storage, Table, at
 
 
@@ -61,14 +63,19 @@ def test_versions_no_snapshot_reads_are_dropped_at_once() -> None:
     assert _versions(table) == [6]
 
 
-def test_closing_a_snapshot_keeps_what_other_snapshots_read() -> None:
-    """Closing the oldest of two snapshots drops only the version no remaining snapshot reads."""
+@pytest.mark.parametrize(("closed", "left"), [("older", [1, 2]), ("newer", [0, 2])])
+def test_closing_one_of_two_snapshots_keeps_what_the_other_reads(
+    closed: str, left: list[int]
+) -> None:
+    """Closing either of two snapshots drops only the version it alone read; the other still
+    reads its own, which goes when that one closes too."""
     storage, table, first, second = _two_snapshots()
     assert _versions(table) == [0, 1, 2]
-    storage.close(first)
-    assert _versions(table) == [1, 2]
-    assert at(table.rows[1], second) == _doc(1)
-    storage.close(second)
+    closing, other, other_reads = (first, second, 1) if closed == "older" else (second, first, 0)
+    storage.close(closing)
+    assert _versions(table) == left
+    assert at(table.rows[1], other) == _doc(other_reads)
+    storage.close(other)
     assert _versions(table) == [2]
 
 
@@ -83,17 +90,6 @@ def test_a_deleted_document_is_forgotten_once_no_snapshot_reads_it() -> None:
     storage.publish([(table, 2, {"_id": 2})])
     storage.publish([(table, 2, None)])
     assert 2 not in table.rows
-
-
-def test_closing_the_newer_snapshot_first_keeps_the_older_ones_version() -> None:
-    """Closing the newer of two snapshots drops the version only it read; the older snapshot
-    still reads its own, which goes when it closes."""
-    storage, table, first, second = _two_snapshots()
-    storage.close(second)
-    assert _versions(table) == [0, 2]
-    assert at(table.rows[1], first) == _doc(0)
-    storage.close(first)
-    assert _versions(table) == [2]
 
 
 def test_one_snapshot_held_twice_keeps_its_versions_until_both_close() -> None:
