@@ -11,6 +11,8 @@ that read :mod:`._storage`:
 
 mongomock updates a matched document in place; :class:`_Collection` gives it a private copy of
 each document it is about to update instead, so no committed version changes under a snapshot.
+Every collection a view's mongomock client hands out (``client[db][name]``, ``$lookup``'s) is
+that class.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from mongomock import helpers as _helpers
 
 from motor_otel.testing._storage import Doc, Name, Storage, at
 
+# mongomock's stubs type its classes as PyMongo's; ours extend its private behaviour.
+_MONGOMOCK_CLIENT: Any = mongomock.MongoClient
+_MONGOMOCK_DATABASE: Any = mongomock.Database
+_MONGOMOCK_COLLECTION: Any = mongomock.Collection
+
 
 def row_key(_id: Any) -> Any:
     """How mongomock keys a document in its store: its ``_id`` (a hashdict if a document)."""
@@ -37,7 +44,7 @@ class View:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self.client: Any = mongomock.MongoClient(_store=_ServerStore(self))
+        self.client: Any = _Client(self)
         self._stores: dict[Name, _CollectionStore] = {}
         self._collections: dict[Name, _Collection] = {}
 
@@ -206,7 +213,33 @@ class TransactionView(View):
             self.storage.close(self.snapshot)
 
 
-class _Collection(mongomock.Collection):  # type: ignore[type-arg]
+class _Client(_MONGOMOCK_CLIENT):  # type: ignore[misc]
+    """mongomock's client over a view: its databases are :class:`_Database`."""
+
+    def __init__(self, view: View) -> None:
+        super().__init__(_store=_ServerStore(view))
+        self._view = view
+
+    def get_database(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        db = self._database_accesses.get(name)
+        if db is None:
+            db = self._database_accesses[name] = _Database(self._view, self, name)
+        return db
+
+
+class _Database(_MONGOMOCK_DATABASE):  # type: ignore[misc]
+    """mongomock's database over a view: every collection it hands out (to the engine, to
+    ``$lookup``) is the view's :class:`_Collection`, so every write copies before it changes."""
+
+    def __init__(self, view: View, client: _Client, name: str) -> None:
+        super().__init__(client, name, _store=client._store[name])
+        self._view = view
+
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._view.collection(self.name, name)
+
+
+class _Collection(_MONGOMOCK_COLLECTION):  # type: ignore[misc]
     """mongomock's collection over a view: an update works on private copies of the documents
     it matches, and a filter on one int or ObjectId ``_id`` reads that document only (as
     mongod's ``_id`` index would) instead of matching every document."""
@@ -224,7 +257,7 @@ class _Collection(mongomock.Collection):  # type: ignore[type-arg]
         own, self._own_next = self._own_next, False
         store = cast(_CollectionStore, self._store)
         found = self._by_id(store, filter)
-        docs = super()._iter_documents(filter) if found is None else iter(found)  # type: ignore[misc]
+        docs = super()._iter_documents(filter) if found is None else iter(found)
         return (store.own(doc) for doc in docs) if own else docs
 
     @staticmethod
