@@ -73,3 +73,16 @@ def test_memory_prints_checkpoints_and_flatness_verdicts() -> None:
     assert len(checkpoints) >= 3
     assert re.search(r"^correlation state: (flat|GREW) ", out, re.M)
     assert re.search(r"^RSS: (flat|GREW) ", out, re.M)
+
+
+def test_snapshots_prints_a_row_per_n_and_linearity_verdicts() -> None:
+    """snapshots.py --quick: per workload a row for each N, then whether time (and, by _id,
+    traced peak memory) per transaction stays flat in N."""
+    out = _run("snapshots.py")
+    workloads = re.split(r"^### ", out, flags=re.M)[1:]
+    assert [w.split(" (")[0] for w in workloads] == ["by _id", "by k, a field without an index"]
+    for workload in workloads:
+        rows = [line for line in workload.splitlines() if re.match(r"\| \d+ \|", line)]
+        assert [row.split(" | ")[0] for row in rows] == ["| 20", "| 50", "| 100"]
+        assert re.search(r"^time: (linear|NOT linear) in N", workload, re.M)
+    assert re.search(r"^peak memory: (linear|NOT linear) in N", workloads[0], re.M)

@@ -1,9 +1,10 @@
 """Query, update and aggregate semantics on mongomock, plus snapshot transactions.
 
 mongomock supplies the hard part (matching, update operators, aggregation stages); this module
-turns wire commands into its calls and replies shaped like mongod's. A transaction works on a
-private copy of each collection it touches and is merged back on commit, so its writes stay
-invisible to everyone else until then.
+turns wire commands into its calls and replies shaped like mongod's. Documents live in
+:mod:`._storage` as versions; a command reads and writes through a view (:mod:`._views`): the
+latest commit, or a transaction's snapshot overlaid with its own writes, which stay invisible to
+everyone else until it commits.
 
 Every write goes statement by statement through :meth:`Engine._statement`, the one place where
 document locks are taken (:mod:`._locks`), retryable-write results are remembered and replayed
@@ -34,6 +35,8 @@ from motor_otel.testing import _features
 from motor_otel.testing._errors import CommandError, write_error
 from motor_otel.testing._failpoints import FailPoints
 from motor_otel.testing._locks import DocumentLocks, Key
+from motor_otel.testing._storage import Storage
+from motor_otel.testing._views import View
 
 Doc = dict[str, Any]
 
@@ -67,70 +70,6 @@ class WriteError(CommandError):
 
 def _key(db: str, name: str, _id: Any) -> Key:
     return (db, name, bson.encode({"_id": _id}))
-
-
-class View:
-    """Where a command reads and writes: the committed data or one transaction's snapshot."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def collection(self, db: str, name: str) -> Any:
-        return self.client[db][name]
-
-    def collection_names(self, db: str) -> list[str]:
-        return list(self.client[db].list_collection_names())
-
-
-class TransactionView(View):
-    """Copy-on-first-touch snapshot of the collections one transaction uses."""
-
-    def __init__(self, main: Any) -> None:
-        super().__init__(mongomock.MongoClient())
-        self._main = main
-        self.touched: set[tuple[str, str]] = set()
-        self.created: set[tuple[str, str]] = set()
-
-    def collection(self, db: str, name: str) -> Any:
-        key = (db, name)
-        coll = self.client[db][name]
-        if key not in self.touched:
-            self.touched.add(key)
-            source = self._main[db][name]
-            for index in source.list_indexes():
-                if index.get("unique") and index["name"] != "_id_":
-                    coll.create_index(list(index["key"].items()), unique=True)
-            docs = list(source.find({}))
-            if docs:
-                coll.insert_many(copy.deepcopy(docs))
-            if name not in self._main[db].list_collection_names():
-                self.created.add(key)
-        return coll
-
-    def collection_names(self, db: str) -> list[str]:
-        names = set(self._main[db].list_collection_names())
-        names.update(n for (d, n) in self.touched if d == db)
-        return sorted(names)
-
-    def commit_into(self, main: Any, written: set[Key]) -> None:
-        """Apply the documents this transaction wrote (and held, so nobody else changed them)."""
-        for db, name in self.created:
-            if name not in main[db].list_collection_names():
-                main[db].create_collection(name)
-            for index in self.client[db][name].list_indexes():
-                if index["name"] != "_id_":
-                    options = {k: index[k] for k in ("unique", "sparse") if k in index}
-                    main[db][name].create_index(
-                        list(index["key"].items()), name=index["name"], **options
-                    )
-        for db, name, encoded in written:
-            _id = bson.decode(encoded)["_id"]
-            new = self.client[db][name].find_one({"_id": _id})
-            target = main[db][name]
-            if new is None:
-                target.delete_one({"_id": _id})
-            else:
-                target.replace_one({"_id": _id}, new, upsert=True)
 
 
 @dataclass(slots=True)
@@ -313,7 +252,8 @@ class Engine:
     def __init__(
         self, lock: threading.RLock, locks: DocumentLocks, fail_points: FailPoints
     ) -> None:
-        self.main: Any = mongomock.MongoClient()
+        self.storage = Storage()
+        self.view = View(self.storage)  # the latest commit, shared by every command outside
         self._scratch: Any = mongomock.MongoClient()["scratch"]["upsert"]  # see _upsert
         self.local_sessions: dict[bytes, Doc] = {}  # see session_used
         self.lock = lock
@@ -342,6 +282,11 @@ class Engine:
             "dropIndexes": self.drop_indexes,
             "bulkWrite": self.bulk_write,
         }
+
+    @property
+    def main(self) -> Any:
+        """The latest commit as a mongomock client (for commands that run outside any view)."""
+        return self.view.client
 
     def run(self, name: str, ctx: Context, db: str, cmd: Doc) -> Doc:
         """Run one command; mongomock's gaps become error replies naming the feature."""
@@ -946,8 +891,6 @@ class Engine:
         name = cmd["create"]
         if name in ctx.view.collection_names(db):
             raise CommandError(48, f"Collection {db}.{name} already exists.")
-        if isinstance(ctx.view, TransactionView):
-            ctx.view.collection(db, name)
         ctx.view.client[db].create_collection(name)
         return {"ok": 1}
 

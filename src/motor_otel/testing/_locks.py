@@ -18,6 +18,7 @@ transaction that holds the document can commit or abort meanwhile.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,7 +53,14 @@ class DocumentLocks:
 
     # -- transactions ------------------------------------------------------------------------
     def begin(self, txn: object) -> None:
-        """``txn`` takes its snapshot now."""
+        """``txn`` takes its snapshot now. Transactions past the lifetime limit are aborted
+        first, as mongod's periodic job does, so an abandoned one does not keep the versions its
+        snapshot needs (and its documents) for longer than the limit."""
+        now = time.monotonic()  # _began is in order of age: look at the lapsed ones only
+        lapsed = itertools.takewhile(
+            lambda t: self._began[t] + self._lifetime_limit <= now, self._began
+        )
+        self._expire_old(set(lapsed))
         self._snapshot[txn] = self._clock
         self._held[txn] = set()
         self._began[txn] = time.monotonic()
@@ -69,9 +77,6 @@ class DocumentLocks:
         for key in keys:
             self._holder[key] = txn
         self._held[txn].update(keys)
-
-    def held(self, txn: object) -> set[Key]:
-        return set(self._held.get(txn, ()))
 
     def end(self, txn: object, *, committed: bool) -> None:
         """``txn`` committed or aborted: its documents are free, waiting writers go on."""

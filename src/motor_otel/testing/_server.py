@@ -22,7 +22,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mockupdb import OPCODES, MockupDB, OpMsg, mock_server_receive
 
-from motor_otel.testing._engine import Context, Doc, Engine, HangUp, TransactionView, View
+from motor_otel.testing._engine import Context, Doc, Engine, HangUp
 from motor_otel.testing._errors import (
     RETRYABLE_WRITE_CODES,
     TRANSIENT_TRANSACTION_CODES,
@@ -32,6 +32,7 @@ from motor_otel.testing._errors import (
 from motor_otel.testing._failpoints import FailPoints
 from motor_otel.testing._features import unsupported
 from motor_otel.testing._locks import DocumentLocks
+from motor_otel.testing._views import TransactionView
 
 _MAX_MESSAGE = 48_000_000
 _RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
@@ -517,7 +518,7 @@ class SimulatedReplicaSet:
         if lsid is not None:
             self._engine.session_used(lsid)
         if lsid is None or txn_number is None:
-            return Context(View(self._engine.main), deadline=deadline)
+            return Context(self._engine.view, deadline=deadline)
         number = int(txn_number)
         session = self._sessions.setdefault(bytes(lsid["id"]), _Session())
         if command.get("autocommit") is not False:  # a retryable write (retryable-writes.md)
@@ -534,7 +535,7 @@ class SimulatedReplicaSet:
                 session.number, session.txn, session.statements = number, None, {}
             statements = session.statements if name in _RETRYABLE_WRITES else None
             return Context(
-                View(self._engine.main),
+                self._engine.view,
                 statements=statements,
                 transactional=True,
                 deadline=deadline,
@@ -548,7 +549,7 @@ class SimulatedReplicaSet:
                 raise CommandError(225, f"transaction {number} has already been started")
             if session.txn is not None and session.txn.state == "in_progress":
                 self._abort(session.txn)
-            txn = _Txn(number, "in_progress", TransactionView(self._engine.main))
+            txn = _Txn(number, "in_progress", TransactionView(self._engine.storage))
             session.number, session.txn, session.statements = number, txn, {}
             self._engine.locks.begin(txn)
             with self.transactions.lock:
@@ -578,6 +579,8 @@ class SimulatedReplicaSet:
                 self._engine.local_sessions.pop(key, None)
 
     def _abort(self, txn: _Txn) -> None:
+        if txn.view is not None:
+            txn.view.close()
         txn.state, txn.view = "aborted", None
         self._engine.locks.end(txn, committed=False)
         with self.transactions.lock:
@@ -609,7 +612,7 @@ class SimulatedReplicaSet:
                 return {"ok": 1}  # a retried commit of a committed transaction succeeds
             if txn.state == "aborted" or txn.view is None:
                 raise no_such_transaction(number)
-            txn.view.commit_into(self._engine.main, self._engine.locks.held(txn))
+            txn.view.commit()
             txn.state, txn.view = "committed", None
             self._engine.locks.end(txn, committed=True)
             with self.transactions.lock:

@@ -1,0 +1,166 @@
+"""A transaction reads from one snapshot for every collection, as on mongod (issue 19, item 5).
+
+MongoDB manual, "Read Concern "snapshot"" (data "from a specific single point in time") and
+transactions.md, "Behavior of the readConcern field" (the command that starts a transaction
+establishes its read timestamp): a transaction's reads come from one snapshot taken at its first
+operation; it sees its own writes and none of the writes committed by others after that. With MONGODB_URI set to a real replica set these tests run
+unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import OperationFailure
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from motor_otel.testing import SimulatedReplicaSet
+from tests.conftest import CLIENT_OPTIONS
+
+SNAPSHOT: dict[str, Any] = {
+    "read_concern": ReadConcern("snapshot"),
+    "write_concern": WriteConcern("majority"),
+}
+
+
+async def _fresh(client: AsyncIOMotorClient, name: str, *docs: dict[str, Any]) -> Any:
+    coll = client.sim_snapshots.get_collection(name, write_concern=WriteConcern("majority"))
+    await coll.drop()
+    await coll.insert_many(list(docs))
+    return coll
+
+
+async def test_collection_first_read_after_a_commit_is_seen_as_of_the_snapshot(
+    motor_client: AsyncIOMotorClient,
+) -> None:
+    """A transaction that reads collection B only after another transaction committed to B (and
+    a plain write landed there) sees B as it was when its own snapshot was taken."""
+    a = await _fresh(motor_client, "a", {"_id": 1, "v": 0})
+    b = await _fresh(motor_client, "b", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    async with (
+        await motor_client.start_session() as first,
+        await motor_client.start_session() as other,
+    ):
+        first.start_transaction(**SNAPSHOT)
+        await a.update_one({"_id": 1}, {"$set": {"v": 1}}, session=first)  # snapshot taken here
+        other.start_transaction(**SNAPSHOT)
+        await b.update_one({"_id": 1}, {"$set": {"v": 2}}, session=other)
+        await b.delete_one({"_id": 2}, session=other)
+        await b.insert_one({"_id": 3, "v": 2}, session=other)
+        await other.commit_transaction()
+        await b.insert_one({"_id": 4, "v": 3})  # outside any transaction, also after the snapshot
+
+        seen = await b.find({}, session=first).sort("_id").to_list(None)
+        assert seen == [{"_id": 1, "v": 0}, {"_id": 2, "v": 0}]
+        assert await a.find_one({"_id": 1}, session=first) == {"_id": 1, "v": 1}  # its own write
+        assert await b.count_documents({}, session=first) == 2
+        joined = await a.aggregate(
+            [{"$lookup": {"from": "b", "localField": "_id", "foreignField": "_id", "as": "b"}}],
+            session=first,
+        ).to_list(None)
+        assert joined == [{"_id": 1, "v": 1, "b": [{"_id": 1, "v": 0}]}]
+        await first.commit_transaction()
+
+    latest = await b.find({}).sort("_id").to_list(None)
+    assert latest == [{"_id": 1, "v": 2}, {"_id": 3, "v": 2}, {"_id": 4, "v": 3}]
+    assert await a.find_one({"_id": 1}) == {"_id": 1, "v": 1}
+
+
+async def test_writes_of_an_open_transaction_are_invisible_until_it_commits(
+    motor_client: AsyncIOMotorClient,
+) -> None:
+    """Another transaction's uncommitted insert, update and delete are invisible outside it, and
+    appear together when it commits."""
+    coll = await _fresh(motor_client, "pending", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    async with await motor_client.start_session() as session:
+        session.start_transaction(**SNAPSHOT)
+        await coll.update_one({"_id": 1}, {"$inc": {"v": 5}}, session=session)
+        await coll.delete_one({"_id": 2}, session=session)
+        await coll.insert_one({"_id": 3, "v": 7}, session=session)
+        inside = await coll.find({}, session=session).sort("_id").to_list(None)
+        outside = await coll.find({}).sort("_id").to_list(None)
+        assert inside == [{"_id": 1, "v": 5}, {"_id": 3, "v": 7}]
+        assert outside == [{"_id": 1, "v": 0}, {"_id": 2, "v": 0}]
+        await session.commit_transaction()
+    assert await coll.find({}).sort("_id").to_list(None) == [{"_id": 1, "v": 5}, {"_id": 3, "v": 7}]
+
+
+async def test_a_snapshot_outlives_later_commits_to_the_same_document(
+    motor_client: AsyncIOMotorClient,
+) -> None:
+    """A document committed twice after a transaction's snapshot still reads as of the snapshot,
+    and a transaction started after those commits reads the latest."""
+    coll = await _fresh(motor_client, "versions", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    async with (
+        await motor_client.start_session() as old,
+        await motor_client.start_session() as new,
+    ):
+        old.start_transaction(**SNAPSHOT)
+        assert await coll.find_one({"_id": 2}, session=old) == {"_id": 2, "v": 0}
+        await coll.update_one({"_id": 1}, {"$set": {"v": 1}})
+        await coll.update_one({"_id": 1}, {"$set": {"v": 2}})
+        new.start_transaction(**SNAPSHOT)
+        assert await coll.find_one({"_id": 1}, session=new) == {"_id": 1, "v": 2}
+        assert await coll.find_one({"_id": 1}, session=old) == {"_id": 1, "v": 0}
+        await old.abort_transaction()
+        await new.commit_transaction()
+    assert await coll.find_one({"_id": 1}) == {"_id": 1, "v": 2}
+
+
+async def test_every_kind_of_write_outside_leaves_the_snapshot_as_it_was(
+    motor_client: AsyncIOMotorClient,
+) -> None:
+    """Updates (one, many, replacement, findAndModify with array filters) and deletes committed
+    outside a transaction after its snapshot leave what the transaction reads unchanged."""
+    docs = [{"_id": i, "v": 0, "a": [1, 2]} for i in range(1, 6)]
+    coll = await _fresh(motor_client, "kinds", *docs)
+    async with await motor_client.start_session() as session:
+        session.start_transaction(**SNAPSHOT)
+        assert await coll.find_one({"_id": 1}, session=session) == docs[0]
+        await coll.update_one({"_id": 1}, {"$inc": {"v": 1}})
+        await coll.update_many({"_id": {"$gte": 2}}, {"$push": {"a": 3}})
+        await coll.replace_one({"_id": 3}, {"w": 1})
+        await coll.find_one_and_update(
+            {"_id": 4}, {"$set": {"a.$[x]": 9}}, array_filters=[{"x": 1}]
+        )
+        await coll.delete_many({"_id": 5})
+        assert await coll.find({}, session=session).sort("_id").to_list(None) == docs
+        await session.commit_transaction()
+    assert await coll.find({}).sort("_id").to_list(None) == [
+        {"_id": 1, "v": 1, "a": [1, 2]},
+        {"_id": 2, "v": 0, "a": [1, 2, 3]},
+        {"_id": 3, "w": 1},
+        {"_id": 4, "v": 0, "a": [9, 2, 3]},
+    ]
+
+
+async def test_a_transaction_past_the_lifetime_limit_is_aborted_when_another_starts() -> None:
+    """A transaction older than transactionLifetimeLimitSeconds is aborted by the server (mongod's
+    periodic job; here when the next transaction starts), so an abandoned one keeps neither its
+    documents nor its snapshot: its commit then fails with NoSuchTransaction (251)."""
+    with SimulatedReplicaSet(transaction_lifetime_limit_seconds=0) as rs:
+        client: AsyncIOMotorClient = AsyncIOMotorClient(rs.uri, **CLIENT_OPTIONS)
+        try:
+            coll = client.sim_snapshots.lifetime
+            await coll.insert_many([{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
+            async with (
+                await client.start_session() as old,
+                await client.start_session() as new,
+            ):
+                old.start_transaction()
+                await coll.update_one({"_id": 1}, {"$set": {"v": 1}}, session=old)
+                new.start_transaction()
+                await coll.update_one({"_id": 2}, {"$set": {"v": 2}}, session=new)
+                await new.commit_transaction()
+                with pytest.raises(OperationFailure) as info:
+                    await old.commit_transaction()
+            assert info.value.code == 251
+            assert await coll.find({}).sort("_id").to_list(None) == [
+                {"_id": 1, "v": 0},
+                {"_id": 2, "v": 2},
+            ]
+        finally:
+            client.close()
