@@ -22,6 +22,7 @@ from pymongo.errors import BulkWriteError, ExecutionTimeout, OperationFailure
 from motor_otel import instrument_client
 from motor_otel.testing import SimulatedReplicaSet
 from tests.conftest import CLIENT_OPTIONS
+from tests.data import fresh_collection
 from tests.spans import children, named
 
 
@@ -55,21 +56,15 @@ async def watched(mongodb_uri: str) -> AsyncIterator[tuple[AsyncIOMotorClient, _
         client.close()
 
 
-async def _fresh(client: AsyncIOMotorClient, name: str, *docs: dict[str, Any]) -> Any:
-    coll = client.sim_txn[name]
-    await coll.drop()
-    if docs:
-        await coll.insert_many(list(docs))
-    return coll
-
-
 # -- 1. conflicts at the write ---------------------------------------------------------------
 async def test_committed_write_after_the_snapshot_conflicts(
     motor_client: AsyncIOMotorClient,
 ) -> None:
     """A transaction writing a document that a committed write changed after its snapshot gets
     WriteConflict at that write ("In-progress Transactions and Write Conflicts")."""
-    coll = await _fresh(motor_client, "after_snapshot", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    coll = await fresh_collection(
+        motor_client.sim_txn, "after_snapshot", {"_id": 1, "v": 0}, {"_id": 2, "v": 0}
+    )
     async with await motor_client.start_session() as session:
         session.start_transaction()
         assert (await coll.find_one({"_id": 2}, session=session))["v"] == 0  # snapshot taken
@@ -91,7 +86,7 @@ async def test_non_transactional_write_waits_for_the_transaction(
     transaction ends, then applies on top of it ("In-progress Transactions and Write Conflicts")."""
     if simulator is None:
         pytest.skip("observing the wait needs the simulator's blocked-write count")
-    coll = await _fresh(motor_client, "waiting", {"_id": 1, "v": 0})
+    coll = await fresh_collection(motor_client.sim_txn, "waiting", {"_id": 1, "v": 0})
     async with await motor_client.start_session() as session:
         session.start_transaction()
         await coll.update_one({"_id": 1}, {"$inc": {"v": 1}}, session=session)
@@ -106,7 +101,7 @@ async def test_non_transactional_write_waits_for_the_transaction(
 
 async def test_waiting_write_is_bounded_by_max_time_ms(motor_client: AsyncIOMotorClient) -> None:
     """The waiting write gives up with MaxTimeMSExpired (50) when its maxTimeMS passes."""
-    coll = await _fresh(motor_client, "max_time", {"_id": 1, "v": 0})
+    coll = await fresh_collection(motor_client.sim_txn, "max_time", {"_id": 1, "v": 0})
     async with await motor_client.start_session() as session:
         session.start_transaction()
         await coll.update_one({"_id": 1}, {"$set": {"v": 1}}, session=session)
@@ -127,7 +122,7 @@ async def test_concurrent_motor_with_transactions_both_commit(
     a transient WriteConflict, Motor retries its callback, both commit, nothing is lost."""
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(client, tracer_provider=tracer_provider)
-    coll = await _fresh(client, "two_writers", {"_id": 1, "v": 0})
+    coll = await fresh_collection(client.sim_txn, "two_writers", {"_id": 1, "v": 0})
     exporter.clear()
     both_inside = asyncio.Barrier(2)
     calls = {"a": 0, "b": 0}
@@ -169,7 +164,7 @@ async def test_retried_insert_after_lost_reply_is_applied_once(
     retries with the same txnNumber and the server answers from its record instead of inserting
     again (retryable-writes.md, "Executing Retryable Write Commands")."""
     client, commands = watched
-    coll = await _fresh(client, "lost_reply")
+    coll = await fresh_collection(client.sim_txn, "lost_reply")
     await client.admin.command(
         {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": {"times": 1}}
     )
@@ -189,7 +184,7 @@ async def test_retried_insert_many_applies_each_statement_once(
     """The record is per statement: the connection is lost after the first of three inserts;
     the retry replays the first and applies the other two, so each document exists once."""
     client, _ = watched
-    coll = await _fresh(client, "per_statement")
+    coll = await fresh_collection(client.sim_txn, "per_statement")
     await client.admin.command(
         {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": {"times": 1}}
     )
@@ -205,7 +200,7 @@ async def test_retried_find_one_and_update_is_applied_once(
     """findAndModify is a retryable write too: after a lost reply the retry returns the first
     result (the document before the first $inc) and the counter moves once."""
     client, commands = watched
-    coll = await _fresh(client, "lost_fam", {"_id": 1, "n": 0})
+    coll = await fresh_collection(client.sim_txn, "lost_fam", {"_id": 1, "n": 0})
     await client.admin.command(
         {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": {"times": 1}}
     )
@@ -220,7 +215,7 @@ async def test_retryable_write_record_and_transaction_too_old(
     motor_client: AsyncIOMotorClient,
 ) -> None:
     """Resending a txnNumber returns the first reply; an older one is TransactionTooOld (225)."""
-    coll = await _fresh(motor_client, "too_old")
+    coll = await fresh_collection(motor_client.sim_txn, "too_old")
 
     def insert(number: int, doc_id: int) -> dict[str, Any]:
         return {"insert": coll.name, "documents": [{"_id": doc_id}], "txnNumber": Int64(number)}
@@ -245,7 +240,7 @@ async def test_write_errors_are_ok_1_with_write_errors(
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(client, tracer_provider=tracer_provider)
     try:
-        coll = await _fresh(client, "write_errors", {"_id": 1})
+        coll = await fresh_collection(client.sim_txn, "write_errors", {"_id": 1})
         reply = await coll.database.command(
             {
                 "insert": coll.name,
@@ -282,7 +277,9 @@ async def test_update_counts_and_upserted_as_mongod(motor_client: AsyncIOMotorCl
     """update answers n (matched + upserted), nModified (changed only) and upserted [{index,
     _id}]; an unknown modifier is a FailedToParse (9) write error, an unknown query operator a
     BadValue (2) one (command-monitoring tests "A successful update*/delete* with write errors")."""
-    coll = await _fresh(motor_client, "counts", {"_id": 1, "v": 1}, {"_id": 2, "v": 2})
+    coll = await fresh_collection(
+        motor_client.sim_txn, "counts", {"_id": 1, "v": 1}, {"_id": 2, "v": 2}
+    )
     reply = await coll.database.command(
         {
             "update": coll.name,
@@ -308,7 +305,7 @@ async def test_update_counts_and_upserted_as_mongod(motor_client: AsyncIOMotorCl
 async def test_duplicate_key_in_a_transaction_aborts_it(motor_client: AsyncIOMotorClient) -> None:
     """A write error inside a transaction aborts it on the server: the next command gets
     NoSuchTransaction (transactions.md, "Handling command errors"; spec test abort.json)."""
-    coll = await _fresh(motor_client, "txn_dup", {"_id": 1})
+    coll = await fresh_collection(motor_client.sim_txn, "txn_dup", {"_id": 1})
     async with await motor_client.start_session() as session:
         session.start_transaction()
         with pytest.raises(OperationFailure) as dup:
@@ -332,7 +329,7 @@ async def test_write_concern_error_in_a_transaction_has_no_labels(
     """A writeConcernError is not a command error: no TransientTransactionError on it (spec test
     error-labels.json, "do not add RetryableWriteError label to writeConcernError
     ShutdownInProgress that occurs within transaction")."""
-    coll = await _fresh(motor_client, "wce")
+    coll = await fresh_collection(motor_client.sim_txn, "wce")
     await motor_client.admin.command(
         {
             "configureFailPoint": "failCommand",
@@ -357,7 +354,9 @@ async def test_on_primary_transactional_write_fails_before_commit(
     """failBeforeCommitExceptionCode fails one statement without applying it; with {skip: 1}
     the first statement applies (mongod's jstest for onPrimaryTransactionalWrite: "One update
     must succeed and the other must fail")."""
-    coll = await _fresh(motor_client, "fail_before_commit", {"_id": 0, "y": 0}, {"_id": 1, "y": 0})
+    coll = await fresh_collection(
+        motor_client.sim_txn, "fail_before_commit", {"_id": 0, "y": 0}, {"_id": 1, "y": 0}
+    )
     await motor_client.admin.command(
         {
             "configureFailPoint": "onPrimaryTransactionalWrite",
@@ -394,7 +393,7 @@ async def test_on_primary_transactional_write_ignores_plain_writes(
 ) -> None:
     """The fail point only fires for writes carrying lsid and txnNumber (unified test format,
     "onPrimaryTransactionalWrite"): a write without them goes through untouched."""
-    coll = await _fresh(motor_client, "plain_write")
+    coll = await fresh_collection(motor_client.sim_txn, "plain_write")
     await motor_client.admin.command(
         {"configureFailPoint": "onPrimaryTransactionalWrite", "mode": {"times": 1}}
     )
@@ -419,7 +418,9 @@ async def test_batch_size_makes_get_more_spans(
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     instrument_client(client, tracer_provider=tracer_provider)
     try:
-        coll = await _fresh(client, f"batches_{kind}", *({"_id": i} for i in range(5)))
+        coll = await fresh_collection(
+            client.sim_txn, f"batches_{kind}", *({"_id": i} for i in range(5))
+        )
         exporter.clear()
         if kind == "find":
             cursor = coll.find({}, batch_size=2).sort("_id", 1)
