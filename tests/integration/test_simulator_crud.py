@@ -283,20 +283,3 @@ async def test_update_one_with_sort(motor_client: AsyncIOMotorClient) -> None:
         {"_id": 2, "x": 1, "second": True},
         {"_id": 3, "x": 1, "last": True},
     ]
-
-
-async def test_snapshot_reads_outside_a_transaction(
-    motor_client: AsyncIOMotorClient, simulator: Any
-) -> None:
-    """readConcern snapshot outside a transaction: writes fail on any server (MongoDB manual,
-    "Read Concern snapshot"); the simulator, which keeps no past versions, refuses the reads
-    too rather than answer from current data."""
-    if simulator is None:
-        pytest.skip("MONGODB_URI: mongod serves snapshot reads")
-    coll = await _fresh(motor_client, "snapshot_reads", {"_id": 1})
-    async with await motor_client.start_session(snapshot=True) as session:
-        with pytest.raises(OperationFailure, match="snapshot"):
-            await coll.find({}, session=session).to_list()
-        with pytest.raises(OperationFailure) as write:
-            await coll.insert_one({"_id": 2}, session=session)
-        assert write.value.code == 72

@@ -1,10 +1,14 @@
-"""A transaction reads from one snapshot for every collection, as on mongod (issue 19, item 5).
+"""Snapshots as on mongod: one per transaction, and snapshot reads outside transactions.
 
 MongoDB manual, "Read Concern "snapshot"" (data "from a specific single point in time") and
 transactions.md, "Behavior of the readConcern field" (the command that starts a transaction
 establishes its read timestamp): a transaction's reads come from one snapshot taken at its first
-operation; it sees its own writes and none of the writes committed by others after that. With MONGODB_URI set to a real replica set these tests run
-unchanged.
+operation; it sees its own writes and none of the writes committed by others after that.
+
+Outside a transaction (MongoDB 5.0+), a session started with ``snapshot=True`` reads find,
+aggregate and distinct at the cluster time of its first read (snapshot-sessions.md, "Server
+Commands"); other commands fail with InvalidOptions (72). With MONGODB_URI set to a real replica
+set these tests run unchanged, but for the one about what the simulator keeps.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from bson.timestamp import Timestamp
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from motor_otel.testing import SimulatedReplicaSet
-from tests.conftest import CLIENT_OPTIONS
+from tests.conftest import CLIENT_OPTIONS, maybe_await
+from tests.data import fresh_collection
 
 SNAPSHOT: dict[str, Any] = {
     "read_concern": ReadConcern("snapshot"),
@@ -26,11 +32,8 @@ SNAPSHOT: dict[str, Any] = {
 }
 
 
-async def _fresh(client: AsyncIOMotorClient, name: str, *docs: dict[str, Any]) -> Any:
-    coll = client.sim_snapshots.get_collection(name, write_concern=WriteConcern("majority"))
-    await coll.drop()
-    await coll.insert_many(list(docs))
-    return coll
+def _db(client: Any) -> Any:
+    return client.get_database("sim_snapshots", write_concern=WriteConcern("majority"))
 
 
 async def test_collection_first_read_after_a_commit_is_seen_as_of_the_snapshot(
@@ -38,8 +41,8 @@ async def test_collection_first_read_after_a_commit_is_seen_as_of_the_snapshot(
 ) -> None:
     """A transaction that reads collection B only after another transaction committed to B (and
     a plain write landed there) sees B as it was when its own snapshot was taken."""
-    a = await _fresh(motor_client, "a", {"_id": 1, "v": 0})
-    b = await _fresh(motor_client, "b", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    a = await fresh_collection(_db(motor_client), "a", {"_id": 1, "v": 0})
+    b = await fresh_collection(_db(motor_client), "b", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
     async with (
         await motor_client.start_session() as first,
         await motor_client.start_session() as other,
@@ -74,7 +77,9 @@ async def test_writes_of_an_open_transaction_are_invisible_until_it_commits(
 ) -> None:
     """Another transaction's uncommitted insert, update and delete are invisible outside it, and
     appear together when it commits."""
-    coll = await _fresh(motor_client, "pending", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    coll = await fresh_collection(
+        _db(motor_client), "pending", {"_id": 1, "v": 0}, {"_id": 2, "v": 0}
+    )
     async with await motor_client.start_session() as session:
         session.start_transaction(**SNAPSHOT)
         await coll.update_one({"_id": 1}, {"$inc": {"v": 5}}, session=session)
@@ -93,7 +98,9 @@ async def test_a_snapshot_outlives_later_commits_to_the_same_document(
 ) -> None:
     """A document committed twice after a transaction's snapshot still reads as of the snapshot,
     and a transaction started after those commits reads the latest."""
-    coll = await _fresh(motor_client, "versions", {"_id": 1, "v": 0}, {"_id": 2, "v": 0})
+    coll = await fresh_collection(
+        _db(motor_client), "versions", {"_id": 1, "v": 0}, {"_id": 2, "v": 0}
+    )
     async with (
         await motor_client.start_session() as old,
         await motor_client.start_session() as new,
@@ -116,7 +123,7 @@ async def test_every_kind_of_write_outside_leaves_the_snapshot_as_it_was(
     """Updates (one, many, replacement, findAndModify with array filters) and deletes committed
     outside a transaction after its snapshot leave what the transaction reads unchanged."""
     docs = [{"_id": i, "v": 0, "a": [1, 2]} for i in range(1, 6)]
-    coll = await _fresh(motor_client, "kinds", *docs)
+    coll = await fresh_collection(_db(motor_client), "kinds", *docs)
     async with await motor_client.start_session() as session:
         session.start_transaction(**SNAPSHOT)
         assert await coll.find_one({"_id": 1}, session=session) == docs[0]
@@ -164,3 +171,113 @@ async def test_a_transaction_past_the_lifetime_limit_is_aborted_when_another_sta
             ]
         finally:
             client.close()
+
+
+# -- snapshot reads outside a transaction ------------------------------------------------------
+async def _snapshot_read(coll: Any, kind: str, session: Any) -> Any:
+    """One read of ``coll`` by ``kind`` in ``session``: what it returns, comparable across kinds."""
+    if kind == "find":
+        return await coll.find({}, session=session).sort("_id").to_list(None)
+    if kind == "aggregate":
+        cursor = await maybe_await(coll.aggregate([{"$sort": {"_id": 1}}], session=session))
+        return await cursor.to_list(None)
+    return sorted(await coll.distinct("v", session=session))
+
+
+@pytest.mark.parametrize("first", ["find", "aggregate", "distinct"])
+async def test_a_snapshot_session_reads_as_of_its_first_read(
+    async_driver_client: Any, first: str
+) -> None:
+    """Each of find, aggregate and distinct, as a snapshot session's first read, fixes the time
+    its later reads see: writes committed after it (update, insert, delete, a transaction) are
+    invisible to every later find, aggregate and distinct of the session, and visible outside."""
+    coll = await fresh_collection(
+        _db(async_driver_client), "snapshot_reads", {"_id": 1, "v": 1}, {"_id": 2, "v": 2}
+    )
+    before = {
+        "find": [{"_id": 1, "v": 1}, {"_id": 2, "v": 2}],
+        "aggregate": [{"_id": 1, "v": 1}, {"_id": 2, "v": 2}],
+        "distinct": [1, 2],
+    }
+    async with await maybe_await(async_driver_client.start_session(snapshot=True)) as session:
+        assert await _snapshot_read(coll, first, session) == before[first]
+        await coll.update_one({"_id": 1}, {"$set": {"v": 10}})
+        await coll.insert_one({"_id": 3, "v": 3})
+        await coll.delete_one({"_id": 2})
+        async with await maybe_await(async_driver_client.start_session()) as writer:
+            await maybe_await(writer.start_transaction())
+            await coll.insert_one({"_id": 4, "v": 4}, session=writer)
+            await writer.commit_transaction()
+        for kind in ("find", "aggregate", "distinct"):
+            assert await _snapshot_read(coll, kind, session) == before[kind], kind
+    assert await _snapshot_read(coll, "find", None) == [
+        {"_id": 1, "v": 10},
+        {"_id": 3, "v": 3},
+        {"_id": 4, "v": 4},
+    ]
+
+
+async def test_a_snapshot_session_keeps_its_time_for_other_collections(
+    async_driver_client: Any,
+) -> None:
+    """The time a snapshot session's first read fixed applies to every collection it reads later,
+    including one written to after that read."""
+    db = _db(async_driver_client)
+    a = await fresh_collection(db, "snapshot_a", {"_id": 1})
+    b = await fresh_collection(db, "snapshot_b", {"_id": 1})
+    async with await maybe_await(async_driver_client.start_session(snapshot=True)) as session:
+        assert await a.find({}, session=session).to_list(None) == [{"_id": 1}]
+        await b.insert_one({"_id": 2})
+        assert await b.find({}, session=session).to_list(None) == [{"_id": 1}]
+    assert await b.count_documents({}) == 2
+
+
+async def test_a_snapshot_session_refuses_writes_and_other_commands(
+    async_driver_client: Any,
+) -> None:
+    """Outside a transaction only find, aggregate and distinct take readConcern snapshot; a write
+    or a listCollections in a snapshot session fails with InvalidOptions (72) and changes nothing (MongoDB
+    manual, "Read Concern "snapshot""; snapshot-sessions.md, "Server Errors")."""
+    coll = await fresh_collection(_db(async_driver_client), "snapshot_refusals", {"_id": 1})
+    async with await maybe_await(async_driver_client.start_session(snapshot=True)) as session:
+        with pytest.raises(OperationFailure) as write:
+            await coll.insert_one({"_id": 2}, session=session)
+        with pytest.raises(OperationFailure) as listing:
+            await coll.database.list_collection_names(session=session)
+    assert (write.value.code, listing.value.code) == (72, 72)
+    assert await coll.find({}).to_list(None) == [{"_id": 1}]
+
+
+async def test_a_snapshot_read_in_the_future_is_invalid(async_driver_client: Any) -> None:
+    """A snapshot read at a cluster time no server has reached fails with InvalidOptions (72)."""
+    coll = await fresh_collection(_db(async_driver_client), "snapshot_future", {"_id": 1})
+    reply = await coll.database.command({"ping": 1})
+    later = Timestamp(reply["operationTime"].time + 3600, 0)
+    with pytest.raises(OperationFailure) as info:
+        await coll.database.command(
+            {"find": coll.name, "readConcern": {"level": "snapshot", "atClusterTime": later}}
+        )
+    assert info.value.code == 72
+
+
+async def test_a_snapshot_read_at_a_time_no_longer_kept_is_snapshot_too_old(
+    async_driver_client: Any, simulator: Any
+) -> None:
+    """The simulator keeps past versions only for times a snapshot read returned: a read at an
+    earlier write's operationTime, after later commits, gets SnapshotTooOld (239), never data
+    from another time; a read at the latest time is answered."""
+    if simulator is None:
+        pytest.skip("MONGODB_URI: mongod keeps minSnapshotHistoryWindowInSeconds of history")
+    coll = await fresh_collection(_db(async_driver_client), "snapshot_too_old")
+    first = await coll.database.command({"insert": coll.name, "documents": [{"_id": 1}]})
+    latest = await coll.database.command({"insert": coll.name, "documents": [{"_id": 2}]})
+
+    async def read_at(at: Timestamp) -> Any:
+        concern = {"level": "snapshot", "atClusterTime": at}
+        return await coll.database.command({"find": coll.name, "readConcern": concern})
+
+    with pytest.raises(OperationFailure) as info:
+        await read_at(first["operationTime"])
+    assert info.value.code == 239
+    reply = await read_at(latest["operationTime"])
+    assert reply["cursor"]["firstBatch"] == [{"_id": 1}, {"_id": 2}]

@@ -29,6 +29,7 @@ import bson
 import mongomock
 from bson.int64 import Int64
 from bson.objectid import ObjectId
+from bson.timestamp import Timestamp
 from mongomock import aggregate as _aggregate
 
 from motor_otel.testing import _features
@@ -81,6 +82,7 @@ class Context:
     statements: dict[int, Doc] | None = None  # a retryable write's already-applied statements
     transactional: bool = False  # carries lsid + txnNumber: onPrimaryTransactionalWrite applies
     deadline: float | None = None  # from maxTimeMS
+    read_at: Timestamp | None = None  # a snapshot read's cluster time (its reply's atClusterTime)
 
 
 def _duplicate(ns: str, coll: Any, doc: Doc, *, stored: bool = False) -> WriteError:

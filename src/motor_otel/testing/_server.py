@@ -22,6 +22,7 @@ from bson.int64 import Int64
 from bson.timestamp import Timestamp
 from mockupdb import OPCODES, MockupDB, OpMsg, mock_server_receive
 
+from motor_otel.testing._clock import ClusterClock
 from motor_otel.testing._engine import Context, Doc, Engine, HangUp
 from motor_otel.testing._errors import (
     RETRYABLE_WRITE_CODES,
@@ -30,9 +31,9 @@ from motor_otel.testing._errors import (
     no_such_transaction,
 )
 from motor_otel.testing._failpoints import FailPoints
-from motor_otel.testing._features import unsupported
+from motor_otel.testing._history import History
 from motor_otel.testing._locks import DocumentLocks
-from motor_otel.testing._views import TransactionView
+from motor_otel.testing._views import SnapshotView, TransactionView
 
 _MAX_MESSAGE = 48_000_000
 _RETRYABLE_WRITES = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
@@ -50,30 +51,15 @@ _WRITE_COMMANDS = _RETRYABLE_WRITES | _TXN_ENDING | {
     "create", "drop", "dropDatabase", "createIndexes", "dropIndexes",
 }  # fmt: skip
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
+# What takes readConcern "snapshot" outside a transaction (MongoDB manual, "Read Concern
+# "snapshot"", "Operations"; snapshot-sessions.md: find/aggregate/distinct).
+_SNAPSHOT_READS = frozenset({"find", "aggregate", "distinct"})
 
 
 def _wire_version(server_version: str) -> int:
     """The maxWireVersion mongod of that version reports (7.0: 21, 8.0: 25)."""
     major, minor = (int(p) for p in server_version.split(".")[:2])
     return 25 if (major, minor) >= (8, 0) else 21 if (major, minor) >= (7, 0) else 17
-
-
-class _ClusterClock:
-    """Hands out strictly increasing BSON timestamps, as a primary's oplog would."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._secs = 0
-        self._inc = 0
-
-    def tick(self) -> Timestamp:
-        with self._lock:
-            now = int(time.time())
-            if now > self._secs:
-                self._secs, self._inc = now, 1
-            else:
-                self._inc += 1
-            return Timestamp(self._secs, self._inc)
 
 
 @dataclass(slots=True, eq=False)
@@ -176,13 +162,14 @@ class SimulatedReplicaSet:
         users: Mapping[str, str] | None = None,
         transaction_lifetime_limit_seconds: float = 60.0,
         secondaries: int = 0,
+        snapshot_history_seconds: float = 300.0,
     ) -> None:
         self.set_name = set_name
         self.users = dict(users or {})  # SASL PLAIN (authSource=$external), for credential tests
         self.server_version = server_version
         self._host = host
         self._port = port
-        self._clock = _ClusterClock()
+        self._clock = ClusterClock()
         self._failpoints = FailPoints()
         lock = threading.RLock()
         # mongod aborts a transaction older than transactionLifetimeLimitSeconds (default 60).
@@ -190,6 +177,7 @@ class SimulatedReplicaSet:
             lock, lifetime_limit=transaction_lifetime_limit_seconds, expire=self._expire
         )
         self._engine = Engine(lock, locks, self._failpoints)
+        self._history = History(self._engine.storage, self._clock, snapshot_history_seconds)
         self._sessions: dict[bytes, _Session] = {}
         self.secondaries = secondaries
         self._data_bearing = 1 + secondaries  # members that acknowledge writes
@@ -477,8 +465,13 @@ class SimulatedReplicaSet:
                 if isinstance(ctx.txn, _Txn):
                     self._abort(ctx.txn)
                 raise
+            finally:
+                if isinstance(ctx.view, SnapshotView):
+                    ctx.view.close()
             if isinstance(ctx.txn, _Txn) and reply.get("writeErrors"):
                 self._abort(ctx.txn)  # a failed write aborts it too (spec test abort.json)
+            if ctx.read_at is not None:  # in the cursor, or at top level for distinct
+                (reply.get("cursor") or reply)["atClusterTime"] = ctx.read_at
             return reply
 
     def _sasl_plain(self, command: Doc) -> Doc:
@@ -498,25 +491,13 @@ class SimulatedReplicaSet:
         """Where the command runs, from its lsid, txnNumber and autocommit fields."""
         max_time = command.get("maxTimeMS")
         deadline = time.monotonic() + int(max_time) / 1000 if max_time else None
-        concern = command.get("readConcern")
-        if (
-            isinstance(concern, dict)
-            and concern.get("level") == "snapshot"
-            and command.get("autocommit") is not False
-        ):
-            # MongoDB manual, "Read Concern "snapshot"": outside a transaction only find,
-            # aggregate and distinct take it; others fail. Those three read at a cluster time,
-            # which this store (one current version of each document) cannot: refused, never
-            # answered from the current data.
-            if name in ("find", "aggregate", "distinct"):
-                raise unsupported("readConcern 'snapshot' outside a transaction")
-            raise CommandError(
-                72, f'Command {name} does not support {{ readConcern: {{ level: "snapshot" }} }}'
-            )
         lsid = command.get("lsid")
-        txn_number = command.get("txnNumber")
         if lsid is not None:
             self._engine.session_used(lsid)
+        snapshot_read = self._snapshot_read(name, command, deadline)
+        if snapshot_read is not None:
+            return snapshot_read
+        txn_number = command.get("txnNumber")
         if lsid is None or txn_number is None:
             return Context(self._engine.view, deadline=deadline)
         number = int(txn_number)
@@ -559,6 +540,42 @@ class SimulatedReplicaSet:
         if txn is None or txn.number != number or txn.state != "in_progress" or txn.view is None:
             raise no_such_transaction(number)
         return Context(txn.view, txn=txn, transactional=True, deadline=deadline)
+
+    def _snapshot_read(self, name: str, command: Doc, deadline: float | None) -> Context | None:
+        """A read with ``readConcern: {level: "snapshot"}`` outside a transaction: at its
+        ``atClusterTime``, or at the current cluster time (returned as ``atClusterTime``).
+
+        MongoDB manual, "Read Concern "snapshot"": outside a transaction only find, aggregate and
+        distinct take it; any other command fails with InvalidOptions (72), as does
+        ``atClusterTime`` with ``afterClusterTime`` (snapshot-sessions.md, "Server Errors").
+        Which versions a time can still read: :mod:`._history`.
+        """
+        concern = command.get("readConcern")
+        if (
+            not isinstance(concern, dict)
+            or concern.get("level") != "snapshot"
+            or command.get("autocommit") is False
+        ):
+            return None
+        if name not in _SNAPSHOT_READS:
+            raise CommandError(
+                72, f'Command {name} does not support {{ readConcern: {{ level: "snapshot" }} }}'
+            )
+        at = concern.get("atClusterTime")
+        # How mongod parses the read concern (its read_concern_args.cpp): InvalidOptions (72) for
+        # both times or a null one, TypeMismatch (14) for a value that is no timestamp.
+        if at is not None and "afterClusterTime" in concern:
+            raise CommandError(72, "Can not specify both afterClusterTime and atClusterTime")
+        if at is None:
+            at, version = self._history.begin()
+        elif not isinstance(at, Timestamp):
+            raise CommandError(14, "readConcern.atClusterTime must be a timestamp")
+        elif at == Timestamp(0, 0):
+            raise CommandError(72, "atClusterTime cannot be a null timestamp")
+        else:
+            version = self._history.version_at(at)
+        view = SnapshotView(self._engine.storage, version)
+        return Context(view, deadline=deadline, read_at=at)
 
     def _end_sessions(self, name: str, command: Doc) -> None:
         """Ending or killing a session aborts its open transaction, releasing what it holds

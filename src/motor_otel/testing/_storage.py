@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ class Storage:
 
     def __init__(self) -> None:
         self.version = 0  # the last commit
+        self.on_commit: Callable[[int], None] | None = None  # told each new version
         self.tables: dict[Name, Table] = {}
         self._open: Counter[int] = Counter()  # open snapshot -> how many hold it
         self._sorted: list[int] = []  # the open snapshots, oldest first
@@ -76,12 +77,22 @@ class Storage:
     def snapshots_open(self) -> bool:
         return bool(self._open)
 
-    def open(self) -> int:
-        """Take a snapshot of what is committed now; :meth:`close` it when done."""
-        if not self._open[self.version]:
-            self._sorted.append(self.version)  # the newest: the list stays sorted
-        self._open[self.version] += 1
-        return self.version
+    def open(self, version: int | None = None) -> int:
+        """Take a snapshot of what is committed now, or hold again an older ``version`` that is
+        still :meth:`readable`; :meth:`close` it when done."""
+        if version is None:
+            version = self.version
+        elif not self.readable(version):
+            raise ValueError(f"version {version} is no longer kept")
+        if not self._open[version]:
+            bisect.insort(self._sorted, version)
+        self._open[version] += 1
+        return version
+
+    def readable(self, version: int) -> bool:
+        """Whether every document's version as of ``version`` is still kept: it is the latest
+        commit, or an open snapshot holds it (older versions only it saw may be gone)."""
+        return version == self.version or self._open[version] > 0
 
     def close(self, snapshot: int) -> None:
         """A snapshot is no longer read: the versions only it saw go."""
@@ -120,6 +131,8 @@ class Storage:
                 self._watch.setdefault(newest_open, set()).add((table, key))
             chain.append((version, doc))
             self._forget_deleted(table, key, chain)
+        if self.on_commit is not None:
+            self.on_commit(version)
 
     def drop(self, name: Name) -> None:
         """The collection goes, with its indexes (snapshots that read it lose it too)."""

@@ -8,6 +8,8 @@ that read :mod:`._storage`:
 - :class:`TransactionView`: the versions as of the transaction's snapshot, overlaid with the
   documents the transaction wrote (kept only here until it commits, then published under one
   version). It never copies a collection.
+- :class:`SnapshotView`: the versions as of one earlier commit, for a snapshot read outside a
+  transaction (:mod:`._history`); it writes nothing.
 
 mongomock updates a matched document in place; :class:`_Collection` gives it a private copy of
 each document it is about to update instead, so no committed version changes under a snapshot.
@@ -113,9 +115,9 @@ class View:
 class TransactionView(View):
     """One transaction: its snapshot of every collection, overlaid with its own writes."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, snapshot: int | None = None) -> None:
         super().__init__(storage)
-        self.snapshot = storage.open()
+        self.snapshot = storage.open(snapshot)  # None: what is committed now
         self._closed = False
         self._writes: dict[Name, dict[Any, Doc | None]] = {}  # None: deleted
         self._created: dict[Name, dict[str, Doc]] = {}  # collections it created: their indexes
@@ -211,6 +213,23 @@ class TransactionView(View):
             self._closed = True
             self._writes.clear()
             self.storage.close(self.snapshot)
+
+
+class SnapshotView(TransactionView):
+    """A snapshot read outside a transaction (``find``, ``aggregate``, ``distinct`` with
+    ``readConcern: {level: "snapshot"}``): the versions as of one commit, read-only. A write
+    (an ``$out`` or ``$merge`` stage) is refused rather than kept where nobody would see it."""
+
+    def put(self, name: Name, key: Any, doc: Doc | None) -> None:
+        raise NotImplementedError("writing under readConcern 'snapshot' outside a transaction")
+
+    def indexes(self, name: Name, *, writing: bool = False) -> dict[str, Doc]:
+        if writing:
+            self.put(name, None, None)
+        return super().indexes(name)
+
+    def create(self, name: Name) -> None:
+        self.put(name, None, None)
 
 
 class _Client(_MONGOMOCK_CLIENT):  # type: ignore[misc]
