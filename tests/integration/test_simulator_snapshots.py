@@ -281,3 +281,25 @@ async def test_a_snapshot_read_at_a_time_no_longer_kept_is_snapshot_too_old(
     assert info.value.code == 239
     reply = await read_at(latest["operationTime"])
     assert reply["cursor"]["firstBatch"] == [{"_id": 1}, {"_id": 2}]
+
+
+@pytest.mark.parametrize(
+    ("concern", "code"),
+    [
+        ({"level": "majority", "atClusterTime": "now"}, 72),
+        ({"level": "snapshot", "atClusterTime": "now", "afterClusterTime": "now"}, 72),
+        ({"level": "snapshot", "atClusterTime": Timestamp(0, 0)}, 72),
+        ({"level": "snapshot", "atClusterTime": 5}, 14),
+    ],
+)
+async def test_a_malformed_snapshot_read_concern_is_refused(
+    async_driver_client: Any, concern: dict[str, Any], code: int
+) -> None:
+    """atClusterTime without level snapshot, with afterClusterTime, null (all InvalidOptions, 72)
+    or not a timestamp (TypeMismatch, 14) fails the read, as mongod parses a read concern."""
+    coll = await fresh_collection(_db(async_driver_client), "snapshot_malformed", {"_id": 1})
+    now = (await coll.database.command({"ping": 1}))["operationTime"]
+    concern = {k: now if v == "now" else v for k, v in concern.items()}
+    with pytest.raises(OperationFailure) as info:
+        await coll.database.command({"find": coll.name, "readConcern": concern})
+    assert info.value.code == code

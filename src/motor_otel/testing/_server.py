@@ -31,6 +31,7 @@ from motor_otel.testing._errors import (
     no_such_transaction,
 )
 from motor_otel.testing._failpoints import FailPoints
+from motor_otel.testing._features import unsupported
 from motor_otel.testing._history import History
 from motor_otel.testing._locks import DocumentLocks
 from motor_otel.testing._views import SnapshotView, TransactionView
@@ -551,19 +552,26 @@ class SimulatedReplicaSet:
         Which versions a time can still read: :mod:`._history`.
         """
         concern = command.get("readConcern")
-        if (
-            not isinstance(concern, dict)
-            or concern.get("level") != "snapshot"
-            or command.get("autocommit") is False
-        ):
+        if not isinstance(concern, dict):
+            return None
+        # How mongod parses the read concern (its read_concern_args.cpp): InvalidOptions (72) for
+        # both times, a null one or one without level snapshot, TypeMismatch (14) for a value
+        # that is no timestamp.
+        at = concern.get("atClusterTime")
+        if at is not None and concern.get("level") != "snapshot":
+            raise CommandError(
+                72, "atClusterTime field can be set only if level is equal to snapshot"
+            )
+        if concern.get("level") != "snapshot":
+            return None
+        if command.get("autocommit") is False:
+            if at is not None:  # a transaction's snapshot is always its start's
+                raise unsupported("readConcern atClusterTime on a transaction")
             return None
         if name not in _SNAPSHOT_READS:
             raise CommandError(
                 72, f'Command {name} does not support {{ readConcern: {{ level: "snapshot" }} }}'
             )
-        at = concern.get("atClusterTime")
-        # How mongod parses the read concern (its read_concern_args.cpp): InvalidOptions (72) for
-        # both times or a null one, TypeMismatch (14) for a value that is no timestamp.
         if at is not None and "afterClusterTime" in concern:
             raise CommandError(72, "Can not specify both afterClusterTime and atClusterTime")
         if at is None:
