@@ -87,15 +87,30 @@ def test_a_time_after_the_current_cluster_time_is_invalid() -> None:
     assert _code(lambda: history.version_at(Timestamp(now.time + 1, 0))) == 72
 
 
-def test_commit_times_older_than_the_window_are_forgotten() -> None:
-    """Commit times are kept for the window only: after it, reading at a time among the forgotten
-    ones is SnapshotTooOld, and the current time still reads the latest version."""
-    wall, clock, storage, history, table = _setup(window=5)
+def test_commits_alone_keep_nothing() -> None:
+    """Without snapshot reads, commits hold no version and remember no time: the current time
+    reads the latest version, an earlier one is SnapshotTooOld."""
+    _, clock, storage, history, table = _setup()
     old = clock.tick()
     for v in range(1, 2000):
         storage.publish([(table, 1, {"_id": 1, "v": v})])
-    wall.seconds += 6
-    storage.publish([(table, 1, {"_id": 1, "v": 2000})])
-    assert len(history._times) - history._start == 1
+    assert (history._held, len(table.rows[1])) == ([], 1)
     assert _code(lambda: history.version_at(old)) == 239
     assert history.version_at(clock.tick()) == storage.version
+
+
+def test_a_second_read_of_the_same_version_keeps_it_for_a_window_from_then() -> None:
+    """Two snapshot reads with no commit between them share one held version, kept until the
+    window has passed since the second; each time is too old once its own window has passed."""
+    wall, _, storage, history, table = _setup(window=10)
+    first, version = history.begin()
+    wall.seconds += 6
+    second, again = history.begin()
+    storage.publish([(table, 1, {"_id": 1, "v": 1})])
+    wall.seconds += 6
+    storage.publish([(table, 1, {"_id": 1, "v": 2})])
+    assert (again, history.version_at(second)) == (version, version)
+    assert _code(lambda: history.version_at(first)) == 239
+    wall.seconds += 5
+    storage.publish([(table, 1, {"_id": 1, "v": 3})])
+    assert _code(lambda: history.version_at(second)) == 239

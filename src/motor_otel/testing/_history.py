@@ -11,18 +11,19 @@ keeps fails with SnapshotTooOld (239), one after the current cluster time with I
 ("readConcern atClusterTime value must not be greater than the current clusterTime", mongod's
 read_concern_mongod.cpp).
 
-Here each commit to :mod:`._storage` is stamped with a cluster time from the same clock as the
-replies, so a cluster time names the version committed last before it. Storage keeps only the
-versions an open snapshot reads, so a read at a time establishes a hold on its version, released
-after the window. The simulator keeps less than mongod: only the versions a snapshot read without
-``atClusterTime`` returned (or the latest commit). A read at any other past time, say a write's
-``operationTime``, gets SnapshotTooOld, never data from another time.
+Here each commit to :mod:`._storage` takes a cluster time from the clock the replies carry, so a
+cluster time names the version committed last before it. Storage keeps only the versions an open
+snapshot reads, so a snapshot read without ``atClusterTime`` holds its version, with the times
+that name it, and releases it after the window. The simulator keeps less than mongod: only those
+versions and the latest commit, and only the times from a hold's read on. A read at any other
+past time, say a write's ``operationTime`` after later commits, gets SnapshotTooOld, never data
+from another time. Memory: one entry per held version, none per commit.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from dataclasses import dataclass
 
 from bson.timestamp import Timestamp
 
@@ -36,8 +37,18 @@ def snapshot_too_old(at: Timestamp) -> CommandError:
     return CommandError(239, f"Read timestamp {at} is older than the oldest available timestamp.")
 
 
+@dataclass(slots=True)
+class _Hold:
+    """A version held for snapshot reads: the times from ``read`` up to ``until`` name it."""
+
+    read: Timestamp  # the first atClusterTime a snapshot read returned for it
+    version: int
+    last_read: Timestamp  # the last one: the window runs from it
+    until: Timestamp | None = None  # the next commit's time; None while it is the latest
+
+
 class History:
-    """Commit times of the versions in storage, and the versions held for snapshot reads.
+    """The versions held for snapshot reads, and the time of the latest commit.
 
     Callers hold the engine's lock (commits already do: :attr:`Storage.on_commit`).
     """
@@ -46,24 +57,24 @@ class History:
         self._storage = storage
         self._clock = clock
         self._window = window_seconds
-        # Commit times of versions base + 1, base + 2, ... (from index _start on), oldest first.
-        self._times: list[Timestamp] = []
+        self._latest = Timestamp(0, 0)  # when the latest version was committed
+        self._held: list[_Hold] = []  # oldest first (from _start on), by read time and version
         self._start = 0
-        self._base = storage.version
-        self._forgotten: Timestamp | None = None  # commit time of version base, once forgotten
-        self._held: deque[tuple[Timestamp, int]] = deque()  # (read time, version), oldest first
         storage.on_commit = self._committed
 
     def begin(self) -> tuple[Timestamp, int]:
         """A snapshot read without ``atClusterTime``: the current cluster time and the latest
         version, held for the window so later reads at that time find it."""
         self._expire()
-        at = self._clock.tick()  # after every commit so far, before any later one
+        read = self._clock.tick()  # after every commit so far, before any later one
         version = self._storage.open()
-        if self._held and self._held[-1][1] == version:  # one hold per version: the newest
-            self._storage.close(self._held.pop()[1])
-        self._held.append((at, version))
-        return at, version
+        newest = self._held[-1] if len(self._held) > self._start else None
+        if newest is not None and newest.version == version:
+            self._storage.close(version)  # already held (still the newest): for longer
+            newest.last_read = read
+        else:
+            self._held.append(_Hold(read, version, read))
+        return read, version
 
     def version_at(self, at: Timestamp) -> int:
         """The version a read at cluster time ``at`` sees, if storage still keeps it."""
@@ -75,29 +86,30 @@ class History:
                 "readConcern atClusterTime value must not be greater than the current "
                 f"clusterTime. Requested clusterTime: {at}; current clusterTime: {now}",
             )
-        if at.time < now.time - self._window or (
-            self._forgotten is not None and at < self._forgotten
-        ):
+        if at.time < now.time - self._window:
             raise snapshot_too_old(at)
-        version = self._base + bisect.bisect_right(self._times, at, lo=self._start) - self._start
-        if not self._storage.readable(version):
-            raise snapshot_too_old(at)
-        return version
+        if at >= self._latest:
+            return self._storage.version
+        i = bisect.bisect_right(self._held, at, lo=self._start, key=lambda h: h.read) - 1
+        if i >= self._start:
+            hold = self._held[i]
+            if hold.until is None or at < hold.until:
+                return hold.version
+        raise snapshot_too_old(at)
 
     def _committed(self, version: int) -> None:
-        self._times.append(self._clock.tick())
+        self._latest = self._clock.tick()
+        if len(self._held) > self._start and self._held[-1].until is None:
+            self._held[-1].until = self._latest  # it was the latest version until now
         self._expire()
 
     def _expire(self) -> None:
-        """Forget commit times, and release held versions, older than the window."""
+        """Release the versions held longer than the window."""
         horizon = self._clock.now().time - self._window
-        while self._held and self._held[0][0].time < horizon:
-            self._storage.close(self._held.popleft()[1])
-        times = self._times
-        while self._start < len(times) and times[self._start].time < horizon:
-            self._forgotten = times[self._start]
+        held = self._held
+        while self._start < len(held) and held[self._start].last_read.time < horizon:
+            self._storage.close(held[self._start].version)
             self._start += 1
-            self._base += 1
-        if self._start > 1024 and self._start * 2 > len(times):
-            del times[: self._start]
+        if self._start > 64 and self._start * 2 > len(held):
+            del held[: self._start]
             self._start = 0
