@@ -163,6 +163,8 @@ class SimulatedReplicaSet:
         users: Mapping[str, str] | None = None,
         transaction_lifetime_limit_seconds: float = 60.0,
         secondaries: int = 0,
+        # How long a snapshot read's version stays readable at its atClusterTime: mongod's
+        # minSnapshotHistoryWindowInSeconds default (the simulator keeps fewer versions: _history).
         snapshot_history_seconds: float = 300.0,
     ) -> None:
         self.set_name = set_name
