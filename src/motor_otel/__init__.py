@@ -17,6 +17,8 @@ See README.md for the span model, attributes and configuration.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from motor_otel.config import Settings, WithTransactionMode
 from motor_otel.instrumentor import MotorInstrumentor, instrument_client, uninstrument_client
 from motor_otel.session import (
@@ -27,11 +29,15 @@ from motor_otel.session import (
 from motor_otel.types import FailedHook, RequestHook, ResponseHook, TransactionHook
 from motor_otel.version import __version__
 
+if TYPE_CHECKING:
+    from motor_otel.sampling import KeepTransactionsSampler
+
 __all__ = [
     "FailedHook",
     "InstrumentedAsyncClientSession",
     "InstrumentedAsyncIOMotorClientSession",
     "InstrumentedClientSession",
+    "KeepTransactionsSampler",
     "MotorInstrumentor",
     "RequestHook",
     "ResponseHook",
@@ -42,3 +48,18 @@ __all__ = [
     "instrument_client",
     "uninstrument_client",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``KeepTransactionsSampler`` is imported on first use: it needs the OpenTelemetry SDK,
+    which the rest of motor-otel does not."""
+    if name == "KeepTransactionsSampler":
+        try:
+            from motor_otel.sampling import KeepTransactionsSampler
+        except ImportError as exc:
+            raise ImportError(
+                f"motor_otel.KeepTransactionsSampler needs the OpenTelemetry SDK ({exc.name!r}): "
+                "pip install opentelemetry-sdk"
+            ) from exc
+        return KeepTransactionsSampler
+    raise AttributeError(f"module 'motor_otel' has no attribute {name!r}")

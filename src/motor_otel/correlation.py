@@ -152,6 +152,11 @@ class Telemetry:
         self.decider = Decider(self.tracer)
         self.events = self.settings.command_detail == "events"
 
+    def keeping(self) -> bool:
+        """Keep rules apply: some are set and the provider's sampler honours the keep mark
+        (``KeepTransactionsSampler``); PyMongo's own tracing makes spans we could not replay."""
+        return self.settings.keep.any and not self.native and self.decider.keeps()
+
     def observed(self) -> bool:
         """Some observer would use a lifecycle fact now: no summary is built for nobody.
 

@@ -29,6 +29,7 @@ from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import AttemptInfo, Outcome, RetryCause, TransactionSummary
+from motor_otel.kept import BufferedSpan, KeptStory, buffered, buffered_root, promote, start_span
 from motor_otel.operations import (
     error_labels,
     exception_attributes,
@@ -67,6 +68,7 @@ class _WithTransaction:
     lost_s: float = 0.0  # time in attempts that did not commit
     causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
     silent: bool = False  # nothing under its span records: its attempts are stand-ins too
+    story: KeptStory | None = None  # its span is a buffered root, kept if a rule matches
 
 
 @dataclass(slots=True, eq=False)
@@ -82,6 +84,7 @@ class _SessionTrace:
     tx_labels: list[str] = field(default_factory=list)
     tx_commits: int = 0
     attempt_commits: int = 0
+    story: KeptStory | None = None  # the buffer of a lone transaction (or, briefly, a call's)
     owner: object = field(default_factory=object)  # marks this session's attempts
     finalizer: weakref.finalize[Any, Any] | None = None  # forgets them if never ended
 
@@ -116,9 +119,10 @@ def _option_attributes(
 
 def _tell(t: Telemetry, span: Span, method: str, fact: object) -> None:
     """Hand a fact to every observer with ``span`` current, so log lines carry its ids (and
-    metric exemplars its trace); a span that does not record is made current only for logs."""
+    metric exemplars its trace, ended or not: a summary comes after its span's end); a span
+    that is not sampled is made current only for logs."""
     token = None
-    if t.attribute_observers or span.is_recording():
+    if t.attribute_observers or span.is_recording() or span.get_span_context().trace_flags.sampled:
         token = otel_context.attach(trace.set_span_in_context(span))
     try:
         for observer in t.observers:
@@ -192,6 +196,8 @@ class TransactionTracer:
                 wt.backoff_ms += waited
                 backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
+                if wt.story is not None and t.settings.keep.retried:
+                    self._keep(t, wt.span, "retried")  # before the retry's metric point
                 self._notify("transaction_retry", wt.labels, wt.span, backoff, _last_cause(wt))
         else:
             number = 1
@@ -204,8 +210,10 @@ class TransactionTracer:
         # Decided once per attempt: a parent that does not record and whose children would not
         # either stands in for the attempt's span, and nothing below it builds anything.
         silent = wt.silent if wt is not None else t.decider.children_dropped(parent_span)
+        # A lone transaction under a trace that is not sampled is buffered when keep rules apply.
+        keep = wt is None and not parent_span.is_recording() and t.keeping()
         attrs: dict[str, Any] = {}
-        if not silent or t.attribute_observers:
+        if not silent or keep or t.attribute_observers:
             attrs = {
                 A.DB_SYSTEM_NAME: A.MONGODB,
                 A.TXN_ATTEMPT: number,
@@ -214,15 +222,21 @@ class TransactionTracer:
                 **_option_attributes(*options),
                 **backoff,
             }
-        if silent:
+        span: Span
+        if keep and silent:
+            span = self._buffered_root(parent_span, "transaction", attrs)
+            silent = False
+        elif silent:
             span = parent_span
         else:
-            span = t.tracer.start_span(
+            span = start_span(
+                t.tracer,
                 "transaction",
                 context=trace.set_span_in_context(parent_span) if wt is not None else None,
-                kind=SpanKind.CLIENT,
                 attributes=attrs,
             )
+            if keep and not span.is_recording():  # a root the head sampler did not sample
+                span = self._buffered_root(span, "transaction", attrs)
         recording = span.is_recording()
         attempt = Attempt(
             span,
@@ -286,6 +300,17 @@ class TransactionTracer:
             _count_lost_attempt(wt, attempt, outcome)
         else:
             A.add_labels(self._otel.tx_labels, labels)
+            story = self._otel.story
+            if story is not None:  # a lone transaction's buffer: kept, or dropped now
+                self._otel.story = None
+                rules = t.settings.keep
+                duration = time.perf_counter() - self._otel.tx_start
+                failed = outcome == "failed" or (outcome == "aborted" and story.errors > 0)
+                if rules.failed and failed:
+                    self._keep(t, span, "failed")
+                elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
+                    self._keep(t, span, f"slow:{rules.slow_ms:g}")
+                story.close()
             self._emit_summary(
                 t,
                 span,
@@ -365,6 +390,9 @@ class TransactionTracer:
         if t.native:  # else PyMongo opens a span of its own for a commit retried by hand
             lend_transaction_span(self._otel.session, attempt.span)
         if self._otel.attempt_commits:
+            root = wt.span if wt is not None else attempt.span
+            if t.settings.keep.retried and (wt.story if wt is not None else self._otel.story):
+                self._keep(t, root, "retried")  # before the retry's metric point
             self._notify("commit_retry", attempt.error_labels, attempt.span)
         self._otel.attempt_commits += 1
         try:
@@ -410,18 +438,35 @@ class TransactionTracer:
         span stands in: nothing is started and it is already current.
         """
         caller = trace.get_current_span()
+        attrs = {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction}
+        story = None
         if t.decider.children_dropped(caller):
-            wt = _WithTransaction(caller, time.perf_counter(), silent=True)
-            self._otel.wt = wt
-            return wt, None
-        span = t.tracer.start_span(
-            "withTransaction",
-            kind=SpanKind.CLIENT,
-            attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction},
-        )
-        wt = _WithTransaction(span, time.perf_counter(), silent=t.decider.children_dropped(span))
+            if not t.keeping():
+                wt = _WithTransaction(caller, time.perf_counter(), silent=True)
+                self._otel.wt = wt
+                return wt, None
+            span: Span = self._buffered_root(caller, "withTransaction", attrs)
+        else:
+            span = t.tracer.start_span("withTransaction", kind=SpanKind.CLIENT, attributes=attrs)
+            if not span.is_recording() and t.keeping():  # a root the head sampler did not sample
+                span = self._buffered_root(span, "withTransaction", attrs)
+        if buffered(span):
+            story, self._otel.story = self._otel.story, None
+        silent = story is None and t.decider.children_dropped(span)
+        wt = _WithTransaction(span, time.perf_counter(), silent=silent, story=story)
         self._otel.wt = wt
         return wt, otel_context.attach(trace.set_span_in_context(span))
+
+    def _buffered_root(self, stand_in: Span, name: str, attrs: dict[str, Any]) -> BufferedSpan:
+        """Buffer this transaction (its story in ``_otel.story``) under a trace not sampled."""
+        story = self._otel.story = KeptStory(stand_in.get_span_context())
+        return buffered_root(story, name, attrs, stand_in.get_span_context())
+
+    def _keep(self, t: Telemetry, root: Span, rule: str) -> None:
+        """A keep rule matched: the buffered transaction becomes a kept trace, live from now."""
+        if isinstance(root, BufferedSpan):
+            with guard("kept.promote"):
+                promote(t.tracer, root, rule)
 
     def _with_transaction_ended(
         self, t: Telemetry, wt: _WithTransaction, token: _Token | None, exc: BaseException | None
@@ -439,9 +484,19 @@ class TransactionTracer:
         Not ``trace.use_span``: exceptions are ours to record, without document values.
         """
         attempt = self._otel.attempt
-        if attempt is None or attempt.silent:  # its stand-in, the caller's span, is current
+        if attempt is None or attempt.silent or buffered(attempt.span):  # not recorded (yet)
             return None
         return otel_context.attach(attempt.context)
+
+    def _commit_not_retried(self, t: Telemetry, wt: _WithTransaction, exc: BaseException) -> bool:
+        """A commit error escaped Motor's loop where the documented loop would have retried."""
+        labels = error_labels(exc)
+        return (
+            t.settings.with_transaction == "driver"
+            and self._motor_loop
+            and exc is wt.last_commit_error
+            and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
+        )  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
 
     def _finish_with_transaction(
         self, t: Telemetry, wt: _WithTransaction, exc: BaseException | None
@@ -453,6 +508,17 @@ class TransactionTracer:
             self._otel.wt = None
         outcome: Outcome = "failed" if exc is not None else (wt.last_outcome or "committed")
         span = wt.span
+        not_retried = exc is not None and self._commit_not_retried(t, wt, exc)
+        duration = time.perf_counter() - wt.started
+        if wt.story is not None:  # kept now if a rule matches: the end and its points go there
+            rules = t.settings.keep
+            if rules.failed and exc is not None:
+                self._keep(t, span, "failed")
+            elif rules.commit_not_retried and not_retried:
+                self._keep(t, span, "commit_not_retried")
+            elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
+                self._keep(t, span, f"slow:{rules.slow_ms:g}")
+            wt.story.close()
         recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
@@ -470,12 +536,7 @@ class TransactionTracer:
                 attrs.update(record_exception(span, exc))
             elif t.attribute_observers:
                 attrs.update(E.error_attributes(exc))
-            if (
-                t.settings.with_transaction == "driver"
-                and self._motor_loop
-                and exc is wt.last_commit_error
-                and (TTE in labels or (UTCR in labels and getattr(exc, "code", None) != 50))
-            ):  # MaxTimeMSExpired is "unknown" too, but the documented loop never retries it
+            if not_retried:
                 if recording:
                     span.add_event("commit_not_retried", {A.ERROR_LABELS: labels})
                 self._notify("commit_not_retried", labels, span, error_type=E.error_type(exc))
@@ -494,7 +555,7 @@ class TransactionTracer:
             wt.attempts,
             wt.commit_attempts,
             wt.labels,
-            time.perf_counter() - wt.started,
+            duration,
             exc,
             {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction, **attrs},
             wasted_s,
