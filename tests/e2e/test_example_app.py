@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "shop_app.py"
@@ -57,3 +60,51 @@ def test_compose_file_names_the_whole_stack() -> None:
     text = (APP.parent / "compose.yaml").read_text()
     for needle in ("mongo:", "jaeger:", "prometheus:", "grafana:", "../grafana/dashboards"):
         assert needle in text
+
+
+def test_example_app_pushes_exemplars_that_name_its_kept_traces(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
+    """As the compose stack runs it (--sample, metrics pushed over OTLP): only the retried
+    transaction's trace is exported (kept), and the retries exemplar names it."""
+    endpoint, bodies = otlp_collector
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(APP),
+            "--simulate",
+            "--transactions",
+            "5",
+            "--otlp-endpoint",
+            endpoint,
+            "--metrics-otlp-endpoint",
+            f"{endpoint}/v1/metrics",
+            "--sample",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    spans = [
+        span
+        for body in bodies.get("/v1/traces", [])
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    (root,) = [s for s in spans if s.name == "withTransaction"]
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    exemplars = [
+        exemplar.trace_id
+        for body in bodies["/v1/metrics"]
+        for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "db.client.mongodb.transaction.retries"
+        for point in metric.sum.data_points
+        for exemplar in point.exemplars
+    ]
+    assert exemplars and set(exemplars) == {root.trace_id}
