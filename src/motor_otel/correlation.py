@@ -41,6 +41,7 @@ class Attempt:
     owner: object = None  # the session object's token: an lsid outlives its session (pooled)
     started: float = 0.0  # perf_counter() when it opened: its share of the time lost to retries
     retry_cause: RetryCause | None = None  # the first operation that failed with TTE in it
+    failed_operations: int = 0  # operations of it that raised: an error ended it, if aborted
     recording: bool = True  # decided once, when the attempt starts
     silent: bool = False  # nothing under it records either: its commands get no span
     _context: otel_context.Context | None = None

@@ -237,9 +237,9 @@ def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:
     if story.caller.is_valid:
         links.append(Link(story.caller))
     attrs = {**root.start_attrs, A.TXN_KEPT: rule}
+    if story.dropped:  # nothing is buffered once kept: the count is final
+        attrs[A.TXN_KEPT_DROPPED] = story.dropped
     _replay(tracer, root, Context(), attrs, links)
-    if story.dropped and root.real is not None:
-        root.real.set_attribute(A.TXN_KEPT_DROPPED, story.dropped)
 
 
 def _replay(

@@ -158,6 +158,7 @@ def finish_operation(
         failure = record_exception(span, exc) if scope.recording else E.error_attributes(exc)
         attrs = {**attrs, **failure}
         if scope.attempt is not None:
+            scope.attempt.failed_operations += 1
             note_retry_cause(scope.attempt, attrs, exc)
     if scope.recording:
         span.end()

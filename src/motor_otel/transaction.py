@@ -305,7 +305,9 @@ class TransactionTracer:
                 self._otel.story = None
                 rules = t.settings.keep
                 duration = time.perf_counter() - self._otel.tx_start
-                failed = outcome == "failed" or (outcome == "aborted" and story.errors > 0)
+                failed = outcome == "failed" or (
+                    outcome == "aborted" and (attempt.failed_operations > 0 or story.errors > 0)
+                )
                 if rules.failed and failed:
                     self._keep(t, span, "failed")
                 elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
