@@ -66,7 +66,7 @@ async def one(client: Any, n: int, slot: int, peak: list[int]) -> None:
         session.start_transaction()
         # Its own document: like mongod, the simulator keeps an abandoned transaction's write
         # locked until the transaction expires, so sharing a slot would stall the others.
-        await coll.update_one(
+        await client.bench.abandoned.update_one(  # not where --keep's fail point is armed
             {"_id": f"abandoned-{n}"}, {"$inc": {"n": 1}}, upsert=True, session=session
         )
         peak[0] = max(peak[0], correlator(client).sizes()[0])  # its attempt is held right now
@@ -94,6 +94,7 @@ async def run(uri: str, total: int, every: int, concurrency: int, keep: bool) ->
                     mode=size // 10,
                     error_code=112,
                     error_labels=["TransientTransactionError"],
+                    namespace="bench.counters",
                 )
                 await client.admin.command(update)
             await asyncio.gather(*(one(client, done + i, i, peak) for i in range(size)))
