@@ -21,11 +21,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_example_app_exports_retried_transactions(
-    otlp_collector: tuple[str, dict[str, list[bytes]]],
-) -> None:
-    """Five orders, one retried: five withTransaction traces, six transaction attempts."""
-    endpoint, bodies = otlp_collector
+def _run_app(endpoint: str, *args: str) -> None:
+    """examples/shop_app.py on the simulator, five orders (the fifth retried), OTLP to endpoint."""
     done = subprocess.run(
         [
             sys.executable,
@@ -35,8 +32,7 @@ def test_example_app_exports_retried_transactions(
             "5",
             "--otlp-endpoint",
             endpoint,
-            "--metrics-port",
-            str(_free_port()),
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -44,6 +40,14 @@ def test_example_app_exports_retried_transactions(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_example_app_exports_retried_transactions(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
+    """Five orders, one retried: five withTransaction traces, six transaction attempts."""
+    endpoint, bodies = otlp_collector
+    _run_app(endpoint, "--metrics-port", str(_free_port()))
     names = [
         span.name
         for body in bodies.get("/v1/traces", [])
@@ -68,26 +72,7 @@ def test_example_app_pushes_exemplars_that_name_its_kept_traces(
     """As the compose stack runs it (--sample, metrics pushed over OTLP): only the retried
     transaction's trace is exported (kept), and the retries exemplar names it."""
     endpoint, bodies = otlp_collector
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(APP),
-            "--simulate",
-            "--transactions",
-            "5",
-            "--otlp-endpoint",
-            endpoint,
-            "--metrics-otlp-endpoint",
-            f"{endpoint}/v1/metrics",
-            "--sample",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    _run_app(endpoint, "--metrics-otlp-endpoint", f"{endpoint}/v1/metrics", "--sample", "0")
     spans = [
         span
         for body in bodies.get("/v1/traces", [])

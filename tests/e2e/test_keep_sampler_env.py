@@ -4,10 +4,6 @@ retried transaction is exported over OTLP/HTTP to a loopback receiver and decode
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -15,8 +11,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-APP = Path(__file__).resolve().parents[2] / "examples" / "plain_app.py"
-OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+from tests.e2e.test_auto_instrumentation import _run
 
 
 def _value(any_value: Any) -> Any:
@@ -33,36 +28,16 @@ def test_the_retried_transaction_is_kept_under_the_env_sampler(
     two attempts with their outcome and cause, operations and commands under them; and the
     retries metric's exemplar names that trace."""
     base, received = otlp_collector
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(
-        MONGODB_URI=mongodb_uri,
-        PLAIN_APP_DB="keep_env",
+    lines, _, _ = _run(
+        mongodb_uri,
+        "keep_env",
+        traces="otlp_proto_http",
+        metrics="otlp_proto_http",
         OTEL_TRACES_SAMPLER="motor_otel_parentbased_traceidratio",
         OTEL_TRACES_SAMPLER_ARG="0.01",
         OTEL_EXPORTER_OTLP_ENDPOINT=base,
-        OTEL_METRIC_EXPORT_INTERVAL="600000",
     )
-    done = subprocess.run(
-        [
-            str(OTEL_INSTRUMENT),
-            "--traces_exporter",
-            "otlp_proto_http",
-            "--metrics_exporter",
-            "otlp_proto_http",
-            "--logs_exporter",
-            "none",
-            sys.executable,
-            str(APP),
-        ],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    assert "callback calls: 2" in done.stdout
+    assert "callback calls: 2" in lines
 
     spans = []
     for body in received.get("/v1/traces", []):
