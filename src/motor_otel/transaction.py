@@ -437,7 +437,9 @@ class TransactionTracer:
         """The ``withTransaction`` span, made current for the driver's loop.
 
         Under a caller's span that does not record, and whose children would not either, that
-        span stands in: nothing is started and it is already current.
+        span stands in: nothing is started and it is already current. When keep rules apply
+        (``motor_otel.kept``), the call is buffered instead, and its buffered root is not made
+        current: the application's code sees the unsampled span it would see without us.
         """
         caller = trace.get_current_span()
         attrs = {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction}
@@ -457,6 +459,8 @@ class TransactionTracer:
         silent = story is None and t.decider.children_dropped(span)
         wt = _WithTransaction(span, time.perf_counter(), silent=silent, story=story)
         self._otel.wt = wt
+        if story is not None:  # not made current: the app keeps seeing its unsampled span
+            return wt, None
         return wt, otel_context.attach(trace.set_span_in_context(span))
 
     def _buffered_root(self, stand_in: Span, name: str, attrs: dict[str, Any]) -> BufferedSpan:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from pymongo.errors import DuplicateKeyError
@@ -211,3 +212,28 @@ async def test_the_buffer_cap_is_counted_on_the_root(
     first, second = named(spans, "transaction")
     assert len(children(spans, first)) == 2
     assert len(children(spans, second)) == 5  # live: 3 finds, the update, the commit
+
+
+async def test_the_application_sees_its_unsampled_span_while_buffered(
+    async_driver_client: Any,
+) -> None:
+    """Inside a buffered transaction's callback the current span is still the request's, not
+    recording: buffering never makes the app's code think it is traced."""
+    signals = make_signals(sampler=KeepTransactionsSampler(NEVER))
+    client = signals.instrument(async_driver_client)
+    db = await _db(client, "keep_rules_current")
+    seen: list[tuple[bool, int]] = []
+    tracer = signals.tracer_provider.get_tracer("app")
+
+    async def callback(session: Any) -> None:
+        current = trace.get_current_span()
+        seen.append((current.is_recording(), current.get_span_context().span_id))
+        await db.c.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+
+    with tracer.start_as_current_span("request") as request:
+        session = await _maybe(client.start_session())
+        try:
+            await session.with_transaction(callback)
+        finally:
+            await _maybe(session.end_session())
+    assert seen == [(False, request.get_span_context().span_id)]
