@@ -12,6 +12,9 @@ under the operation and attempt that sent it, matched by ``lsid`` + ``txnNumber`
         await session.with_transaction(callback)
 
 For a client that already exists, ``instrument_client(client, tracer_provider=provider)``.
+Under head sampling, ``TracerProvider(sampler=KeepTransactionsSampler(ParentBased(
+TraceIdRatioBased(0.01))))`` keeps every retried or failed transaction as a trace of its own
+(``keep=`` rules; ``motor_otel.sampling``).
 See README.md for the span model, attributes and configuration.
 """
 
