@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from motor_otel import KeepTransactionsSampler
 from motor_otel.kept import open_buffers
@@ -237,3 +237,27 @@ async def test_the_application_sees_its_unsampled_span_while_buffered(
         finally:
             await _maybe(session.end_session())
     assert seen == [(False, request.get_span_context().span_id)]
+
+
+async def test_commit_not_retried_keeps_what_motors_loop_let_escape(motor_client: Any) -> None:
+    """keep="commit_not_retried" alone: Motor's own loop lets a transient commit error escape;
+    the transaction is kept by that rule, its root carrying the commit_not_retried event."""
+    signals = make_signals(sampler=KeepTransactionsSampler(NEVER))
+    client = signals.instrument(motor_client, keep="commit_not_retried")
+    db = await _db(client, "keep_rules_not_retried")
+    await client.admin.command(fail_command("commitTransaction", error_code=112, error_labels=TTE))
+
+    async def callback(session: Any) -> None:
+        await db.c.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+
+    with pytest.raises(OperationFailure):
+        await _in_request(signals, client, callback)
+    spans = signals.spans()
+    (root,) = _roots(spans)
+    assert root.attributes[KEPT] == "commit_not_retried"
+    assert [e.name for e in root.events if e.name != "exception"] == ["commit_not_retried"]
+    (attempt,) = children(spans, root)
+    assert [s.name for s in children(spans, attempt)] == [
+        "update keep_rules_not_retried.c",
+        "commitTransaction admin",
+    ]
