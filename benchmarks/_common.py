@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -74,10 +75,10 @@ class CountingExporter(SpanExporter):
         return True
 
 
-def counting_provider() -> tuple[TracerProvider, CountingExporter]:
+def counting_provider(sampler: Any = None) -> tuple[TracerProvider, CountingExporter]:
     """An SDK provider with a BatchSpanProcessor large enough never to drop a span here."""
     exporter = CountingExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 16))
     return provider, exporter
 

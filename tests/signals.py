@@ -48,6 +48,12 @@ class Signals:
         """The keywords for ``instrument()``/``instrument_client()``."""
         return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
 
+    def tracer_provider_with(self, sampler: Sampler) -> TracerProvider:
+        """Another tracer provider, with ``sampler``, exporting to the same exporter."""
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        return provider
+
     def spans(self) -> Sequence[ReadableSpan]:
         return self.exporter.get_finished_spans()
 

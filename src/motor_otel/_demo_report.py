@@ -13,7 +13,9 @@ from typing import Any
 _OUTCOME = "db.mongodb.transaction.outcome"
 _RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 _BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
+_KEPT = "db.mongodb.transaction.kept"
 _TREE_NOTES = (
+    _KEPT,
     "db.mongodb.transaction.attempt",
     "db.mongodb.transaction.attempts",
     "db.mongodb.transaction.commit_attempts",
@@ -66,6 +68,23 @@ def render_tree(spans: Sequence[Any]) -> list[str]:
 
     walk(None, 0)
     return lines
+
+
+def kept_summary(spans: Sequence[Any]) -> tuple[list[Any], str]:
+    """(the kept roots in start order, a line: how many kept by which rule, how many sampled by
+    the ratio) for ``demo --sample``."""
+    roots = sorted(
+        (s for s in spans if s.name == "withTransaction" and s.parent is None),
+        key=lambda s: s.start_time,
+    )
+    kept = [r for r in roots if _KEPT in (r.attributes or {})]
+    rules: dict[str, int] = {}
+    for root in kept:
+        rule = str(root.attributes[_KEPT])
+        rules[rule] = rules.get(rule, 0) + 1
+    by_rule = ", ".join(f"{n} {rule}" for rule, n in sorted(rules.items())) or "none"
+    line = f"kept by rule: {len(kept)} ({by_rule}); sampled by the ratio: {len(roots) - len(kept)}"
+    return kept, line
 
 
 def retry_table(spans: Sequence[Any]) -> list[str]:

@@ -57,6 +57,8 @@ TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
 TXN_BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
 TXN_RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 TXN_WASTED_MS = "db.mongodb.transaction.wasted_ms"
+TXN_KEPT = "db.mongodb.transaction.kept"  # the keep rule that matched: the keep mark
+TXN_KEPT_DROPPED = "db.mongodb.transaction.kept_dropped"  # what the buffer cap dropped
 MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events (events mode)
 
 MONGODB = "mongodb"

@@ -23,6 +23,7 @@ from typing import Any
 
 from motor_otel._demo_report import (
     children_of,
+    kept_summary,
     metrics_summary,
     otlp_json,
     render_tree,
@@ -226,6 +227,43 @@ def _print_trees(spans: list[Any], transactions: int, injected: list[tuple[int, 
         )
 
 
+def _keep_sampler(sample: float | None) -> Any:
+    """``--sample``: the keep sampler around a ratio; None (the SDK default) without it."""
+    if sample is None:
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from motor_otel.sampling import KeepTransactionsSampler
+
+    return KeepTransactionsSampler(ParentBased(TraceIdRatioBased(sample)))
+
+
+def _print_kept(spans: list[Any], sample: float) -> None:
+    """``--sample``: every retried (or kept) transaction's tree, and how many were kept by rule
+    and sampled by the ratio. A retried one the ratio sampled anyway is recorded, not kept."""
+    _, line = kept_summary(spans)
+    by_parent = children_of(spans)
+    for root in sorted(
+        (s for s in spans if s.name == "withTransaction" and s.parent is None),
+        key=lambda s: s.start_time or 0,
+    ):
+        attrs = root.attributes or {}
+        rule = attrs.get("db.mongodb.transaction.kept")
+        attempts = [c for c in by_parent.get(root.context.span_id, []) if c.name == "transaction"]
+        if rule is None and len(attempts) < 2 and attrs.get(_COMMITS, 1) < 2:
+            continue
+        print(f"\n--- kept ({rule})" if rule else "\n--- sampled by the ratio, retried")
+        print(
+            "\n".join(
+                render_tree([s for s in spans if s.context.trace_id == root.context.trace_id])
+            )
+        )
+    print(f"\nKeepTransactionsSampler(ParentBased(TraceIdRatioBased({sample:g}))): {line}")
+
+
+_COMMITS = "db.mongodb.transaction.commit_attempts"
+
+
 def _contention_note(spans: list[Any], transactions: int, mode: str) -> list[str]:
     """Where the buyers' conflicts were found, read from their attempts' retry causes."""
     roots = sorted(
@@ -262,6 +300,7 @@ async def demo(
     buyers: int,
     otlp_endpoint: str | None,
     json_path: Path | None,
+    sample: float | None = None,
 ) -> int:
     from motor.motor_asyncio import AsyncIOMotorClient
     from opentelemetry.sdk.metrics import MeterProvider
@@ -276,7 +315,7 @@ async def demo(
 
     resource = Resource.create({"service.name": "motor-otel-demo"})
     memory = InMemorySpanExporter()
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource, sampler=_keep_sampler(sample))
     tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
     reader = InMemoryMetricReader()
     readers: list[Any] = [reader]
@@ -309,10 +348,14 @@ async def demo(
         print(f"{buyers} buyers of {CONTENDED!r} at once: {said}")
 
     spans = list(memory.get_finished_spans())
-    _print_trees(spans, transactions, injected)
+    if sample is None:
+        _print_trees(spans, transactions, injected)
+    else:
+        _print_kept(spans, sample)
     print("\n--- where retries came from")
     print("\n".join(retry_table(spans)))
-    print("\n".join(_contention_note(spans, transactions, mode)))
+    if sample is None:  # it reads every buyer's trace, which a sampled run does not keep
+        print("\n".join(_contention_note(spans, transactions, mode)))
     print("\n--- metrics")
     print("\n".join(metrics_summary(reader)))
     if json_path is not None:
@@ -356,6 +399,18 @@ def _at_least_one(text: str) -> int:
 
 def _zero_or_more(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def _ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a ratio between 0 and 1, got {text!r}"
+        ) from None
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a ratio between 0 and 1, got {text}")
+    return ratio
 
 
 def _otlp_endpoint(text: str) -> str:
@@ -405,6 +460,13 @@ def _parser() -> argparse.ArgumentParser:
         help="OTLP/HTTP base URL, e.g. http://localhost:4318",
     )
     p.add_argument("--json", type=_output_file, help="write the spans as OTLP JSON to this file")
+    p.add_argument(
+        "--sample",
+        type=_ratio,
+        metavar="RATIO",
+        help="head-sample at RATIO (e.g. 0.05) under KeepTransactionsSampler: retried and "
+        "failed transactions are kept whatever the ratio decided",
+    )
     return parser
 
 
@@ -418,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(NEEDS, file=sys.stderr)
         return 2
     return asyncio.run(
-        demo(args.mode, args.transactions, args.buyers, args.otlp_endpoint, args.json)
+        demo(args.mode, args.transactions, args.buyers, args.otlp_endpoint, args.json, args.sample)
     )
 
 

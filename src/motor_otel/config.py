@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -25,6 +25,56 @@ _warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
+class KeepRules:
+    """Which transactions a ``KeepTransactionsSampler`` keeps when the caller's trace is not
+    sampled: the ``keep=`` setting, a comma list of ``retried``, ``failed``,
+    ``commit_not_retried``, ``slow:<ms>`` or ``none``."""
+
+    retried: bool = True
+    """A second attempt, or a retried commit."""
+    failed: bool = True
+    """``with_transaction``, commit or abort raised, or the transaction ended aborted by an error."""
+    commit_not_retried: bool = True
+    """A commit error Motor's loop let escape (``driver`` mode)."""
+    slow_ms: float | None = None
+    """The call took longer than this many milliseconds."""
+
+    @property
+    def any(self) -> bool:
+        return self.retried or self.failed or self.commit_not_retried or self.slow_ms is not None
+
+    def __str__(self) -> str:
+        rules = [n for n in ("retried", "failed", "commit_not_retried") if getattr(self, n)]
+        if self.slow_ms is not None:
+            rules.append(f"slow:{self.slow_ms:g}")
+        return ",".join(rules) or "none"
+
+    @classmethod
+    def parse(cls, value: str | Iterable[str]) -> KeepRules:
+        """``"retried,slow:250"`` (or a list of those words); ``ValueError`` names a bad one."""
+        words = value.split(",") if isinstance(value, str) else list(value)
+        found: dict[str, Any] = dict.fromkeys(("retried", "failed", "commit_not_retried"), False)
+        slow: float | None = None
+        for raw in words:
+            word = str(raw).strip().lower()
+            if word in found:
+                found[word] = True
+            elif word.startswith("slow:"):
+                try:
+                    slow = float(word[5:])
+                except ValueError:
+                    slow = -1.0
+                if not slow >= 0:  # also NaN
+                    raise ValueError(f"keep rule {raw!r}: slow:<ms> needs a number of ms >= 0")
+            elif word != "none" and word:
+                raise ValueError(
+                    f"keep rule {raw!r} is not one of retried, failed, commit_not_retried, "
+                    "slow:<ms>, none"
+                )
+        return cls(**found, slow_ms=slow)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """What the instrumentation does; see the configuration table in the README."""
 
@@ -38,6 +88,7 @@ class Settings:
     failed_hook: FailedHook | None = None
     transaction_hook: TransactionHook | None = None
     command_detail: CommandDetail = "spans"
+    keep: KeepRules = KeepRules()
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -102,6 +153,12 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in ("driver", "spec"):
             raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")
         return value
+    if name == "keep":
+        if isinstance(value, KeepRules):
+            return value
+        if not isinstance(value, (str, list, tuple, set, frozenset)):
+            raise ValueError(f"keep must be a comma list of keep rules, got {value!r}")
+        return KeepRules.parse(value)
     if name == "command_detail":
         text = value.strip().lower() if isinstance(value, str) else value
         if text not in _COMMAND_DETAIL:

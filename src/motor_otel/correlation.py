@@ -41,6 +41,7 @@ class Attempt:
     owner: object = None  # the session object's token: an lsid outlives its session (pooled)
     started: float = 0.0  # perf_counter() when it opened: its share of the time lost to retries
     retry_cause: RetryCause | None = None  # the first operation that failed with TTE in it
+    failed_operations: int = 0  # operations of it that raised: an error ended it, if aborted
     recording: bool = True  # decided once, when the attempt starts
     silent: bool = False  # nothing under it records either: its commands get no span
     _context: otel_context.Context | None = None
@@ -151,6 +152,11 @@ class Telemetry:
     def __post_init__(self) -> None:
         self.decider = Decider(self.tracer)
         self.events = self.settings.command_detail == "events"
+
+    def keeping(self) -> bool:
+        """Keep rules apply: some are set and the provider's sampler honours the keep mark
+        (``KeepTransactionsSampler``); PyMongo's own tracing makes spans we could not replay."""
+        return self.settings.keep.any and not self.native and self.decider.keeps()
 
     def observed(self) -> bool:
         """Some observer would use a lifecycle fact now: no summary is built for nobody.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -337,6 +337,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         query_text_raw_values: bool | None = None,
         log_lifecycle: bool | None = None,
         command_detail: CommandDetail | None = None,
+        keep: str | Iterable[str] | None = None,
         request_hook: RequestHook | None = None,
         response_hook: ResponseHook | None = None,
         failed_hook: FailedHook | None = None,
@@ -362,6 +363,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             query_text_raw_values=query_text_raw_values,
             log_lifecycle=log_lifecycle,
             command_detail=command_detail,
+            keep=keep,
             request_hook=request_hook,
             response_hook=response_hook,
             failed_hook=failed_hook,

@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, Status, StatusCode
 from pymongo import monitoring
 from pymongo.errors import OperationFailure
 
@@ -27,6 +27,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
+from motor_otel.kept import start_span
 from motor_otel.operations import CURRENT_OPERATION, OperationScope
 
 
@@ -122,7 +123,7 @@ class TracingCommandListener(monitoring.CommandListener):
             caller = trace.get_current_span().get_span_context()
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
-        span = t.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, links=link)
+        span = start_span(t.tracer, name, context=ctx, links=link)  # buffered under a buffer
         if span.is_recording():
             attrs = self._start_attributes(event, name, command, lsid, txn)
             driver_id = _driver_connection_id(publisher)

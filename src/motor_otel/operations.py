@@ -21,13 +21,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, Status, StatusCode
 
 from motor_otel import attributes as A
 from motor_otel import errors as E
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import OperationSummary, RetryCause
+from motor_otel.kept import start_span
 
 
 @dataclass(slots=True, eq=False)
@@ -135,10 +136,10 @@ def start_operation(
         caller_ctx = caller.get_span_context()
         if caller_ctx.is_valid and caller_ctx != attempt.span.get_span_context():
             links = [Link(caller_ctx)]
-    span = telemetry.tracer.start_span(
+    span = start_span(  # under a buffered attempt: buffered too (motor_otel.kept)
+        telemetry.tracer,
         span_attrs[A.DB_OPERATION_SUMMARY],  # type: ignore[arg-type]
         context=ctx,
-        kind=SpanKind.CLIENT,
         attributes=A.with_old_names(dict(span_attrs)) if telemetry.old_names else span_attrs,
         links=links,
     )
@@ -157,6 +158,7 @@ def finish_operation(
         failure = record_exception(span, exc) if scope.recording else E.error_attributes(exc)
         attrs = {**attrs, **failure}
         if scope.attempt is not None:
+            scope.attempt.failed_operations += 1
             note_retry_cause(scope.attempt, attrs, exc)
     if scope.recording:
         span.end()

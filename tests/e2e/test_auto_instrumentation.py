@@ -31,7 +31,7 @@ Span = dict[str, Any]
 
 
 def _run(
-    uri: str, db: str, *, metrics: str = "none", **env: str
+    uri: str, db: str, *, metrics: str = "none", traces: str = "console", **env: str
 ) -> tuple[list[str], list[Span], list[Span]]:
     """Run the app under opentelemetry-instrument; (app output lines, spans, metrics exports)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -47,7 +47,7 @@ def _run(
         [
             str(OTEL_INSTRUMENT),
             "--traces_exporter",
-            "console",
+            traces,
             "--metrics_exporter",
             metrics,
             # The distro's default logs exporter is OTLP/gRPC; without that package installed

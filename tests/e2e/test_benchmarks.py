@@ -35,6 +35,7 @@ def test_overhead_prints_every_variant_the_floor_and_the_targets() -> None:
         "motor-otel, ParentBased(ALWAYS_OFF)",
         "contrib, 1 % TraceIdRatioBased",
         "motor-otel, 1 % TraceIdRatioBased",
+        "motor-otel, 1 % KeepTransactionsSampler",
         'motor-otel, command_detail="events"',
         "motor-otel, recorded, database/dup",
         "contrib, recorded, OTLP/HTTP export",
@@ -43,25 +44,26 @@ def test_overhead_prints_every_variant_the_floor_and_the_targets() -> None:
     )
     workloads = re.split(r"^### ", out, flags=re.M)[1:]
     titles = [w.splitlines()[0] for w in workloads]
-    assert titles[:5] == [
+    assert titles[:6] == [
         "Motor: with_transaction, 3 writes",
         "Motor: with_transaction x20 concurrent",
         "Motor: with_transaction, 1 retry",
+        "Motor: with_transaction, 10 % retried",
         "AsyncMongoClient: with_transaction, 3 writes",
         "AsyncMongoClient: insert_one + find_one",
     ]
-    for n, workload in enumerate(workloads[:5]):
+    for n, workload in enumerate(workloads[:6]):
         rows = [line for line in workload.splitlines() if line.startswith("| ")][2:]
         assert [row.split(" | ")[0][2:] for row in rows] == list(variants)
         for row in rows:
             assert re.match(rf"\| .+ \| {number} \({number}-{number}\) \|", row), row
         ours = next(row for row in rows if row.startswith("| motor-otel, recorded |"))
-        spans = {0: "10.0", 2: "15.0", 4: "2.0"}.get(n)  # the span model of the README
+        spans = {0: "10.0", 2: "15.0", 5: "2.0"}.get(n)  # the span model of the README
         assert spans is None or f" {spans} |" in ours
-    targets = workloads[5]
-    assert titles[5] == "Targets (reported, not asserted)"
+    targets = workloads[6]
+    assert titles[6] == "Targets (reported, not asserted)"
     verdicts = re.findall(r"(met|\*\*missed\*\*)", targets)
-    assert len(verdicts) == 5 * 5
+    assert len(verdicts) == 6 * 6
     sink = re.search(r"^OTLP sink received (\d+) requests, ([\d,]+) bytes", out, re.M)
     assert sink is not None and int(sink.group(1)) > 0
 

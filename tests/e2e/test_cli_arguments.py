@@ -54,6 +54,14 @@ BAD_VALUES = [
         "motor-otel demo: error: argument --otlp-endpoint: bad port in 'http://localhost:99999'",
     ),
     (
+        ["--sample", "2"],
+        "motor-otel demo: error: argument --sample: must be a ratio between 0 and 1, got 2",
+    ),
+    (
+        ["--sample", "some"],
+        "motor-otel demo: error: argument --sample: expected a ratio between 0 and 1, got 'some'",
+    ),
+    (
         ["--mode", "fast"],
         "motor-otel demo: error: argument --mode: invalid choice: 'fast'"
         " (choose from 'driver', 'spec')",

@@ -186,3 +186,25 @@ def test_demo_rejects_unknown_command() -> None:
     )
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
+
+
+def test_demo_sample_keeps_every_retried_transaction() -> None:
+    """--sample 0.05: every retried transaction's tree is printed as kept, and the count line
+    splits kept by rule from sampled by the ratio; the retries metric still counts all."""
+    done = _demo("--sample", "0.05", "--buyers", "0", transactions="10")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    trees = out.split("\n--- kept (retried)\n")[1:]
+    sampled = out.count("\n--- sampled by the ratio, retried\n")  # 5 %: recorded, not kept
+    # transactions 5 and 10 get an injected WriteConflict, 7 an unknown commit result, retried
+    assert len(trees) + sampled == 3
+    for tree in trees:
+        assert tree.startswith("withTransaction ") and "kept=retried" in tree.split("\n", 1)[0]
+    (line,) = [x for x in out.splitlines() if x.startswith("KeepTransactionsSampler(")]
+    assert line.startswith(
+        "KeepTransactionsSampler(ParentBased(TraceIdRatioBased(0.05))): "
+        f"kept by rule: {len(trees)} ({len(trees)} retried);"
+    )
+    assert "sampled by the ratio: " in line
+    (retries,) = [x for x in _metric_lines(out) if "transaction.retries {" in x]
+    assert retries.endswith(" 2")

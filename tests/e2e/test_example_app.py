@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "shop_app.py"
@@ -18,11 +21,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_example_app_exports_retried_transactions(
-    otlp_collector: tuple[str, dict[str, list[bytes]]],
-) -> None:
-    """Five orders, one retried: five withTransaction traces, six transaction attempts."""
-    endpoint, bodies = otlp_collector
+def _run_app(endpoint: str, *args: str) -> None:
+    """examples/shop_app.py on the simulator, five orders (the fifth retried), OTLP to endpoint."""
     done = subprocess.run(
         [
             sys.executable,
@@ -32,8 +32,7 @@ def test_example_app_exports_retried_transactions(
             "5",
             "--otlp-endpoint",
             endpoint,
-            "--metrics-port",
-            str(_free_port()),
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -41,6 +40,14 @@ def test_example_app_exports_retried_transactions(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_example_app_exports_retried_transactions(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
+    """Five orders, one retried: five withTransaction traces, six transaction attempts."""
+    endpoint, bodies = otlp_collector
+    _run_app(endpoint, "--metrics-port", str(_free_port()))
     names = [
         span.name
         for body in bodies.get("/v1/traces", [])
@@ -57,3 +64,32 @@ def test_compose_file_names_the_whole_stack() -> None:
     text = (APP.parent / "compose.yaml").read_text()
     for needle in ("mongo:", "jaeger:", "prometheus:", "grafana:", "../grafana/dashboards"):
         assert needle in text
+
+
+def test_example_app_pushes_exemplars_that_name_its_kept_traces(
+    otlp_collector: tuple[str, dict[str, list[bytes]]],
+) -> None:
+    """As the compose stack runs it (--sample, metrics pushed over OTLP): only the retried
+    transaction's trace is exported (kept), and the retries exemplar names it."""
+    endpoint, bodies = otlp_collector
+    _run_app(endpoint, "--metrics-otlp-endpoint", f"{endpoint}/v1/metrics", "--sample", "0")
+    spans = [
+        span
+        for body in bodies.get("/v1/traces", [])
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    (root,) = [s for s in spans if s.name == "withTransaction"]
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    exemplars = [
+        exemplar.trace_id
+        for body in bodies["/v1/metrics"]
+        for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "db.client.mongodb.transaction.retries"
+        for point in metric.sum.data_points
+        for exemplar in point.exemplars
+    ]
+    assert exemplars and set(exemplars) == {root.trace_id}

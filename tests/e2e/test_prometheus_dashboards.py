@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
@@ -203,6 +204,20 @@ def test_trace_search_is_a_table_whose_trace_ids_open_the_trace() -> None:
             "query": "${__value.raw}",
         }
     ]
+
+
+def test_exemplars_lead_from_the_retry_panels_to_jaeger() -> None:
+    """The two retry panels ask Prometheus for exemplars, and the Prometheus datasource sends an
+    exemplar's trace_id to the provisioned Jaeger datasource."""
+    panels = {panel["title"]: panel for _, panel in _panels()}
+    for title in ("Time lost to retries", "Retries by collection and operation"):
+        assert [t.get("exemplar") for t in panels[title]["targets"]] == [True] * len(
+            panels[title]["targets"]
+        ), title
+    provisioning = DASHBOARDS.parent / "provisioning" / "datasources" / "motor-otel.yaml"
+    sources = {s["type"]: s for s in yaml.safe_load(provisioning.read_text())["datasources"]}
+    (destination,) = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination == {"name": "trace_id", "datasourceUid": sources["jaeger"]["uid"]}
 
 
 def test_error_codes_have_readable_names() -> None:

@@ -406,6 +406,7 @@ async def test_tracer_and_meter_carry_the_schema_url_of_the_names_we_emit(traced
         ("QUERY_TEXT_RAW_VALUES", "2", "query_text_raw_values"),
         ("WITH_TRANSACTION", "sometimes", "with_transaction"),
         ("LOG_LIFECYCLE", "loud", "log_lifecycle"),
+        ("KEEP", "sometimes", "keep"),
     ],
 )
 async def test_a_bad_environment_value_is_ignored_with_one_warning(
@@ -439,6 +440,8 @@ async def test_a_bad_environment_value_is_ignored_with_one_warning(
         {"query_text_max_length": "lots"},
         {"with_transaction": "sometimes"},
         {"enabled": "maybe"},
+        {"keep": "retried,sometimes"},
+        {"keep": "slow:fast"},
         {"qeury_text_max_length": 10},
     ],
 )

@@ -21,12 +21,18 @@ from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConvent
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from pymongo import ReadPreference
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from motor_otel import MotorInstrumentor, instrument_client, uninstrument_client
+from motor_otel import (
+    KeepTransactionsSampler,
+    MotorInstrumentor,
+    instrument_client,
+    uninstrument_client,
+)
 from motor_otel.config import ENV_PREFIX, Settings
 from tests.conftest import CLIENT_OPTIONS
 from tests.signals import Signals, metrics
@@ -98,7 +104,7 @@ def dup_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 async def exported(
-    dup_names: None, mongodb_uri: str, signals: Signals
+    dup_names: None, mongodb_uri: str, signals: Signals, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[InMemoryMetricReader, AsyncIOMotorClient]:
     """Run the workload; the spans land in the ``exporter`` fixture, the points in the reader."""
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
@@ -113,15 +119,24 @@ async def exported(
         with_transaction="driver",
         query_text_max_length=1000,
     )
+    # Kept traces (a tiny buffer cap, so that something is dropped): their own provider, whose
+    # KeepTransactionsSampler samples nothing but the kept roots, exporting to the same exporter.
+    monkeypatch.setattr("motor_otel.kept.MAX_BUFFERED", 3)
+    keeping = signals.tracer_provider_with(KeepTransactionsSampler(ParentBased(ALWAYS_OFF)))
+    kept: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
+    instrument_client(kept, tracer_provider=keeping, meter_provider=signals.meter_provider)
     try:
         await _workload(client)
         await _unretried_commit(driver)
+        await _kept(kept)
     finally:
         await client.admin.command(FAIL_POINT_OFF)
         uninstrument_client(client)
         uninstrument_client(driver)
+        uninstrument_client(kept)
         client.close()
         driver.close()
+        kept.close()
     return signals.reader, client
 
 
@@ -135,6 +150,37 @@ async def _unretried_commit(client: AsyncIOMotorClient) -> None:
             await session.with_transaction(
                 lambda s: client.readme_tables.items.insert_one({"n": "driver"}, session=s)
             )
+
+
+async def _kept(client: AsyncIOMotorClient) -> None:
+    """A retried with_transaction and a failed lone transaction, both kept, both cut short."""
+    coll = client.readme_tables.kept
+    await coll.delete_many({})
+    await coll.insert_one({"_id": 0})
+    await client.admin.command(
+        _fail("update", 112, 1)
+        | {
+            "data": {
+                "failCommands": ["update"],
+                "errorCode": 112,
+                "errorLabels": ["TransientTransactionError"],
+            }
+        }
+    )
+
+    async def update(session: AsyncIOMotorClientSession) -> None:
+        for _ in range(2):
+            await coll.find_one({"_id": 0}, session=session)
+        await coll.update_one({"_id": 0}, {"$inc": {"n": 1}}, session=session)
+
+    async with await client.start_session() as session:
+        await session.with_transaction(update)
+        session.start_transaction()
+        for _ in range(2):
+            await coll.find_one({"_id": 0}, session=session)
+        with pytest.raises(DuplicateKeyError):
+            await coll.insert_one({"_id": 0}, session=session)
+        await session.abort_transaction()
 
 
 async def _workload(client: AsyncIOMotorClient) -> None:

@@ -79,7 +79,7 @@ async def test_motor_spec_mode_backoff_and_retry_log(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Our spec loop's backoff is measured the same way, and the retry log line says it too."""
-    monkeypatch.setattr("motor_otel.session.random", NO_JITTER)
+    monkeypatch.setattr("motor_otel.transaction.random", NO_JITTER)
     instrument_client(
         motor_client, tracer_provider=tracer_provider, with_transaction="spec", log_lifecycle=True
     )

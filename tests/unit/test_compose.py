@@ -105,3 +105,36 @@ def test_healthcheck_script_exit_status(
         command = _services()["mongo"]["command"]
         assert config["_id"] == command[command.index("--replSet") + 1]
         assert [member["_id"] for member in config["members"]] == [0]
+
+
+def test_prometheus_stores_exemplars_and_receives_them_over_otlp() -> None:
+    """Exemplar storage and the OTLP receiver are on, and the stack's app pushes its metrics
+    there (the pull format drops exemplars), under the keep sampler."""
+    services = _services()
+    command = services["prometheus"]["command"]
+    (features,) = [arg for arg in command if arg.startswith("--enable-feature=")]
+    assert {"exemplar-storage", "otlp-write-receiver"} <= set(features.split("=", 1)[1].split(","))
+    shop = " ".join(services["shop"]["command"])
+    assert "--metrics-otlp-endpoint http://prometheus:9090/api/v1/otlp/v1/metrics" in shop
+    assert "--sample " in shop
+    assert "prometheus" in services["shop"]["depends_on"]
+
+
+def test_the_tail_sampling_example_keys_on_our_attributes() -> None:
+    """examples/collector-tail-sampling.yaml keeps traces with attempts or commit attempts above
+    1 or ERROR status, and samples the rest, in a traces pipeline."""
+    path = COMPOSE.parent / "collector-tail-sampling.yaml"
+    config = yaml.safe_load(path.read_text())
+    policies = config["processors"]["tail_sampling"]["policies"]
+    numeric = {
+        p["numeric_attribute"]["key"]: p["numeric_attribute"]["min_value"]
+        for p in policies
+        if p["type"] == "numeric_attribute"
+    }
+    assert numeric == {
+        "db.mongodb.transaction.attempts": 2,
+        "db.mongodb.transaction.commit_attempts": 2,
+    }
+    (status,) = [p["status_code"]["status_codes"] for p in policies if p["type"] == "status_code"]
+    assert status == ["ERROR"]
+    assert config["service"]["pipelines"]["traces"]["processors"] == ["tail_sampling"]

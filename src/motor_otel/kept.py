@@ -1,0 +1,272 @@
+"""Kept transactions: the buffer of a transaction whose trace is not sampled, and its replay.
+
+Under a ``KeepTransactionsSampler``, a transaction whose caller's trace is not sampled is told
+in :class:`BufferedSpan` objects instead of SDK spans: a ``withTransaction`` (or a lone
+``transaction``) root, its attempts, operations and commands, each holding its name, start
+attributes, later attributes, events, status and ``time.time_ns()`` start and end. The core
+writes to them through the ``Span`` API, exactly as it writes to a recorded span, so the kept
+path and the live path build the same attributes with the same code.
+
+When a keep rule matches (:mod:`motor_otel.transaction` decides when), :func:`promote` starts
+the root as a new trace (the keep mark among its start attributes, a link to the caller's span
+context), replays what has finished with its real timestamps and leaves what is still open
+running as real spans: from then on each ``BufferedSpan`` forwards to its real span, so the
+references the core holds (the attempt in the correlator, an operation's scope, a command in
+flight) need no update, and new children start as ordinary SDK spans under a sampled parent.
+A transaction that matches no rule drops its buffer when it ends; no SDK span is built for it.
+
+At most :data:`MAX_BUFFERED` spans and events are buffered per transaction; what the cap drops is
+counted on the kept root as ``db.mongodb.transaction.kept_dropped``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status
+from opentelemetry.util.types import Attributes
+
+from motor_otel import attributes as A
+
+MAX_BUFFERED = 512
+"""Spans and events buffered per transaction before the kept trace would be cut."""
+
+_open: weakref.WeakSet[KeptStory] = weakref.WeakSet()
+
+
+def open_buffers() -> int:
+    """Transactions whose buffer is alive now: 0 when every one has ended (or was collected)."""
+    return len(_open)
+
+
+class KeptStory:
+    """One transaction's buffer: the caller it came from, what it holds, and its fate."""
+
+    __slots__ = ("__weakref__", "caller", "count", "dropped", "errors", "rule")
+
+    def __init__(self, caller: SpanContext) -> None:
+        self.caller = caller  # not sampled: the kept root links to it
+        self.count = 0  # spans and events buffered
+        self.dropped = 0  # what MAX_BUFFERED cut
+        self.errors = 0  # spans given ERROR status: an error ended something in it
+        self.rule: str | None = None  # the keep rule that matched, once one has
+        _open.add(self)
+
+    def room(self) -> bool:
+        """Count one more span or event; ``False`` (and counted as dropped) past the cap."""
+        if self.count >= MAX_BUFFERED:
+            self.dropped += 1
+            return False
+        self.count += 1
+        return True
+
+    def close(self) -> None:
+        """The transaction ended: nothing is buffered for it any more."""
+        _open.discard(self)
+
+
+class BufferedSpan(Span):
+    """A span of a transaction not (yet) kept; after :func:`promote`, its real span's proxy."""
+
+    __slots__ = (
+        "_attrs",
+        "_context",
+        "_events",
+        "_status",
+        "children",
+        "end_ns",
+        "kind",
+        "links",
+        "name",
+        "real",
+        "start_attrs",
+        "start_ns",
+        "story",
+    )
+
+    def __init__(
+        self,
+        story: KeptStory,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        context: SpanContext,
+    ) -> None:
+        self.story = story
+        self.name = name
+        self.kind = kind
+        self.start_attrs: Mapping[str, Any] = attributes or {}
+        self.links = list(links) if links else []
+        self._context = context  # the caller's: children of an unkept span stay unsampled
+        self.start_ns = time.time_ns()
+        self.end_ns: int | None = None
+        self._attrs: dict[str, Any] | None = None
+        self._events: list[tuple[str, Attributes, int]] | None = None
+        self._status: Status | None = None
+        self.children: list[BufferedSpan] = []
+        self.real: Span | None = None
+
+    def child(
+        self, name: str, kind: SpanKind, attributes: Attributes, links: Sequence[Link] | None
+    ) -> Span:
+        """A buffered child, or a non-recording stand-in once the story is full."""
+        if not self.story.room():
+            return NonRecordingSpan(self._context)
+        span = BufferedSpan(self.story, name, kind, attributes, links, self._context)
+        self.children.append(span)
+        return span
+
+    # -- the Span API: recorded while buffered, forwarded once promoted -----------------------
+    def get_span_context(self) -> SpanContext:
+        real = self.real
+        return self._context if real is None else real.get_span_context()
+
+    def is_recording(self) -> bool:
+        real = self.real
+        return True if real is None else real.is_recording()
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        real = self.real
+        if real is not None:
+            real.set_attributes(attributes)
+        elif self._attrs is None:
+            self._attrs = dict(attributes)
+        else:
+            self._attrs.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        real = self.real
+        if real is not None:
+            real.add_event(name, attributes, timestamp)
+            return
+        if not self.story.room():
+            return
+        if self._events is None:
+            self._events = []
+        self._events.append((name, attributes, time.time_ns() if timestamp is None else timestamp))
+
+    def update_name(self, name: str) -> None:
+        real = self.real
+        if real is not None:
+            real.update_name(name)
+        else:
+            self.name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        real = self.real
+        if real is not None:
+            real.set_status(status, description)
+            return
+        if not isinstance(status, Status):
+            status = Status(status, description)
+        if status.status_code is trace.StatusCode.ERROR:
+            self.story.errors += 1
+        self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        real = self.real
+        if real is not None:
+            real.record_exception(exception, attributes, timestamp, escaped)
+        else:  # never called by motor-otel (its own exception event leaves documents out)
+            self.add_event("exception", {A.EXCEPTION_TYPE: type(exception).__qualname__})
+
+    def end(self, end_time: int | None = None) -> None:
+        real = self.real
+        if real is not None:
+            real.end(end_time)
+        elif self.end_ns is None:
+            self.end_ns = time.time_ns() if end_time is None else end_time
+
+
+def buffered(span: Span) -> bool:
+    """``span`` is a buffered span not promoted (yet)."""
+    return type(span) is BufferedSpan and span.real is None
+
+
+def start_span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    context: Context | None,
+    kind: SpanKind = SpanKind.CLIENT,
+    attributes: Attributes = None,
+    links: Sequence[Link] | None = None,
+) -> Span:
+    """Start a span under ``context``: a buffered child when its parent is buffered, else the
+    tracer's span (a promoted parent forwards its real span context to the SDK)."""
+    if context is not None:
+        parent = trace.get_current_span(context)
+        if type(parent) is BufferedSpan and parent.real is None:
+            return parent.child(name, kind, attributes, links)
+    return tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
+
+
+def buffered_root(
+    story: KeptStory, name: str, attributes: Mapping[str, Any], context: SpanContext
+) -> BufferedSpan:
+    """The root of a transaction's buffer (``withTransaction`` or a lone ``transaction``)."""
+    story.count += 1
+    return BufferedSpan(story, name, SpanKind.CLIENT, attributes, None, context)
+
+
+def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:
+    """Keep the transaction: ``root`` starts a new trace with the keep mark and a link to the
+    caller's span; everything buffered is replayed with its real times. Idempotent."""
+    story = root.story
+    if root.real is not None or story.rule is not None:
+        return
+    story.rule = rule
+    links = list(root.links)
+    if story.caller.is_valid:
+        links.append(Link(story.caller))
+    attrs = {**root.start_attrs, A.TXN_KEPT: rule}
+    if story.dropped:  # nothing is buffered once kept: the count is final
+        attrs[A.TXN_KEPT_DROPPED] = story.dropped
+    _replay(tracer, root, Context(), attrs, links)
+
+
+def _replay(
+    tracer: trace.Tracer,
+    span: BufferedSpan,
+    context: Context,
+    attributes: Mapping[str, Any],
+    links: Sequence[Link],
+) -> None:
+    real = tracer.start_span(
+        span.name,
+        context=context,
+        kind=span.kind,
+        attributes=attributes,
+        links=links or None,
+        start_time=span.start_ns,
+    )
+    if span._attrs:
+        real.set_attributes(span._attrs)
+    for name, event_attrs, timestamp in span._events or ():
+        real.add_event(name, event_attrs, timestamp)
+    if span._status is not None:
+        real.set_status(span._status)
+    span.real = real  # from here on it forwards: nothing more is buffered in it
+    inner = trace.set_span_in_context(real)
+    for child in span.children:
+        _replay(tracer, child, inner, child.start_attrs, child.links)
+    span.children = []
+    if span.end_ns is not None:
+        real.end(span.end_ns)
