@@ -3,9 +3,12 @@
 Under a ``KeepTransactionsSampler``, a transaction whose caller's trace is not sampled is told
 in :class:`BufferedSpan` objects instead of SDK spans: a ``withTransaction`` (or a lone
 ``transaction``) root, its attempts, operations and commands, each holding its name, start
-attributes, later attributes, events, status and ``time.time_ns()`` start and end. The core
-writes to them through the ``Span`` API, exactly as it writes to a recorded span, so the kept
-path and the live path build the same attributes with the same code.
+writes, in order, and ``time.time_ns()`` start and end. What is costly to build (a command's
+attributes and query text, its reply's, an attempt's end) is not built for them: the core hands
+the builder and the raw facts it reads (the driver's event, a reply, a session's cluster time) to
+:func:`write`, which runs it at once on a recorded span and, on a buffered one, only if the
+transaction is kept, on its real span. So the kept path and the live path build the same
+attributes with the same code, and a transaction that is not kept builds none of them.
 
 When a keep rule matches (:mod:`motor_otel.transaction` decides when), :func:`promote` starts
 the root as a new trace (the keep mark among its start attributes, a link to the caller's span
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -32,6 +35,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from opentelemetry.util.types import Attributes
 
 from motor_otel import attributes as A
+from motor_otel._guard import guard
 
 MAX_BUFFERED = 512
 """Spans and events buffered per transaction before the kept trace would be cut."""
@@ -74,10 +78,8 @@ class BufferedSpan(Span):
     """A span of a transaction not (yet) kept; after :func:`promote`, its real span's proxy."""
 
     __slots__ = (
-        "_attrs",
         "_context",
-        "_events",
-        "_status",
+        "_log",
         "children",
         "end_ns",
         "kind",
@@ -106,9 +108,7 @@ class BufferedSpan(Span):
         self._context = context  # the caller's: children of an unkept span stay unsampled
         self.start_ns = time.time_ns()
         self.end_ns: int | None = None
-        self._attrs: dict[str, Any] | None = None
-        self._events: list[tuple[str, Attributes, int]] | None = None
-        self._status: Status | None = None
+        self._log: list[tuple[Writer, tuple[Any, ...]]] | None = None  # writes, in order
         self.children: list[BufferedSpan] = []
         self.real: Span | None = None
 
@@ -131,14 +131,19 @@ class BufferedSpan(Span):
         real = self.real
         return True if real is None else real.is_recording()
 
+    def later(self, writer: Writer, args: tuple[Any, ...]) -> None:
+        """Write ``writer(span, *args)`` to the real span if the transaction is kept."""
+        if self._log is None:
+            self._log = [(writer, args)]
+        else:
+            self._log.append((writer, args))
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         real = self.real
         if real is not None:
             real.set_attributes(attributes)
-        elif self._attrs is None:
-            self._attrs = dict(attributes)
         else:
-            self._attrs.update(attributes)
+            self.later(_set_attributes, (dict(attributes),))
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.set_attributes({key: value})
@@ -149,12 +154,9 @@ class BufferedSpan(Span):
         real = self.real
         if real is not None:
             real.add_event(name, attributes, timestamp)
-            return
-        if not self.story.room():
-            return
-        if self._events is None:
-            self._events = []
-        self._events.append((name, attributes, time.time_ns() if timestamp is None else timestamp))
+        elif self.story.room():
+            stamp = time.time_ns() if timestamp is None else timestamp
+            self.later(_add_event, (name, attributes, stamp))
 
     def update_name(self, name: str) -> None:
         real = self.real
@@ -172,7 +174,7 @@ class BufferedSpan(Span):
             status = Status(status, description)
         if status.status_code is trace.StatusCode.ERROR:
             self.story.errors += 1
-        self._status = status
+        self.later(_set_status, (status,))
 
     def record_exception(
         self,
@@ -195,9 +197,40 @@ class BufferedSpan(Span):
             self.end_ns = time.time_ns() if end_time is None else end_time
 
 
+Writer = Callable[..., None]
+"""``writer(span, *facts)``: writes what it builds from ``facts`` to ``span``."""
+
+
+def _set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
+    span.set_attributes(attributes)
+
+
+def _add_event(span: Span, name: str, attributes: Attributes, timestamp: int) -> None:
+    span.add_event(name, attributes, timestamp)
+
+
+def _set_status(span: Span, status: Status) -> None:
+    span.set_status(status)
+
+
 def buffered(span: Span) -> bool:
     """``span`` is a buffered span not promoted (yet)."""
     return type(span) is BufferedSpan and span.real is None
+
+
+def write(span: Span, writer: Writer, *facts: Any) -> None:
+    """``writer(span, *facts)`` now on a recorded span; on a buffered one, only if it is kept.
+
+    The one way the core writes what is costly to build (attributes, query text, hooks) to a
+    span that may be buffered: the builder runs once, on the span that is exported, and never
+    for a transaction no rule keeps. ``facts`` are references the driver handed us (events,
+    replies, documents), held until the transaction ends and never changed. Failures are
+    written at once (``set_status`` counts them: the ``failed`` rule reads that count).
+    """
+    if type(span) is BufferedSpan and span.real is None:
+        span.later(writer, facts)
+    else:
+        writer(span, *facts)
 
 
 def start_span(
@@ -257,12 +290,10 @@ def _replay(
         links=links or None,
         start_time=span.start_ns,
     )
-    if span._attrs:
-        real.set_attributes(span._attrs)
-    for name, event_attrs, timestamp in span._events or ():
-        real.add_event(name, event_attrs, timestamp)
-    if span._status is not None:
-        real.set_status(span._status)
+    log, span._log = span._log, None
+    for writer, facts in log or ():
+        with guard("kept.replay"):  # one builder's failure costs only what it writes
+            writer(real, *facts)
     span.real = real  # from here on it forwards: nothing more is buffered in it
     inner = trace.set_span_in_context(real)
     for child in span.children:

@@ -27,7 +27,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.kept import start_span
+from motor_otel.kept import start_span, write
 from motor_otel.operations import CURRENT_OPERATION, OperationScope
 
 
@@ -124,14 +124,24 @@ class TracingCommandListener(monitoring.CommandListener):
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
         span = start_span(t.tracer, name, context=ctx, links=link)  # buffered under a buffer
-        if span.is_recording():
-            attrs = self._start_attributes(event, name, command, lsid, txn)
-            driver_id = _driver_connection_id(publisher)
-            if driver_id is not None:
-                attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
-            span.set_attributes(attrs)
-            call_hook("request_hook", t.settings.request_hook, span, event)
+        if span.is_recording():  # built now, or for a buffered span only once it is kept
+            write(span, self._write_started, event, lsid, txn, _driver_connection_id(publisher))
         t.correlator.start_command(key, span, attempt)
+
+    def _write_started(
+        self,
+        span: Span,
+        event: monitoring.CommandStartedEvent,
+        lsid: str | None,
+        txn: int | None,
+        driver_id: int | None,
+    ) -> None:
+        """A command span's start attributes and the request hook."""
+        attrs = self._start_attributes(event, event.command_name, event.command, lsid, txn)
+        if driver_id is not None:
+            attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
+        span.set_attributes(attrs)
+        call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
 
     def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
         """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
@@ -185,13 +195,8 @@ class TracingCommandListener(monitoring.CommandListener):
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
                     _note_labels(attempt, labels)
             else:
-                attrs: dict[str, Any] = {}
-                cursor_id = _reply_cursor_id(reply) or sent_cursor
-                if cursor_id is not None:
-                    attrs[A.MONGODB_CURSOR_ID] = cursor_id
                 labels = A.error_labels_of(reply)
                 if labels:  # e.g. a writeConcernError on an ok:1 commit
-                    attrs[A.ERROR_LABELS] = labels
                     _note_labels(attempt, labels)
                 error = (  # an ok:1 reply can still report failed writes
                     E.reply_error(reply)
@@ -199,18 +204,36 @@ class TracingCommandListener(monitoring.CommandListener):
                     else None
                 )
                 if event_at:
+                    attrs = _reply_attributes(reply, sent_cursor, labels)
                     _command_event(span, event, event_at, attrs, error)
                     return
-                _times(reply, attrs)
-                if error is None:
-                    span.set_attributes(attrs)
-                else:
-                    _record_failure(span, _write_failure(reply), error, attrs, labels)
-                call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
+                if error is None:  # built now, or for a buffered span only once it is kept
+                    write(span, self._write_succeeded, event, sent_cursor, labels, None)
+                else:  # at once: the stack is where the reply came, and ERROR counts now
+                    self._write_succeeded(span, event, sent_cursor, labels, error)
         except Exception as exc:
             report("listener.succeeded", exc)
         if span is not None and not event_at:
             span.end()
+
+    def _write_succeeded(
+        self,
+        span: Span,
+        event: monitoring.CommandSucceededEvent,
+        sent_cursor: int | None,
+        labels: list[str],
+        error: tuple[str, int | None] | None,
+    ) -> None:
+        """A command span's reply attributes (its failure, for an ok:1 reply that reports
+        one) and the response hook."""
+        reply = event.reply
+        attrs = _reply_attributes(reply, sent_cursor, labels)
+        _times(reply, attrs)
+        if error is None:
+            span.set_attributes(attrs)
+        else:
+            _record_failure(span, _write_failure(reply), error, attrs, labels)
+        call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
@@ -268,6 +291,17 @@ def _sent_cursor_id(name: str, command: Any) -> int | None:
     else:
         return None
     return int(cursor) if isinstance(cursor, int) and not isinstance(cursor, bool) else None
+
+
+def _reply_attributes(reply: Any, sent_cursor: int | None, labels: list[str]) -> dict[str, Any]:
+    """A reply's cursor (else the one the command named) and error labels."""
+    attrs: dict[str, Any] = {}
+    cursor_id = _reply_cursor_id(reply) or sent_cursor
+    if cursor_id is not None:
+        attrs[A.MONGODB_CURSOR_ID] = cursor_id
+    if labels:
+        attrs[A.ERROR_LABELS] = labels
+    return attrs
 
 
 def _reply_cursor_id(reply: Any) -> int | None:
