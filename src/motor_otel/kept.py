@@ -238,16 +238,19 @@ def start_span(
     name: str,
     *,
     context: Context | None,
+    parent: Span | None = None,
     kind: SpanKind = SpanKind.CLIENT,
     attributes: Attributes = None,
     links: Sequence[Link] | None = None,
 ) -> Span:
     """Start a span under ``context``: a buffered child when its parent is buffered, else the
-    tracer's span (a promoted parent forwards its real span context to the SDK)."""
-    if context is not None:
+    tracer's span (a promoted parent forwards its real span context to the SDK). ``parent``,
+    when the caller has it at hand, is the span ``context`` holds (the current one when
+    ``context`` is ``None``), so it is not looked up again."""
+    if parent is None and context is not None:
         parent = trace.get_current_span(context)
-        if type(parent) is BufferedSpan and parent.real is None:
-            return parent.child(name, kind, attributes, links)
+    if type(parent) is BufferedSpan and parent.real is None:
+        return parent.child(name, kind, attributes, links)
     return tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
 
 

@@ -27,7 +27,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import ContribSuppressor, pymongo_traces_command
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.kept import start_span, write
+from motor_otel.kept import buffered, start_span, write
 from motor_otel.operations import CURRENT_OPERATION, OperationScope
 
 
@@ -83,28 +83,40 @@ class TracingCommandListener(monitoring.CommandListener):
         if A.is_sensitive(name, command):
             return
         t = self.telemetry
-        lsid = A.lsid_to_str(command.get("lsid"))
-        txn = A.txn_number_of(command)
-        attempt = None
-        if lsid is not None and txn is not None:
-            attempt = t.correlator.find_attempt(lsid, txn)
         key = (event.connection_id, event.request_id)
         # Parent, per the correlation rules in docs/architecture.md; whether anything under it
         # records was decided when it started (its `silent`), so nothing is built for nobody.
         ctx = None
-        if attempt is not None and (scope is None or scope.attempt is not attempt):
-            parent: Span = attempt.span
-            silent = attempt.silent
-            if not silent:
-                ctx = attempt.context
-        elif scope is not None:
+        attempt: Attempt | None
+        lsid: str | None
+        txn: int | None
+        if scope is not None and scope.attempt is not None and buffered(scope.span):
+            # A buffered operation's commands are its attempt's, as a silent one's are: no
+            # lookup and no context; they are buffered too (motor_otel.kept).
+            attempt = scope.attempt
+            lsid, txn = attempt.lsid, attempt.txn_number
             scope.address = event.connection_id  # the metric's server.*: its last command's
-            parent, silent, ctx = scope.span, scope.silent, scope.context
-            if not silent and ctx is None:
-                ctx = trace.set_span_in_context(parent)
+            parent: Span = scope.span
+            silent = False
         else:
-            parent = trace.get_current_span()
-            silent = t.decider.children_dropped(parent)
+            lsid = A.lsid_to_str(command.get("lsid"))
+            txn = A.txn_number_of(command)
+            attempt = None
+            if lsid is not None and txn is not None:
+                attempt = t.correlator.find_attempt(lsid, txn)
+            if attempt is not None and (scope is None or scope.attempt is not attempt):
+                parent = attempt.span
+                silent = attempt.silent
+                if not silent:
+                    ctx = attempt.context
+            elif scope is not None:
+                scope.address = event.connection_id
+                parent, silent, ctx = scope.span, scope.silent, scope.context
+                if not silent and ctx is None:
+                    ctx = trace.set_span_in_context(parent)
+            else:
+                parent = trace.get_current_span()
+                silent = t.decider.children_dropped(parent)
         if t.events:  # no span: an event on the operation (or attempt) span, at the reply,
             # stamped when sent. Never on a span that is not ours (a command outside any
             # operation or transaction of ours, e.g. PyMongo's own endSessions): none then.
@@ -123,7 +135,7 @@ class TracingCommandListener(monitoring.CommandListener):
             caller = trace.get_current_span().get_span_context()
             if caller.is_valid and caller != attempt.span.get_span_context():
                 link = [Link(caller)]
-        span = start_span(t.tracer, name, context=ctx, links=link)  # buffered under a buffer
+        span = start_span(t.tracer, name, context=ctx, parent=parent, links=link)  # buffered
         if span.is_recording():  # built now, or for a buffered span only once it is kept
             write(span, self._write_started, event, lsid, txn, _driver_connection_id(publisher))
         t.correlator.start_command(key, span, attempt)

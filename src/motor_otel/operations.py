@@ -28,7 +28,7 @@ from motor_otel import errors as E
 from motor_otel._guard import guard, report
 from motor_otel.correlation import Attempt, Telemetry
 from motor_otel.events import OperationSummary, RetryCause
-from motor_otel.kept import start_span
+from motor_otel.kept import buffered, start_span
 
 
 @dataclass(slots=True, eq=False)
@@ -140,9 +140,12 @@ def start_operation(
         telemetry.tracer,
         span_attrs[A.DB_OPERATION_SUMMARY],  # type: ignore[arg-type]
         context=ctx,
+        parent=attempt.span if attempt is not None else caller,
         attributes=A.with_old_names(dict(span_attrs)) if telemetry.old_names else span_attrs,
         links=links,
     )
+    if buffered(span):  # not made current, as its attempt is not: the app's span stays current
+        return OperationScope(span, attempt, attrs)
     if span.is_recording():
         return OperationScope(span, attempt, attrs, context=trace.set_span_in_context(span))
     silent = telemetry.decider.children_dropped(span)
