@@ -104,12 +104,12 @@ class BufferedSpan(Span):
         self.name = name
         self.kind = kind
         self.start_attrs: Mapping[str, Any] = attributes or {}
-        self.links = list(links) if links else []
+        self.links = links  # the caller's list, not changed after
         self._context = context  # the caller's: children of an unkept span stay unsampled
         self.start_ns = time.time_ns()
         self.end_ns: int | None = None
         self._log: list[tuple[Writer, tuple[Any, ...]]] | None = None  # writes, in order
-        self.children: list[BufferedSpan] = []
+        self.children: list[BufferedSpan] | None = None  # most have none: made at the first
         self.real: Span | None = None
 
     def child(
@@ -119,7 +119,10 @@ class BufferedSpan(Span):
         if not self.story.room():
             return NonRecordingSpan(self._context)
         span = BufferedSpan(self.story, name, kind, attributes, links, self._context)
-        self.children.append(span)
+        if self.children is None:
+            self.children = [span]
+        else:
+            self.children.append(span)
         return span
 
     # -- the Span API: recorded while buffered, forwarded once promoted -----------------------
@@ -269,7 +272,7 @@ def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:
     if root.real is not None or story.rule is not None:
         return
     story.rule = rule
-    links = list(root.links)
+    links = list(root.links or ())
     if story.caller.is_valid:
         links.append(Link(story.caller))
     attrs = {**root.start_attrs, A.TXN_KEPT: rule}
@@ -283,7 +286,7 @@ def _replay(
     span: BufferedSpan,
     context: Context,
     attributes: Mapping[str, Any],
-    links: Sequence[Link],
+    links: Sequence[Link] | None,
 ) -> None:
     real = tracer.start_span(
         span.name,
@@ -299,8 +302,8 @@ def _replay(
             writer(real, *facts)
     span.real = real  # from here on it forwards: nothing more is buffered in it
     inner = trace.set_span_in_context(real)
-    for child in span.children:
+    children, span.children = span.children, None
+    for child in children or ():
         _replay(tracer, child, inner, child.start_attrs, child.links)
-    span.children = []
     if span.end_ns is not None:
         real.end(span.end_ns)
