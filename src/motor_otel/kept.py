@@ -103,7 +103,7 @@ class BufferedSpan(Span):
         self.story = story
         self.name = name
         self.kind = kind
-        self.start_attrs: Mapping[str, Any] = attributes or {}
+        self.start_attrs: Attributes = attributes  # a shared mapping, never changed
         self.links = links  # the caller's list, not changed after
         self._context = context  # the caller's: children of an unkept span stay unsampled
         self.start_ns = time.time_ns()
@@ -116,9 +116,12 @@ class BufferedSpan(Span):
         self, name: str, kind: SpanKind, attributes: Attributes, links: Sequence[Link] | None
     ) -> Span:
         """A buffered child, or a non-recording stand-in once the story is full."""
-        if not self.story.room():
+        story = self.story
+        if story.count >= MAX_BUFFERED:  # KeptStory.room, inline: this runs for every span
+            story.dropped += 1
             return NonRecordingSpan(self._context)
-        span = BufferedSpan(self.story, name, kind, attributes, links, self._context)
+        story.count += 1
+        span = BufferedSpan(story, name, kind, attributes, links, self._context)
         if self.children is None:
             self.children = [span]
         else:
@@ -134,19 +137,12 @@ class BufferedSpan(Span):
         real = self.real
         return True if real is None else real.is_recording()
 
-    def later(self, writer: Writer, args: tuple[Any, ...]) -> None:
-        """Write ``writer(span, *args)`` to the real span if the transaction is kept."""
-        if self._log is None:
-            self._log = [(writer, args)]
-        else:
-            self._log.append((writer, args))
-
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         real = self.real
         if real is not None:
             real.set_attributes(attributes)
         else:
-            self.later(_set_attributes, (dict(attributes),))
+            write(self, _set_attributes, dict(attributes))
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.set_attributes({key: value})
@@ -159,7 +155,7 @@ class BufferedSpan(Span):
             real.add_event(name, attributes, timestamp)
         elif self.story.room():
             stamp = time.time_ns() if timestamp is None else timestamp
-            self.later(_add_event, (name, attributes, stamp))
+            write(self, _add_event, name, attributes, stamp)
 
     def update_name(self, name: str) -> None:
         real = self.real
@@ -177,7 +173,7 @@ class BufferedSpan(Span):
             status = Status(status, description)
         if status.status_code is trace.StatusCode.ERROR:
             self.story.errors += 1
-        self.later(_set_status, (status,))
+        write(self, _set_status, status)
 
     def record_exception(
         self,
@@ -231,7 +227,11 @@ def write(span: Span, writer: Writer, *facts: Any) -> None:
     written at once (``set_status`` counts them: the ``failed`` rule reads that count).
     """
     if type(span) is BufferedSpan and span.real is None:
-        span.later(writer, facts)
+        log = span._log
+        if log is None:
+            span._log = [(writer, facts)]
+        else:
+            log.append((writer, facts))
     else:
         writer(span, *facts)
 
@@ -275,7 +275,7 @@ def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:
     links = list(root.links or ())
     if story.caller.is_valid:
         links.append(Link(story.caller))
-    attrs = {**root.start_attrs, A.TXN_KEPT: rule}
+    attrs = {**(root.start_attrs or {}), A.TXN_KEPT: rule}
     if story.dropped:  # nothing is buffered once kept: the count is final
         attrs[A.TXN_KEPT_DROPPED] = story.dropped
     _replay(tracer, root, Context(), attrs, links)
@@ -285,7 +285,7 @@ def _replay(
     tracer: trace.Tracer,
     span: BufferedSpan,
     context: Context,
-    attributes: Mapping[str, Any],
+    attributes: Attributes,
     links: Sequence[Link] | None,
 ) -> None:
     real = tracer.start_span(
