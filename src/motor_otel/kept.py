@@ -51,7 +51,7 @@ def open_buffers() -> int:
 class KeptStory:
     """One transaction's buffer: the caller it came from, what it holds, and its fate."""
 
-    __slots__ = ("__weakref__", "caller", "count", "dropped", "errors", "rule")
+    __slots__ = ("__weakref__", "caller", "count", "dropped", "errors", "root", "rule")
 
     def __init__(self, caller: SpanContext) -> None:
         self.caller = caller  # not sampled: the kept root links to it
@@ -59,6 +59,7 @@ class KeptStory:
         self.dropped = 0  # what MAX_BUFFERED cut
         self.errors = 0  # spans given ERROR status: an error ended something in it
         self.rule: str | None = None  # the keep rule that matched, once one has
+        self.root: BufferedSpan | None = None
         _open.add(self)
 
     def room(self) -> bool:
@@ -70,8 +71,25 @@ class KeptStory:
         return True
 
     def close(self) -> None:
-        """The transaction ended: nothing is buffered for it any more."""
+        """The transaction ended: nothing is buffered for it any more.
+
+        Unkept, its spans let go of what they hold (the driver's events and documents) and
+        become stand-ins for the caller's span: a reference that outlives the transaction (an
+        operation left in a context copied by a pending timer) keeps no document alive, and
+        what reaches such a span late is not recorded.
+        """
         _open.discard(self)
+        root, self.root = self.root, None
+        if root is None or self.rule is not None:
+            return
+        stand_in = NonRecordingSpan(self.caller)
+        spans = [root]
+        while spans:
+            span = spans.pop()
+            span.real, span._log = stand_in, None
+            if span.children:
+                spans.extend(span.children)
+            span.children = None
 
 
 class BufferedSpan(Span):
@@ -262,7 +280,8 @@ def buffered_root(
 ) -> BufferedSpan:
     """The root of a transaction's buffer (``withTransaction`` or a lone ``transaction``)."""
     story.count += 1
-    return BufferedSpan(story, name, SpanKind.CLIENT, attributes, None, context)
+    root = story.root = BufferedSpan(story, name, SpanKind.CLIENT, attributes, None, context)
+    return root
 
 
 def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:

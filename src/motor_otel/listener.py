@@ -138,6 +138,7 @@ class TracingCommandListener(monitoring.CommandListener):
         span = start_span(t.tracer, name, context=ctx, parent=parent, links=link)  # buffered
         if span.is_recording():  # built now, or for a buffered span only once it is kept
             write(span, self._write_started, event, lsid, txn, _driver_connection_id(publisher))
+            _hook(span, "request_hook", t.settings.request_hook, event)
         t.correlator.start_command(key, span, attempt)
 
     def _write_started(
@@ -148,12 +149,11 @@ class TracingCommandListener(monitoring.CommandListener):
         txn: int | None,
         driver_id: int | None,
     ) -> None:
-        """A command span's start attributes and the request hook."""
+        """A command span's start attributes."""
         attrs = self._start_attributes(event, event.command_name, event.command, lsid, txn)
         if driver_id is not None:
             attrs[A.MONGODB_DRIVER_CONNECTION_ID] = driver_id
         span.set_attributes(attrs)
-        call_hook("request_hook", self.telemetry.settings.request_hook, span, event)
 
     def _native_started(self, event: monitoring.CommandStartedEvent) -> None:
         """PyMongo makes this command's span; we only follow it for its attempt's error labels."""
@@ -223,6 +223,7 @@ class TracingCommandListener(monitoring.CommandListener):
                     write(span, self._write_succeeded, event, sent_cursor, labels, None)
                 else:  # at once: the stack is where the reply came, and ERROR counts now
                     self._write_succeeded(span, event, sent_cursor, labels, error)
+                _hook(span, "response_hook", self.telemetry.settings.response_hook, event)
         except Exception as exc:
             report("listener.succeeded", exc)
         if span is not None and not event_at:
@@ -237,7 +238,7 @@ class TracingCommandListener(monitoring.CommandListener):
         error: tuple[str, int | None] | None,
     ) -> None:
         """A command span's reply attributes (its failure, for an ok:1 reply that reports
-        one) and the response hook."""
+        one)."""
         reply = event.reply
         attrs = _reply_attributes(reply, sent_cursor, labels)
         _times(reply, attrs)
@@ -245,7 +246,6 @@ class TracingCommandListener(monitoring.CommandListener):
             span.set_attributes(attrs)
         else:
             _record_failure(span, _write_failure(reply), error, attrs, labels)
-        call_hook("response_hook", self.telemetry.settings.response_hook, span, event)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         found = self.telemetry.correlator.pop_command((event.connection_id, event.request_id))
@@ -269,9 +269,20 @@ class TracingCommandListener(monitoring.CommandListener):
                     return
                 _times(failure, attrs)
                 _record_failure(span, failure, error, attrs, labels)
-                call_hook("failed_hook", self.telemetry.settings.failed_hook, span, event)
+                _hook(span, "failed_hook", self.telemetry.settings.failed_hook, event)
         if span is not None and not event_at:
             span.end()
+
+
+def _hook(span: Span, where: str, hook: Any, event: Any) -> None:
+    """A user hook on a command span: now, or for a buffered span on its kept span (hooks
+    see only spans that are exported)."""
+    if hook is not None:
+        write(span, _call_hook, where, hook, event)
+
+
+def _call_hook(span: Span, where: str, hook: Any, event: Any) -> None:
+    call_hook(where, hook, span, event)
 
 
 def _command_event(

@@ -3,6 +3,7 @@ AsyncMongoClient, under unsampled request spans)."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,10 +12,12 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import StatusCode
 from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.monitoring import CommandStartedEvent, CommandSucceededEvent
 
 from motor_otel import KeepTransactionsSampler
-from motor_otel.kept import open_buffers
+from motor_otel.kept import BufferedSpan, buffered, open_buffers
 from motor_otel.testing import fail_command
 from tests.signals import Signals, make_signals
 from tests.spans import children, named
@@ -260,4 +263,63 @@ async def test_commit_not_retried_keeps_what_motors_loop_let_escape(motor_client
     assert [s.name for s in children(spans, attempt)] == [
         "update keep_rules_not_retried.c",
         "commitTransaction admin",
+    ]
+
+
+async def test_an_unkept_transaction_builds_no_command_attributes(
+    async_driver_client: Any,
+) -> None:
+    """Command attributes, query text and hooks are built only for a transaction that is kept,
+    on its exported spans; a buffer holds no span of ours once its transaction has ended."""
+    signals = make_signals(sampler=KeepTransactionsSampler(NEVER))
+    hooked: list[tuple[str, str, bool]] = []
+
+    def hook(span: Any, event: Any) -> None:
+        hooked.append((event.command_name, type(event).__name__, span.is_recording()))
+
+    hooks = {"request_hook": hook, "response_hook": hook, "failed_hook": hook}
+    client = signals.instrument(async_driver_client, query_text_max_length=200, **hooks)
+    db = await _db(client, "keep_rules_lean")
+
+    async def callback(session: Any) -> None:
+        await db.c.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+
+    await _in_request(signals, client, callback)  # commits at once: matches no rule
+    assert (hooked, signals.spans()) == ([], ())
+    assert _buffered_and_events() == ([], [])
+
+    await client.admin.command(_retry_once(db))
+    await _in_request(signals, client, callback)  # retried: kept
+    started, succeeded, failed = (
+        "CommandStartedEvent",
+        "CommandSucceededEvent",
+        "CommandFailedEvent",
+    )
+    assert hooked == [
+        ("update", started, True),  # the first attempt's, replayed on its kept spans
+        ("update", failed, True),
+        ("abortTransaction", started, True),
+        ("abortTransaction", failed, True),  # NoSuchTransaction: the server aborted it
+        ("update", started, True),  # the retry's, live
+        ("update", succeeded, True),
+        ("commitTransaction", started, True),
+        ("commitTransaction", succeeded, True),
+    ]
+    first, second = named(signals.spans(), "update")  # the replayed one is exported first
+    for update in (first, second):
+        assert update.attributes["db.query.text"].startswith('{"update": "c", "ordered": "?"')
+        assert isinstance(update.attributes["db.mongodb.driver_connection_id"], int)
+    assert (first.status.status_code, second.status.status_code) == (
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    )
+    assert _buffered_and_events() == ([], [])
+
+
+def _buffered_and_events() -> tuple[list[Any], list[Any]]:
+    """Spans still buffering, and the driver's command events (and so documents) still held."""
+    gc.collect()
+    alive = gc.get_objects()
+    return [o for o in alive if isinstance(o, BufferedSpan) and buffered(o)], [
+        o for o in alive if isinstance(o, (CommandStartedEvent, CommandSucceededEvent))
     ]
