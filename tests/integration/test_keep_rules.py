@@ -320,6 +320,7 @@ def _buffered_and_events() -> tuple[list[Any], list[Any]]:
     """Spans still buffering, and the driver's command events (and so documents) still held."""
     gc.collect()
     alive = gc.get_objects()
-    return [o for o in alive if isinstance(o, BufferedSpan) and buffered(o)], [
-        o for o in alive if isinstance(o, (CommandStartedEvent, CommandSucceededEvent))
+    events = (CommandStartedEvent, CommandSucceededEvent)  # type(): a dead proxy may be there
+    return [o for o in alive if type(o) is BufferedSpan and buffered(o)], [
+        o for o in alive if type(o) in events
     ]
