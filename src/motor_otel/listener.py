@@ -138,7 +138,8 @@ class TracingCommandListener(monitoring.CommandListener):
         span = start_span(t.tracer, name, context=ctx, parent=parent, links=link)  # buffered
         if span.is_recording():  # built now, or for a buffered span only once it is kept
             write(span, self._write_started, event, lsid, txn, _driver_connection_id(publisher))
-            _hook(span, "request_hook", t.settings.request_hook, event)
+            if t.settings.request_hook is not None:  # hooks see only spans that are exported
+                write(span, _call_hook, "request_hook", t.settings.request_hook, event)
         t.correlator.start_command(key, span, attempt)
 
     def _write_started(
@@ -223,7 +224,9 @@ class TracingCommandListener(monitoring.CommandListener):
                     write(span, self._write_succeeded, event, sent_cursor, labels, None)
                 else:  # at once: the stack is where the reply came, and ERROR counts now
                     self._write_succeeded(span, event, sent_cursor, labels, error)
-                _hook(span, "response_hook", self.telemetry.settings.response_hook, event)
+                hook = self.telemetry.settings.response_hook
+                if hook is not None:
+                    write(span, _call_hook, "response_hook", hook, event)
         except Exception as exc:
             report("listener.succeeded", exc)
         if span is not None and not event_at:
@@ -269,19 +272,16 @@ class TracingCommandListener(monitoring.CommandListener):
                     return
                 _times(failure, attrs)
                 _record_failure(span, failure, error, attrs, labels)
-                _hook(span, "failed_hook", self.telemetry.settings.failed_hook, event)
+                hook = self.telemetry.settings.failed_hook
+                if hook is not None:
+                    write(span, _call_hook, "failed_hook", hook, event)
         if span is not None and not event_at:
             span.end()
 
 
-def _hook(span: Span, where: str, hook: Any, event: Any) -> None:
-    """A user hook on a command span: now, or for a buffered span on its kept span (hooks
-    see only spans that are exported)."""
-    if hook is not None:
-        write(span, _call_hook, where, hook, event)
-
-
 def _call_hook(span: Span, where: str, hook: Any, event: Any) -> None:
+    """A user hook on a command span, through :func:`motor_otel.kept.write`: now, or for a
+    buffered span on its kept span (hooks see only spans that are exported)."""
     call_hook(where, hook, span, event)
 
 
