@@ -51,7 +51,7 @@ def open_buffers() -> int:
 class KeptStory:
     """One transaction's buffer: the caller it came from, what it holds, and its fate."""
 
-    __slots__ = ("__weakref__", "caller", "count", "dropped", "errors", "root", "rule")
+    __slots__ = ("__weakref__", "caller", "count", "dropped", "errors", "rule")
 
     def __init__(self, caller: SpanContext) -> None:
         self.caller = caller  # not sampled: the kept root links to it
@@ -59,7 +59,6 @@ class KeptStory:
         self.dropped = 0  # what MAX_BUFFERED cut
         self.errors = 0  # spans given ERROR status: an error ended something in it
         self.rule: str | None = None  # the keep rule that matched, once one has
-        self.root: BufferedSpan | None = None
         _open.add(self)
 
     def room(self) -> bool:
@@ -70,8 +69,9 @@ class KeptStory:
         self.count += 1
         return True
 
-    def close(self) -> None:
-        """The transaction ended: nothing is buffered for it any more.
+    def close(self, root: Span) -> None:
+        """The transaction (whose buffered root is ``root``) ended: nothing is buffered for it
+        any more.
 
         Unkept, its spans let go of what they hold (the driver's events and documents) and
         become stand-ins for the caller's span: a reference that outlives the transaction (an
@@ -79,8 +79,7 @@ class KeptStory:
         what reaches such a span late is not recorded.
         """
         _open.discard(self)
-        root, self.root = self.root, None
-        if root is None or self.rule is not None:
+        if type(root) is not BufferedSpan or self.rule is not None:
             return
         stand_in = NonRecordingSpan(self.caller)
         spans = [root]
@@ -280,8 +279,7 @@ def buffered_root(
 ) -> BufferedSpan:
     """The root of a transaction's buffer (``withTransaction`` or a lone ``transaction``)."""
     story.count += 1
-    root = story.root = BufferedSpan(story, name, SpanKind.CLIENT, attributes, None, context)
-    return root
+    return BufferedSpan(story, name, SpanKind.CLIENT, attributes, None, context)
 
 
 def promote(tracer: trace.Tracer, root: BufferedSpan, rule: str) -> None:

@@ -312,7 +312,7 @@ class TransactionTracer:
                     self._keep(t, span, "failed")
                 elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
                     self._keep(t, span, f"slow:{rules.slow_ms:g}")
-                story.close()
+                story.close(span)
             self._emit_summary(
                 t,
                 span,
@@ -524,7 +524,7 @@ class TransactionTracer:
                 self._keep(t, span, "commit_not_retried")
             elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
                 self._keep(t, span, f"slow:{rules.slow_ms:g}")
-            wt.story.close()
+            wt.story.close(span)
         recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
