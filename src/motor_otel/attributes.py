@@ -57,6 +57,9 @@ TXN_MAX_COMMIT_TIME_MS = "db.mongodb.transaction.max_commit_time_ms"
 TXN_BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
 TXN_RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 TXN_WASTED_MS = "db.mongodb.transaction.wasted_ms"
+TXN_SERVER_MS = "db.mongodb.transaction.server_ms"
+TXN_APP_MS = "db.mongodb.transaction.app_ms"
+TXN_WRITE_WINDOW_MS = "db.mongodb.transaction.write_window_ms"
 MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events (events mode)
 
 MONGODB = "mongodb"

@@ -65,7 +65,7 @@ def _build(
     resolved = Settings.resolve(**settings)
     tracer = trace.get_tracer("motor_otel", __version__, tracer_provider, schema_url=A.SCHEMA_URL)
     telemetry = Telemetry(tracer=tracer, settings=resolved, old_names=_old_names_opted_in())
-    recorder = MongoMetrics(meter_provider)
+    recorder = MongoMetrics(meter_provider, telemetry.open_transactions)
     if not recorder.noop:  # the API's no-op meter: noticed here once, so it costs nothing later
         telemetry.observers.append(recorder)
     if resolved.log_lifecycle:
@@ -302,6 +302,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         query_text_raw_values: bool | None = None,
         log_lifecycle: bool | None = None,
         command_detail: CommandDetail | None = None,
+        long_transaction_ms: float | None = None,
         request_hook: RequestHook | None = None,
         response_hook: ResponseHook | None = None,
         failed_hook: FailedHook | None = None,
@@ -327,6 +328,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             query_text_raw_values=query_text_raw_values,
             log_lifecycle=log_lifecycle,
             command_detail=command_detail,
+            long_transaction_ms=long_transaction_ms,
             request_hook=request_hook,
             response_hook=response_hook,
             failed_hook=failed_hook,

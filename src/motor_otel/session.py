@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 import weakref
@@ -39,6 +40,7 @@ from motor_otel.operations import (
     operation_span,
     record_exception,
 )
+from motor_otel.timing import AttemptTimer, Totals, attempt_attributes
 
 T = TypeVar("T")
 
@@ -70,6 +72,7 @@ class _WithTransaction:
     backoff_ms: float = 0.0  # summed over retries
     lost_s: float = 0.0  # time in attempts that did not commit
     causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
+    totals: Totals = field(default_factory=Totals)  # server, app and write-window time summed
     silent: bool = False  # nothing under its span records: its attempts are stand-ins too
 
 
@@ -157,7 +160,7 @@ class _TransactionTracer:
             self._otel.lsid = A.lsid_to_str(self._otel.session.session_id)
             if self._otel.lsid is not None:  # must not reference self, or it never runs
                 self._otel.finalizer = weakref.finalize(
-                    self, t.correlator.forget_session, self._otel.lsid, self._otel.owner
+                    self, _forget_session, t, self._otel.lsid, self._otel.owner
                 )
         return self._otel.lsid or ""
 
@@ -182,7 +185,7 @@ class _TransactionTracer:
     def _open_attempt(self, t: Telemetry, options: tuple[Any, ...]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
-        started = time.perf_counter()
+        started = t.clock()
         wt = self._otel.wt
         self._otel.attempt_commits = 0
         backoff: dict[str, Any] = {}
@@ -191,7 +194,7 @@ class _TransactionTracer:
             number = wt.attempts
             parent_span = wt.span
             if wt.last_attempt_end is not None:  # the driver's backoff sleep, as it happened
-                waited = round((time.perf_counter() - wt.last_attempt_end) * 1000.0, 3)
+                waited = round((started - wt.last_attempt_end) * 1000.0, 3)
                 wt.backoff_ms += waited
                 backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
@@ -199,7 +202,7 @@ class _TransactionTracer:
         else:
             number = 1
             parent_span = trace.get_current_span()
-            self._otel.tx_start = time.perf_counter()
+            self._otel.tx_start = started
             self._otel.tx_labels = []
             self._otel.tx_commits = 0
         lsid = self._session_lsid()
@@ -237,8 +240,10 @@ class _TransactionTracer:
             recording=recording,
             silent=silent or (not recording and t.decider.children_dropped(span)),
             started=started,
+            timer=AttemptTimer(started),
         )
         t.correlator.open_attempt(attempt)
+        t.open_transactions.opened(self._otel.owner, started)
         self._otel.attempt = attempt
         if t.native:  # PyMongo traces this client: our attempt is its transaction span too
             lend_transaction_span(self._otel.session, span)
@@ -257,7 +262,10 @@ class _TransactionTracer:
         t = self._otel.telemetry
         if attempt is None or t is None:
             return
+        now = t.clock()
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
+        t.open_transactions.closed(self._otel.owner)
+        times = attempt.timer.finish(now, outcome, t.settings.long_transaction_ms / 1000.0)
         span = attempt.span
         labels = list(attempt.error_labels)
         if exc is not None:
@@ -274,17 +282,25 @@ class _TransactionTracer:
         attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome, **failure}
         if attempt.recording or t.attribute_observers:
             attrs.update(_timestamp_attributes(self._otel.session))
+            attrs.update(attempt_attributes(times))
         if labels:
             attrs[A.ERROR_LABELS] = labels
         if outcome != "committed" and attempt.retry_cause is not None:
             attrs[A.TXN_RETRY_CAUSE] = attempt.retry_cause.summary
         if attempt.recording:
+            if times.long:  # the write window passed long_transaction_ms
+                span.add_event("transaction.long", attempt_attributes(times))
             span.set_attributes(attrs)
             span.end()
+        if t.observed():
+            if t.attribute_observers:
+                times = dataclasses.replace(times, attributes={**attempt.attributes, **attrs})
+            _tell(t, span, "attempt_ended", times)
         wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
-            wt.last_attempt_end = time.perf_counter()
+            wt.last_attempt_end = now
+            wt.totals.add(times)
             A.add_labels(wt.labels, labels)
             _count_lost_attempt(wt, attempt, outcome)
         else:
@@ -296,7 +312,7 @@ class _TransactionTracer:
                 1,
                 self._otel.tx_commits,
                 self._otel.tx_labels,
-                time.perf_counter() - self._otel.tx_start,
+                now - self._otel.tx_start,
                 exc,
                 {**attempt.attributes, **attrs},
             )
@@ -414,7 +430,7 @@ class _TransactionTracer:
         """
         caller = trace.get_current_span()
         if t.decider.children_dropped(caller):
-            wt = _WithTransaction(caller, time.perf_counter(), silent=True)
+            wt = _WithTransaction(caller, t.clock(), silent=True)
             self._otel.wt = wt
             return wt, None
         span = t.tracer.start_span(
@@ -422,7 +438,7 @@ class _TransactionTracer:
             kind=SpanKind.CLIENT,
             attributes={A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction},
         )
-        wt = _WithTransaction(span, time.perf_counter(), silent=t.decider.children_dropped(span))
+        wt = _WithTransaction(span, t.clock(), silent=t.decider.children_dropped(span))
         self._otel.wt = wt
         return wt, otel_context.attach(trace.set_span_in_context(span))
 
@@ -464,6 +480,8 @@ class _TransactionTracer:
         }
         if recording or t.attribute_observers:
             attrs.update(_timestamp_attributes(self._otel.session))
+            if wt.attempts:
+                attrs.update(wt.totals.attributes())
         if wt.attempts > 1:
             attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
@@ -497,12 +515,18 @@ class _TransactionTracer:
             wt.attempts,
             wt.commit_attempts,
             wt.labels,
-            time.perf_counter() - wt.started,
+            t.clock() - wt.started,
             exc,
             {A.DB_SYSTEM_NAME: A.MONGODB, A.TXN_MODE: t.settings.with_transaction, **attrs},
             wasted_s,
             _one_cause(wt) if wasted_s > 0 else None,
         )
+
+
+def _forget_session(t: Telemetry, lsid: str, owner: object) -> None:
+    """A session object was collected without ending: drop its open attempt and transaction."""
+    t.correlator.forget_session(lsid, owner)
+    t.open_transactions.closed(owner)
 
 
 # -- time lost to retries, and what caused them ----------------------------------------------
