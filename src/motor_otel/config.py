@@ -35,7 +35,7 @@ class Settings:
     failed_hook: FailedHook | None = None
     transaction_hook: TransactionHook | None = None
     command_detail: CommandDetail = "spans"
-    long_transaction_ms: float = 100.0
+    long_transaction_ms: float = 100
     """An attempt whose write window passes this is long (``transaction.long``); 0: never.
     mongod's default slow-operation threshold (``slowms``), at which it logs slow transactions."""
 

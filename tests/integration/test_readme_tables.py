@@ -19,7 +19,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData, Sum
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pymongo import ReadPreference
@@ -99,8 +99,9 @@ def dup_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 async def exported(
     dup_names: None, mongodb_uri: str, tracer_provider: TracerProvider
-) -> tuple[InMemoryMetricReader, AsyncIOMotorClient]:
-    """Run the workload; the spans land in the ``exporter`` fixture, the points in the reader."""
+) -> tuple[MetricsData, AsyncIOMotorClient]:
+    """Run the workload; the spans land in the ``exporter`` fixture; the metrics are collected
+    while one transaction is still open (``oldest_age`` has a point only then)."""
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
@@ -122,13 +123,19 @@ async def exported(
     try:
         await _workload(client)
         await _unretried_commit(driver)
+        async with await client.start_session() as session:
+            session.start_transaction()
+            await client.readme_tables.items.insert_one({"n": "open"}, session=session)
+            data = reader.get_metrics_data()
+            await session.abort_transaction()
     finally:
         await client.admin.command(FAIL_POINT_OFF)
         uninstrument_client(client)
         uninstrument_client(driver)
         client.close()
         driver.close()
-    return reader, client
+    assert data is not None
+    return data, client
 
 
 async def _unretried_commit(client: AsyncIOMotorClient) -> None:
@@ -216,12 +223,10 @@ async def test_every_emitted_span_attribute_is_documented(
 
 
 async def test_the_metric_table_is_what_is_recorded(
-    exported: tuple[InMemoryMetricReader, Any],
+    exported: tuple[MetricsData, Any],
 ) -> None:
     """Metric names, kinds, units and attribute keys are the table's, both ways."""
-    reader, _ = exported
-    data = reader.get_metrics_data()
-    assert data is not None
+    data, _ = exported
     recorded: dict[str, tuple[str, str, set[str]]] = {}
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
@@ -229,7 +234,9 @@ async def test_the_metric_table_is_what_is_recorded(
                 keys: set[str] = set()
                 for point in metric.data.data_points:
                     keys.update(point.attributes or {})
-                kind = {"Histogram": "histogram", "Sum": "counter"}[type(metric.data).__name__]
+                kind = type(metric.data).__name__.lower()
+                if isinstance(metric.data, Sum):
+                    kind = "counter" if metric.data.is_monotonic else "updowncounter"
                 recorded[metric.name] = (kind, metric.unit or "", keys)
     documented: dict[str, tuple[str, str, set[str]]] = {}
     for name_cell, kind_cell, attribute_cell, _ in _table("## Metrics"):
