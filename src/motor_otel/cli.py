@@ -22,6 +22,7 @@ from typing import Any
 
 from motor_otel._demo_report import (
     children_of,
+    conflict_table,
     metrics_summary,
     otlp_json,
     render_tree,
@@ -36,6 +37,9 @@ NEEDS = (
 )
 ITEMS = ("apple", "pear", "plum", "fig")
 CONTENDED = "fig"
+QUICK, SLOW = "pear", "plum"  # checkouts without, and with, a payment call in the transaction
+PAYMENT_S = 0.05
+"""How long the demo's "payment service" takes to answer (an HTTP call, in a real shop)."""
 EXPORT_TIMEOUT_S = 2.0
 """Per OTLP request, retries included: an endpoint that does not answer fails the demo fast."""
 
@@ -145,6 +149,54 @@ async def _contention(client: Any, buyers: int) -> list[str]:
         return "committed"
 
     return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
+
+
+async def _payment_service(order: str) -> None:
+    """Charge the card: a remote call that takes PAYMENT_S (the demo's stand-in for HTTP)."""
+    await asyncio.sleep(PAYMENT_S)
+
+
+async def _checkout(client: Any, buyers: int, item: str, pay_inside: bool) -> list[str]:
+    """``buyers`` checkouts of ``item`` at once, each one transaction: reserve the stock, then
+    record the order. With ``pay_inside``, the callback awaits the payment service between the
+    two, the way a checkout often grows: the stock document stays written, and every other
+    buyer's write of it conflicts, for as long as the payment takes.
+    """
+    from pymongo.errors import PyMongoError
+
+    stock, orders = client.shop.stock, client.shop.orders
+
+    async def buyer(k: int) -> str:
+        async def buy(session: Any) -> None:
+            await stock.update_one({"_id": item}, {"$inc": {"qty": -1}}, session=session)
+            if pay_inside:
+                await _payment_service(f"{item}-{k}")
+            await orders.insert_one({"buyer": k, "item": item}, session=session)
+
+        async with await client.start_session() as session:
+            try:
+                await session.with_transaction(buy)
+            except PyMongoError as exc:
+                await _release(client, session)
+                return f"raised {type(exc).__name__}"
+        return "committed"
+
+    return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
+
+
+def _checkout_groups(
+    spans: list[Any], transactions: int, buyers: int
+) -> list[tuple[str, list[Any]]]:
+    """The spans of the two checkout groups, which ran one after the other after the rest."""
+    roots = sorted(
+        (s for s in spans if s.name == "withTransaction"), key=lambda s: s.start_time or 0
+    )
+    first = transactions + buyers
+    groups = []
+    for i, name in enumerate((f"{QUICK}: no call inside", f"{SLOW}: awaits payment inside")):
+        traces = {r.context.trace_id for r in roots[first + i * buyers : first + (i + 1) * buyers]}
+        groups.append((name, [s for s in spans if s.context.trace_id in traces]))
+    return groups
 
 
 def _export_failure(
@@ -301,17 +353,28 @@ async def demo(
         )
         injected = await _shop(client, transactions, progress=True)
         seen = await _contention(client, buyers) if buyers else []
+        quick = await _checkout(client, buyers, QUICK, pay_inside=False) if buyers else []
+        slow = await _checkout(client, buyers, SLOW, pay_inside=True) if buyers else []
         client.close()
-    if seen:
-        outcomes = {what: seen.count(what) for what in sorted(set(seen))}
-        said = ", ".join(f"{n} {what}" for what, n in outcomes.items())
-        print(f"{buyers} buyers of {CONTENDED!r} at once: {said}")
+    for item, outcome in ((CONTENDED, seen), (QUICK, quick), (SLOW, slow)):
+        if outcome:
+            counts = {what: outcome.count(what) for what in sorted(set(outcome))}
+            said = ", ".join(f"{n} {what}" for what, n in counts.items())
+            print(f"{buyers} buyers of {item!r} at once: {said}")
 
     spans = list(memory.get_finished_spans())
     _print_trees(spans, transactions, injected)
     print("\n--- where retries came from")
     print("\n".join(retry_table(spans)))
     print("\n".join(_contention_note(spans, transactions, mode)))
+    if buyers:
+        print(
+            f"\n--- why transactions conflict: {buyers} checkouts of {QUICK!r} at once, and"
+            f" {buyers} of {SLOW!r} that await a {PAYMENT_S * 1000:.0f} ms payment service"
+            " between reserving the stock and recording the order"
+        )
+        print("\n".join(conflict_table(_checkout_groups(spans, transactions, buyers))))
+        print("(app ms and write window ms: medians over the committed attempts)")
     print("\n--- metrics")
     print("\n".join(metrics_summary(reader)))
     if json_path is not None:
