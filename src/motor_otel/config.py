@@ -37,7 +37,8 @@ class Settings:
     command_detail: CommandDetail = "spans"
     long_transaction_ms: float = 100
     """An attempt whose write window passes this is long (``transaction.long``); 0: never.
-    mongod's default slow-operation threshold (``slowms``), at which it logs slow transactions."""
+    mongod's default slow-operation threshold (``slowms``): where the server starts calling an
+    operation slow, and long enough for ordinary traffic on the same documents to run into."""
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
