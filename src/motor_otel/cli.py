@@ -102,6 +102,21 @@ async def _release(client: Any, session: Any) -> None:
         print(f"  (killSessions failed: {type(exc).__name__})")
 
 
+async def _transact(client: Any, buy: Any) -> str:
+    """One buyer's ``with_transaction``: what its caller saw (``committed``, or what it raised;
+    a transaction given up on is released on the server)."""
+    from pymongo.errors import PyMongoError
+
+    async with await client.start_session() as session:
+        try:
+            await session.with_transaction(buy)
+        except PyMongoError as exc:
+            await _release(client, session)
+            code = getattr(exc, "code", None)
+            return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
+    return "committed"
+
+
 async def _contention(client: Any, buyers: int) -> list[str]:
     """``buyers`` transactions at once on one stock document; what each one's caller saw.
 
@@ -112,7 +127,6 @@ async def _contention(client: Any, buyers: int) -> list[str]:
     loop (``driver`` mode) does not retry a failed commit: that buyer's ``with_transaction``
     raises, which is counted here as the application would see it.
     """
-    from pymongo.errors import PyMongoError
 
     stock, orders = client.shop.stock, client.shop.orders
     arrived = 0
@@ -139,14 +153,7 @@ async def _contention(client: Any, buyers: int) -> list[str]:
                 await everyone_wrote.wait()
             await orders.insert_one({"buyer": k, "item": CONTENDED}, session=session)
 
-        async with await client.start_session() as session:
-            try:
-                await session.with_transaction(buy)
-            except PyMongoError as exc:
-                await _release(client, session)
-                code = getattr(exc, "code", None)
-                return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
-        return "committed"
+        return await _transact(client, buy)
 
     return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
 
@@ -162,8 +169,6 @@ async def _checkout(client: Any, buyers: int, item: str, pay_inside: bool) -> li
     two, the way a checkout often grows: the stock document stays written, and every other
     buyer's write of it conflicts, for as long as the payment takes.
     """
-    from pymongo.errors import PyMongoError
-
     stock, orders = client.shop.stock, client.shop.orders
 
     async def buyer(k: int) -> str:
@@ -173,13 +178,7 @@ async def _checkout(client: Any, buyers: int, item: str, pay_inside: bool) -> li
                 await _payment_service(f"{item}-{k}")
             await orders.insert_one({"buyer": k, "item": item}, session=session)
 
-        async with await client.start_session() as session:
-            try:
-                await session.with_transaction(buy)
-            except PyMongoError as exc:
-                await _release(client, session)
-                return f"raised {type(exc).__name__}"
-        return "committed"
+        return await _transact(client, buy)
 
     return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
 

@@ -71,6 +71,17 @@ def _commands_of(spans: Sequence[ReadableSpan], attempt: ReadableSpan) -> list[R
     return found
 
 
+def _instrumented(
+    client: Any, clock: Any, sampler: Any = None, **settings: Any
+) -> tuple[Signals, Any]:
+    """Fresh signals for ``client`` (``settings`` as for ``instrument_client``), every duration
+    read on ``clock``; and the driver's collection."""
+    signals = make_signals(sampler=sampler)
+    signals.instrument(client, **settings)
+    use_clock(client, clock)
+    return signals, _items(client)
+
+
 def _items(client: Any) -> Any:
     """A collection per driver: an abandoned transaction holds its documents on the server."""
     return client.timing[f"items_{type(client).__name__}"]
@@ -80,6 +91,15 @@ async def _session(client: Any) -> Any:
     return await maybe_await(client.start_session())
 
 
+async def _with_transaction(client: Any, callback: Any) -> None:
+    """``with_transaction(callback)`` on a new session, ended afterwards."""
+    session = await _session(client)
+    try:
+        await session.with_transaction(callback)
+    finally:
+        await maybe_await(session.end_session())
+
+
 async def test_app_server_and_write_window_match_the_spans(async_driver_client: Any) -> None:
     """app_ms is the known work plus the gaps between commands; server_ms is the union of the
     exported command spans (two overlapping finds count once); the write window runs from the
@@ -87,11 +107,8 @@ async def test_app_server_and_write_window_match_the_spans(async_driver_client: 
     client = async_driver_client
 
     async def run(mode: str) -> None:
-        signals = make_signals()
-        signals.instrument(client, with_transaction=mode)
         clock = OffsetClock()
-        use_clock(client, clock)
-        items = _items(client)
+        signals, items = _instrumented(client, clock, with_transaction=mode)
         await items.delete_many({})
         await items.insert_one({"_id": "seed"})
         await client.admin.command(
@@ -109,11 +126,7 @@ async def test_app_server_and_write_window_match_the_spans(async_driver_client: 
             clock.advance(0.3)  # application work between two writes: in the window
             await items.update_one({"_id": mode}, {"$set": {"x": 1}}, session=session)
 
-        session = await _session(client)
-        try:
-            await session.with_transaction(callback)
-        finally:
-            await maybe_await(session.end_session())
+        await _with_transaction(client, callback)
         spans = signals.spans()
         attempts = [s for s in spans if s.name == "transaction"]
         assert len(attempts) == 1
@@ -155,11 +168,7 @@ async def test_read_only_attempt_has_no_write_window(async_driver_client: Any) -
     async def callback(session: Any) -> None:
         await items.find_one({}, session=session)
 
-    session = await _session(client)
-    try:
-        await session.with_transaction(callback)
-    finally:
-        await maybe_await(session.end_session())
+    await _with_transaction(client, callback)
     spans = signals.spans()
     for name in ("transaction", "withTransaction"):
         (span,) = [s for s in spans if s.name == name]
@@ -176,11 +185,8 @@ async def test_with_transaction_sums_its_attempts(async_driver_client: Any) -> N
     client = async_driver_client
 
     async def run(mode: str) -> None:
-        signals = make_signals()
-        signals.instrument(client, with_transaction=mode)
         clock = OffsetClock()
-        use_clock(client, clock)
-        items = _items(client)
+        signals, items = _instrumented(client, clock, with_transaction=mode)
         await items.delete_many({})
         await client.admin.command(
             fail_command("update", error_code=112, error_labels=["TransientTransactionError"])
@@ -191,11 +197,7 @@ async def test_with_transaction_sums_its_attempts(async_driver_client: Any) -> N
             clock.advance(0.125)
             await items.update_one({"_id": mode}, {"$set": {"x": 1}}, session=session)
 
-        session = await _session(client)
-        try:
-            await session.with_transaction(callback)
-        finally:
-            await maybe_await(session.end_session())
+        await _with_transaction(client, callback)
         spans = signals.spans()
         attempts = sorted(
             (s for s in spans if s.name == "transaction"),
@@ -231,11 +233,8 @@ async def test_metrics_are_exact_when_nothing_is_sampled(async_driver_client: An
     """Under ALWAYS_OFF, with a clock that moves only by the known work: app_duration and
     write_window points are exactly that work, by outcome and the first write's collection."""
     client = async_driver_client
-    signals = make_signals(sampler=ALWAYS_OFF)
-    signals.instrument(client)
     clock = FrozenClock()
-    use_clock(client, clock)
-    items = _items(client)
+    signals, items = _instrumented(client, clock, sampler=ALWAYS_OFF)
     await items.delete_many({})
 
     async def callback(session: Any) -> None:
@@ -245,11 +244,7 @@ async def test_metrics_are_exact_when_nothing_is_sampled(async_driver_client: An
         clock.advance(0.5)
         await items.update_one({"_id": 1}, {"$set": {"x": 1}}, session=session)
 
-    session = await _session(client)
-    try:
-        await session.with_transaction(callback)
-    finally:
-        await maybe_await(session.end_session())
+    await _with_transaction(client, callback)
     assert signals.spans() == ()
     points = signals.points()
     (app,) = points["db.client.mongodb.transaction.app_duration"]
@@ -274,11 +269,8 @@ async def test_open_returns_to_zero_and_oldest_age_reports_the_open_one(
     commit, an abort, a raising callback and an abandoned (collected) session; ``oldest_age``
     reports the open one's age and nothing once none is open."""
     client = async_driver_client
-    signals = make_signals(sampler=ALWAYS_OFF)
-    signals.instrument(client)
     clock = FrozenClock()
-    use_clock(client, clock)
-    items = _items(client)
+    signals, items = _instrumented(client, clock, sampler=ALWAYS_OFF)
     await items.delete_many({})
 
     async def start(session: Any) -> None:
@@ -330,11 +322,8 @@ async def test_long_transaction_event_and_log(async_driver_client: Any) -> None:
     """A write window past long_transaction_ms adds a transaction.long event to the attempt span
     and logs transaction.long (with log_lifecycle) carrying app_ms, server_ms and the window."""
     client = async_driver_client
-    signals = make_signals()
-    signals.instrument(client, long_transaction_ms=100, log_lifecycle=True)
     clock = FrozenClock()
-    use_clock(client, clock)
-    items = _items(client)
+    signals, items = _instrumented(client, clock, long_transaction_ms=100, log_lifecycle=True)
     await items.delete_many({})
 
     async def callback(session: Any) -> None:
@@ -391,11 +380,7 @@ async def test_long_transaction_env_var(
         await items.insert_one({"_id": 1}, session=session)
         clock.advance(0.0625)  # past 50 ms, not past the default 100 ms
 
-    session = await _session(client)
-    try:
-        await session.with_transaction(callback)
-    finally:
-        await maybe_await(session.end_session())
+    await _with_transaction(client, callback)
     (attempt,) = [s for s in signals.spans() if s.name == "transaction"]
     assert [e.name for e in attempt.events] == (["transaction.long"] if long else [])
 
