@@ -394,3 +394,46 @@ def test_long_transaction_keyword_is_checked() -> None:
             Settings.resolve(environ={}, long_transaction_ms=bad)
     assert Settings.resolve(environ={}, long_transaction_ms=0).long_transaction_ms == 0.0
     assert Settings.resolve(environ={}).long_transaction_ms == 100.0
+
+
+def test_sync_client_metrics_are_exact_when_nothing_is_sampled(sync_client: Any) -> None:
+    """The sync MongoClient measures the same way: exact app time and write window, open 0."""
+    clock = FrozenClock()
+    signals, items = _instrumented(sync_client, clock, sampler=ALWAYS_OFF)
+    items.delete_many({})
+
+    def callback(session: Any) -> None:
+        items.insert_one({"_id": 1}, session=session)
+        clock.advance(0.5)
+        items.update_one({"_id": 1}, {"$set": {"x": 1}}, session=session)
+
+    with sync_client.start_session() as session:
+        session.with_transaction(callback)
+    points = signals.points()
+    (app,) = points["db.client.mongodb.transaction.app_duration"]
+    (window,) = points["db.client.mongodb.transaction.write_window"]
+    (opened,) = points["db.client.mongodb.transaction.open"]
+    assert [(app.count, app.sum), (window.count, window.sum), opened.value] == [
+        (1, 0.5),
+        (1, 0.5),
+        0,
+    ]
+
+
+async def test_unsampled_attempts_still_time_their_commands(async_driver_client: Any) -> None:
+    """Under ALWAYS_OFF a command's in-flight time is still server time: a find the server
+    holds for 100 ms is not in app_duration, the known work is."""
+    client = async_driver_client
+    clock = OffsetClock()
+    signals, items = _instrumented(client, clock, sampler=ALWAYS_OFF)
+    await client.admin.command(
+        fail_command("find", mode=1, blockConnection=True, blockTimeMS=BLOCK_MS)
+    )
+
+    async def callback(session: Any) -> None:
+        await items.find_one({}, session=session)
+        clock.advance(0.25)
+
+    await _with_transaction(client, callback)
+    (app,) = signals.points()["db.client.mongodb.transaction.app_duration"]
+    assert 0.25 <= app.sum < 0.25 + BLOCK_MS / 1000 / 2
