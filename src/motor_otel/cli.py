@@ -4,8 +4,10 @@ failures, traced.
 Real spans from real driver calls: the instrumented Motor client talks to
 :class:`~motor_otel.testing.SimulatedReplicaSet` over the wire protocol. Fail points inject
 transient callback errors and unknown commit results; then several buyers order the same item at
-once, and their transactions really conflict on its stock document. The terminal shows trace
-trees, where the retries came from and what they cost, and a metrics summary; ``--otlp-endpoint``
+once, and their transactions really conflict on its stock document; then two groups of checkouts
+at once, one of which awaits a slow payment service inside its transactions. The terminal shows
+trace trees, where the retries came from and what they cost, why the checkouts conflicted (app
+time, write window, retries), and a metrics summary; ``--otlp-endpoint``
 sends the same to a collector or Jaeger (and says so when it could not), ``--json`` writes the
 spans as OTLP JSON.
 """
