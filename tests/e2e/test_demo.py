@@ -147,7 +147,7 @@ def _payment_raises_app_time_window_and_retries(out: str, buyers: int) -> None:
     }
     assert set(rows) == {"pear", "plum"}, section
     attempts, app_ms, window_ms, retries = rows["plum"]
-    assert app_ms >= 50.0 and window_ms >= app_ms
+    assert app_ms >= 50.0 and window_ms >= 50.0  # the payment call is inside both
     assert retries >= buyers - 1 and attempts == buyers + retries
 
 
