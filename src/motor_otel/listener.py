@@ -59,9 +59,13 @@ class TracingCommandListener(monitoring.CommandListener):
                 self.suppressor.enforce()
             if scope is not None and scope.silent:  # nothing under it records: labels only
                 scope.address = event.connection_id  # the metric's server.*
-                if scope.attempt is not None:  # the session's: the one its commands carry
+                attempt = scope.attempt  # the session's: the one its commands carry
+                if attempt is not None:
+                    attempt.timer.command_started(
+                        t.clock(), event.command_name, event.command, event.database_name
+                    )
                     t.correlator.start_command(
-                        (event.connection_id, event.request_id), None, scope.attempt
+                        (event.connection_id, event.request_id), None, attempt
                     )
             elif scope.native if scope is not None else pymongo_traces_command(t.native):
                 if scope is not None:  # our metric's server.*, though PyMongo makes the span
@@ -88,6 +92,8 @@ class TracingCommandListener(monitoring.CommandListener):
         attempt = None
         if lsid is not None and txn is not None:
             attempt = t.correlator.find_attempt(lsid, txn)
+            if attempt is not None:  # its in-flight time and first write (timing.py)
+                attempt.timer.command_started(t.clock(), name, command, event.database_name)
         key = (event.connection_id, event.request_id)
         # Parent, per the correlation rules in docs/architecture.md; whether anything under it
         # records was decided when it started (its `silent`), so nothing is built for nobody.
@@ -142,9 +148,11 @@ class TracingCommandListener(monitoring.CommandListener):
         lsid = A.lsid_to_str(command.get("lsid"))
         attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
         if attempt is not None:
-            self.telemetry.correlator.start_command(
-                (event.connection_id, event.request_id), None, attempt
+            t = self.telemetry
+            attempt.timer.command_started(
+                t.clock(), event.command_name, command, event.database_name
             )
+            t.correlator.start_command((event.connection_id, event.request_id), None, attempt)
 
     def _start_attributes(
         self,
@@ -178,6 +186,8 @@ class TracingCommandListener(monitoring.CommandListener):
             return
         span, attempt, event_at, sent_cursor = found
         try:
+            if attempt is not None:
+                attempt.timer.command_ended(self.telemetry.clock())
             reply = event.reply
             if span is None or not span.is_recording():
                 # Not ours to record (PyMongo's, or unsampled): its error labels only.
@@ -218,6 +228,8 @@ class TracingCommandListener(monitoring.CommandListener):
             return
         span, attempt, event_at, sent_cursor = found
         with guard("listener.failed"):
+            if attempt is not None:
+                attempt.timer.command_ended(self.telemetry.clock())
             failure = event.failure
             labels = A.error_labels_of(failure)
             if labels:
