@@ -233,3 +233,32 @@ def test_demo_sample_keeps_every_retried_transaction() -> None:
     assert "sampled by the ratio: " in line
     (retries,) = [x for x in _metric_lines(out) if "transaction.retries {" in x]
     assert retries.endswith(" 2")
+
+
+def test_demo_sample_keeps_the_retried_checkouts_and_times_every_attempt() -> None:
+    """--sample with buyers: every retried buyer's and checkout's transaction is kept, the "why
+    transactions conflict" table (which needs every trace) is left out, and the timing metrics
+    still count every committed attempt of every group."""
+    done = _demo("--sample", "0.05", "--buyers", "3", transactions="1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for item in ("fig", "pear", "plum"):
+        assert f"3 buyers of '{item}' at once: 3 committed" in out
+    assert "--- why transactions conflict" not in out
+    kept = out.count("\n--- kept (retried)\n")
+    sampled = out.count("\n--- sampled by the ratio, retried\n")
+    lines = _metric_lines(out)
+    (retried,) = [
+        x
+        for x in lines
+        if x.startswith("db.client.mongodb.transactions {error_labels=TransientTransactionError,")
+    ]
+    assert kept + sampled == int(retried.rsplit(" ", 1)[1]) >= 2  # plum's buyers conflict
+    for name in ("app_duration", "write_window"):
+        (committed,) = [
+            x
+            for x in lines
+            if x.startswith(f"db.client.mongodb.transaction.{name} {{")
+            and "outcome=committed" in x
+        ]
+        assert " count=10 " in committed, committed  # 1 shop transaction, 3 groups of 3
