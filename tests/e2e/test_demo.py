@@ -258,7 +258,6 @@ def test_demo_sample_keeps_the_retried_checkouts_and_times_every_attempt() -> No
         (committed,) = [
             x
             for x in lines
-            if x.startswith(f"db.client.mongodb.transaction.{name} {{")
-            and "outcome=committed" in x
+            if x.startswith(f"db.client.mongodb.transaction.{name} {{") and "outcome=committed" in x
         ]
         assert " count=10 " in committed, committed  # 1 shop transaction, 3 groups of 3

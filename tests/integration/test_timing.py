@@ -296,6 +296,55 @@ async def test_a_kept_retried_transaction_carries_its_times(async_driver_client:
         await run(mode)
 
 
+async def test_a_kept_failed_lone_transaction_carries_its_times(async_driver_client: Any) -> None:
+    """A lone transaction (no with_transaction) whose write failed, aborted under an unsampled
+    request and kept by the failed rule after its only attempt ended: the kept transaction root
+    has the times the clock predicts and its transaction.long event, and the attempt's points
+    (recorded once kept) have exemplars naming the kept trace."""
+    from pymongo.errors import OperationFailure
+
+    client = async_driver_client
+    clock = FrozenClock()
+    signals, items = _instrumented(
+        client,
+        clock,
+        sampler=KeepTransactionsSampler(ParentBased(ALWAYS_OFF)),
+        long_transaction_ms=100,
+    )
+    await items.delete_many({})
+    await client.admin.command(fail_command("update", error_code=2))
+    with signals.tracer_provider.get_tracer("app").start_as_current_span("request"):
+        session = await _session(client)
+        try:
+            await maybe_await(session.start_transaction())
+            await items.insert_one({"_id": "lone"}, session=session)
+            clock.advance(0.25)
+            with pytest.raises(OperationFailure):
+                await items.update_one({"_id": "lone"}, {"$set": {"x": 1}}, session=session)
+            await session.abort_transaction()
+        finally:
+            await maybe_await(session.end_session())
+    (root,) = [s for s in signals.spans() if s.name == "transaction"]
+    attrs = root.attributes or {}
+    expected = {SERVER: 0.0, APP: 250.0, WINDOW: 250.0}
+    assert (attrs["db.mongodb.transaction.kept"], attrs["db.mongodb.transaction.outcome"]) == (
+        "failed",
+        "aborted",
+    )
+    assert {k: attrs[k] for k in expected} == expected
+    assert [(e.name, dict(e.attributes or {})) for e in root.events] == [
+        ("transaction.long", expected)
+    ]
+    points = signals.points()
+    for name in (
+        "db.client.mongodb.transaction.app_duration",
+        "db.client.mongodb.transaction.write_window",
+    ):
+        (point,) = points[name]
+        assert (point.count, point.sum) == (1, 0.25), name
+        assert {e.trace_id for e in point.exemplars} == {root.context.trace_id}, name
+
+
 async def _open_value(signals: Signals) -> Any:
     (point,) = signals.points()["db.client.mongodb.transaction.open"]
     return point.value
