@@ -87,7 +87,7 @@ class _SessionTrace:
     tx_commits: int = 0
     attempt_commits: int = 0
     story: KeptStory | None = None  # the buffer of a lone transaction (or, briefly, a call's)
-    untold: list[tuple[Span, AttemptTimes]] = field(default_factory=list)  # buffered attempts'
+    untold: list[tuple[Span, AttemptTimes]] | None = None  # attempts that ended buffered
     owner: object = field(default_factory=object)  # marks this session's attempts
     finalizer: weakref.finalize[Any, Any] | None = None  # forgets them if never ended
 
@@ -307,6 +307,8 @@ class TransactionTracer:
             if t.attribute_observers:
                 times = dataclasses.replace(times, attributes={**attempt.attributes, **attrs})
             if buffered(span):  # told once kept (in the kept trace), or when its story ends
+                if self._otel.untold is None:
+                    self._otel.untold = []
                 self._otel.untold.append((span, times))
             else:
                 _tell(t, span, "attempt_ended", times)
@@ -492,8 +494,8 @@ class TransactionTracer:
         """Kept, or its story ended: the times of attempts that ended buffered go to the observers
         now, under their spans, which are the kept trace's when a rule matched (so exemplars and
         log lines point there)."""
-        untold, self._otel.untold = self._otel.untold, []
-        for span, times in untold:
+        untold, self._otel.untold = self._otel.untold, None
+        for span, times in untold or ():
             _tell(t, span, "attempt_ended", times)
 
     def _keep(self, t: Telemetry, root: Span, rule: str) -> None:
