@@ -7,6 +7,7 @@ the terminal says exactly what the exported telemetry says.
 from __future__ import annotations
 
 import base64
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,9 @@ _OUTCOME = "db.mongodb.transaction.outcome"
 _RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 _BACKOFF_MS = "db.mongodb.transaction.backoff_ms"
 _KEPT = "db.mongodb.transaction.kept"
+_APP_MS = "db.mongodb.transaction.app_ms"
+_WINDOW_MS = "db.mongodb.transaction.write_window_ms"
+_WASTED_MS = "db.mongodb.transaction.wasted_ms"
 _TREE_NOTES = (
     _KEPT,
     "db.mongodb.transaction.attempt",
@@ -91,12 +95,14 @@ def retry_table(spans: Sequence[Any]) -> list[str]:
     """Where retries came from: per cause, the attempts it cost and the time they took.
 
     An attempt that did not commit and was retried counts for its ``retry_cause``: its own
-    duration plus the backoff before the next attempt (what ``wasted_ms`` sums per call). An
-    attempt whose commit error Motor's loop let escape (``commit_not_retried``) is listed apart:
-    it was not retried, the application got the error.
+    duration plus the backoff before the next attempt (what ``wasted_ms`` sums per call), and
+    its write window (first write to the abort) goes into the cause's median. An attempt whose
+    commit error Motor's loop let escape (``commit_not_retried``) is listed apart: it was not
+    retried, the application got the error.
     """
     by_parent = children_of(spans)
     rows: dict[str, list[float]] = {}
+    windows: dict[str, list[float]] = {}
     not_retried: dict[str, int] = {}
     for call in spans:
         if call.name != "withTransaction":
@@ -111,6 +117,8 @@ def retry_table(spans: Sequence[Any]) -> list[str]:
                 row = rows.setdefault(cause, [0, 0.0])
                 row[0] += 1
                 row[1] += _ms(attempt) + float(attempts[i + 1].attributes.get(_BACKOFF_MS, 0.0))
+                if _WINDOW_MS in attrs:
+                    windows.setdefault(cause, []).append(float(attrs[_WINDOW_MS]))
             else:
                 for event in call.events:
                     if event.name == "commit_not_retried":
@@ -118,18 +126,59 @@ def retry_table(spans: Sequence[Any]) -> list[str]:
                         why = TTE if TTE in labels else "UnknownTransactionCommitResult"
                         not_retried[why] = not_retried.get(why, 0) + 1
     width = max([len("cause"), len("total"), *(len(c) for c in rows)])
-    lines = [f"{'cause':<{width}}  retries  time lost"]
+    lines = [f"{'cause':<{width}}  retries  time lost  median write window"]
     ordered = sorted(rows.items(), key=lambda item: (-item[1][1], item[0]))
     for cause, (count, lost) in ordered:
-        lines.append(f"{cause:<{width}}  {int(count):>7}  {lost:>6.1f} ms")
+        window = _median_ms(windows.get(cause, []))
+        lines.append(f"{cause:<{width}}  {int(count):>7}  {lost:>6.1f} ms  {window:>16}")
     total_count = sum(int(c) for c, _ in rows.values())
     total_lost = sum(lost for _, lost in rows.values())
-    lines.append(f"{'total':<{width}}  {total_count:>7}  {total_lost:>6.1f} ms")
+    every = [w for found in windows.values() for w in found]
+    lines.append(
+        f"{'total':<{width}}  {total_count:>7}  {total_lost:>6.1f} ms  {_median_ms(every):>16}"
+    )
     if not_retried:
         causes = ", ".join(f"{why} {n}" for why, n in sorted(not_retried.items()))
         lines.append(
             f"commits Motor did not retry (with_transaction raised): {sum(not_retried.values())}"
             f" ({causes})"
+        )
+    return lines
+
+
+def _median(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.1f}" if values else "-"
+
+
+def _median_ms(values: Sequence[float]) -> str:
+    return f"{_median(values)} ms" if values else "-"
+
+
+def conflict_table(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[str]:
+    """Why transactions conflict, per group of ``withTransaction`` calls (by their spans).
+
+    The medians of ``app_ms`` (open with no command in flight) and of the write window over the
+    committed attempts, the ones that held their documents to the end (an attempt that lost a
+    conflict at its first write held nothing); then the retries (attempts that did not commit
+    and ran again) and the time they lost (``wasted_ms`` summed). The chain reads left to
+    right: app time, write window, conflicts, time lost.
+    """
+    width = max([len("buyers"), *(len(name) for name, _ in groups)])
+    lines = [f"{'buyers':<{width}}  attempts  app ms  write window ms  retries  time lost"]
+    for name, group in groups:
+        roots = [s for s in group if s.name == "withTransaction"]
+        ids = {root.context.span_id for root in roots}
+        attempts = [
+            s for s in group if s.name == "transaction" and s.parent and s.parent.span_id in ids
+        ]
+        held = [a for a in attempts if (a.attributes or {}).get(_OUTCOME) == "committed"]
+        app = [float(a.attributes[_APP_MS]) for a in held if _APP_MS in a.attributes]
+        window = [float(a.attributes[_WINDOW_MS]) for a in held if _WINDOW_MS in a.attributes]
+        retries = len(attempts) - len(roots)
+        lost = sum(float((r.attributes or {}).get(_WASTED_MS, 0.0)) for r in roots)
+        lines.append(
+            f"{name:<{width}}  {len(attempts):>8}  {_median(app):>6}  {_median(window):>15}"
+            f"  {retries:>7}  {lost:>6.1f} ms"
         )
     return lines
 

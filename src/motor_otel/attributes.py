@@ -59,6 +59,9 @@ TXN_RETRY_CAUSE = "db.mongodb.transaction.retry_cause"
 TXN_WASTED_MS = "db.mongodb.transaction.wasted_ms"
 TXN_KEPT = "db.mongodb.transaction.kept"  # the keep rule that matched: the keep mark
 TXN_KEPT_DROPPED = "db.mongodb.transaction.kept_dropped"  # what the buffer cap dropped
+TXN_SERVER_MS = "db.mongodb.transaction.server_ms"
+TXN_APP_MS = "db.mongodb.transaction.app_ms"
+TXN_WRITE_WINDOW_MS = "db.mongodb.transaction.write_window_ms"
 MONGODB_COMMAND_DURATION_MS = "db.mongodb.command.duration_ms"  # command events (events mode)
 
 MONGODB = "mongodb"

@@ -4,8 +4,10 @@ failures, traced.
 Real spans from real driver calls: the instrumented Motor client talks to
 :class:`~motor_otel.testing.SimulatedReplicaSet` over the wire protocol. Fail points inject
 transient callback errors and unknown commit results; then several buyers order the same item at
-once, and their transactions really conflict on its stock document. The terminal shows trace
-trees, where the retries came from and what they cost, and a metrics summary; ``--otlp-endpoint``
+once, and their transactions really conflict on its stock document; then two groups of checkouts
+at once, one of which awaits a slow payment service inside its transactions. The terminal shows
+trace trees, where the retries came from and what they cost, why the checkouts conflicted (app
+time, write window, retries), and a metrics summary; ``--otlp-endpoint``
 sends the same to a collector or Jaeger (and says so when it could not), ``--json`` writes the
 spans as OTLP JSON.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 from motor_otel._demo_report import (
     children_of,
+    conflict_table,
     kept_summary,
     metrics_summary,
     otlp_json,
@@ -38,6 +41,9 @@ NEEDS = (
 )
 ITEMS = ("apple", "pear", "plum", "fig")
 CONTENDED = "fig"
+QUICK, SLOW = "pear", "plum"  # checkouts without, and with, a payment call in the transaction
+PAYMENT_S = 0.05
+"""How long the demo's "payment service" takes to answer (an HTTP call, in a real shop)."""
 EXPORT_TIMEOUT_S = 2.0
 """Per OTLP request, retries included: an endpoint that does not answer fails the demo fast."""
 
@@ -100,6 +106,21 @@ async def _release(client: Any, session: Any) -> None:
         print(f"  (killSessions failed: {type(exc).__name__})")
 
 
+async def _transact(client: Any, buy: Any) -> str:
+    """One buyer's ``with_transaction``: what its caller saw (``committed``, or what it raised;
+    a transaction given up on is released on the server)."""
+    from pymongo.errors import PyMongoError
+
+    async with await client.start_session() as session:
+        try:
+            await session.with_transaction(buy)
+        except PyMongoError as exc:
+            await _release(client, session)
+            code = getattr(exc, "code", None)
+            return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
+    return "committed"
+
+
 async def _contention(client: Any, buyers: int) -> list[str]:
     """``buyers`` transactions at once on one stock document; what each one's caller saw.
 
@@ -110,7 +131,6 @@ async def _contention(client: Any, buyers: int) -> list[str]:
     loop (``driver`` mode) does not retry a failed commit: that buyer's ``with_transaction``
     raises, which is counted here as the application would see it.
     """
-    from pymongo.errors import PyMongoError
 
     stock, orders = client.shop.stock, client.shop.orders
     arrived = 0
@@ -137,16 +157,49 @@ async def _contention(client: Any, buyers: int) -> list[str]:
                 await everyone_wrote.wait()
             await orders.insert_one({"buyer": k, "item": CONTENDED}, session=session)
 
-        async with await client.start_session() as session:
-            try:
-                await session.with_transaction(buy)
-            except PyMongoError as exc:
-                await _release(client, session)
-                code = getattr(exc, "code", None)
-                return f"raised {type(exc).__name__}" + (f" (code {code})" if code else "")
-        return "committed"
+        return await _transact(client, buy)
 
     return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
+
+
+async def _payment_service(order: str) -> None:
+    """Charge the card: a remote call that takes PAYMENT_S (the demo's stand-in for HTTP)."""
+    await asyncio.sleep(PAYMENT_S)
+
+
+async def _checkout(client: Any, buyers: int, item: str, pay_inside: bool) -> list[str]:
+    """``buyers`` checkouts of ``item`` at once, each one transaction: reserve the stock, then
+    record the order. With ``pay_inside``, the callback awaits the payment service between the
+    two, the way a checkout often grows: the stock document stays written, and every other
+    buyer's write of it conflicts, for as long as the payment takes.
+    """
+    stock, orders = client.shop.stock, client.shop.orders
+
+    async def buyer(k: int) -> str:
+        async def buy(session: Any) -> None:
+            await stock.update_one({"_id": item}, {"$inc": {"qty": -1}}, session=session)
+            if pay_inside:
+                await _payment_service(f"{item}-{k}")
+            await orders.insert_one({"buyer": k, "item": item}, session=session)
+
+        return await _transact(client, buy)
+
+    return list(await asyncio.gather(*(buyer(k) for k in range(1, buyers + 1))))
+
+
+def _checkout_groups(
+    spans: list[Any], transactions: int, buyers: int
+) -> list[tuple[str, list[Any]]]:
+    """The spans of the two checkout groups, which ran one after the other after the rest."""
+    roots = sorted(
+        (s for s in spans if s.name == "withTransaction"), key=lambda s: s.start_time or 0
+    )
+    first = transactions + buyers
+    groups = []
+    for i, name in enumerate((f"{QUICK}: no call inside", f"{SLOW}: awaits payment inside")):
+        traces = {r.context.trace_id for r in roots[first + i * buyers : first + (i + 1) * buyers]}
+        groups.append((name, [s for s in spans if s.context.trace_id in traces]))
+    return groups
 
 
 def _export_failure(
@@ -341,11 +394,14 @@ async def demo(
         )
         injected = await _shop(client, transactions, progress=True)
         seen = await _contention(client, buyers) if buyers else []
+        quick = await _checkout(client, buyers, QUICK, pay_inside=False) if buyers else []
+        slow = await _checkout(client, buyers, SLOW, pay_inside=True) if buyers else []
         client.close()
-    if seen:
-        outcomes = {what: seen.count(what) for what in sorted(set(seen))}
-        said = ", ".join(f"{n} {what}" for what, n in outcomes.items())
-        print(f"{buyers} buyers of {CONTENDED!r} at once: {said}")
+    for item, outcome in ((CONTENDED, seen), (QUICK, quick), (SLOW, slow)):
+        if outcome:
+            counts = {what: outcome.count(what) for what in sorted(set(outcome))}
+            said = ", ".join(f"{n} {what}" for what, n in counts.items())
+            print(f"{buyers} buyers of {item!r} at once: {said}")
 
     spans = list(memory.get_finished_spans())
     if sample is None:
@@ -356,6 +412,14 @@ async def demo(
     print("\n".join(retry_table(spans)))
     if sample is None:  # it reads every buyer's trace, which a sampled run does not keep
         print("\n".join(_contention_note(spans, transactions, mode)))
+    if buyers and sample is None:  # the same: the medians need every checkout's trace
+        print(
+            f"\n--- why transactions conflict: {buyers} checkouts of {QUICK!r} at once, and"
+            f" {buyers} of {SLOW!r} that await a {PAYMENT_S * 1000:.0f} ms payment service"
+            " between reserving the stock and recording the order"
+        )
+        print("\n".join(conflict_table(_checkout_groups(spans, transactions, buyers))))
+        print("(app ms and write window ms: medians over the committed attempts)")
     print("\n--- metrics")
     print("\n".join(metrics_summary(reader)))
     if json_path is not None:

@@ -89,6 +89,10 @@ class Settings:
     transaction_hook: TransactionHook | None = None
     command_detail: CommandDetail = "spans"
     keep: KeepRules = KeepRules()
+    long_transaction_ms: float = 100
+    """An attempt whose write window passes this is long (``transaction.long``); 0: never.
+    mongod's default slow-operation threshold (``slowms``): where the server starts calling an
+    operation slow, and long enough for ordinary traffic on the same documents to run into."""
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -149,6 +153,14 @@ def _coerce(name: str, value: Any) -> Any:
         if number < 0 or isinstance(value, bool):
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         return number
+    if name == "long_transaction_ms":
+        try:
+            threshold = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}") from None
+        if not threshold >= 0 or threshold == float("inf") or isinstance(value, bool):
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        return threshold
     if name == "with_transaction":
         if value not in ("driver", "spec"):
             raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from opentelemetry.trace import Span, Tracer
 from motor_otel._sampling import Decider
 from motor_otel.config import Settings
 from motor_otel.events import RetryCause, TransactionObserver
+from motor_otel.timing import AttemptTimer, Clock, OpenTransactions
 
 MAX_ATTEMPTS = 100_000
 MAX_COMMANDS = 100_000
@@ -44,6 +46,7 @@ class Attempt:
     failed_operations: int = 0  # operations of it that raised: an error ended it, if aborted
     recording: bool = True  # decided once, when the attempt starts
     silent: bool = False  # nothing under it records either: its commands get no span
+    timer: AttemptTimer = field(default_factory=lambda: AttemptTimer(0.0))  # its commands' times
     _context: otel_context.Context | None = None
 
     @property
@@ -146,11 +149,14 @@ class Telemetry:
     native: bool = False  # PyMongo's own tracing is on: it owns operation and command spans
     old_names: bool = False  # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup, read at instrument()
     attribute_observers: bool = False  # an observer (the lifecycle logger) reads attributes
+    clock: Clock = time.perf_counter  # every duration the core measures; tests may set another
+    open_transactions: OpenTransactions = field(default_factory=OpenTransactions)
     decider: Decider = field(init=False)
     events: bool = field(init=False)  # command_detail="events": commands become span events
 
     def __post_init__(self) -> None:
         self.decider = Decider(self.tracer)
+        self.open_transactions.clock = lambda: self.clock()  # follows a clock set later
         self.events = self.settings.command_detail == "events"
 
     def keeping(self) -> bool:

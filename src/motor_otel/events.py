@@ -82,6 +82,33 @@ class TransactionSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptTimes:
+    """Where one attempt's time went, measured from the client (see :mod:`motor_otel.timing`).
+
+    Plain facts, no span: a transaction's spans can be built from them after the fact too.
+    """
+
+    outcome: Outcome
+    duration_s: float
+    """From ``start_transaction`` to the end of the commit or abort that settled the attempt."""
+    server_s: float
+    """Time during which at least one of its commands was in flight (overlaps count once)."""
+    write_window_s: float | None
+    """From the start of its first write command to its end; ``None`` when it wrote nothing."""
+    write_collection: str | None = None
+    """The collection of its first write (``None`` when unknown or nothing was written)."""
+    long: bool = False
+    """Its write window passed ``long_transaction_ms``."""
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """The attempt span's attributes, when an observer reads them (the lifecycle logger)."""
+
+    @property
+    def app_s(self) -> float:
+        """The application's share: the attempt open while none of its commands was in flight."""
+        return max(self.duration_s - self.server_s, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class OperationSummary:
     """A finished driver operation (``insert db.coll``, ``commitTransaction admin``...)."""
 
@@ -105,6 +132,9 @@ class TransactionObserver(Protocol):
 
     def commit_not_retried(self, info: AttemptInfo) -> None:
         """Motor's loop let a commit error escape that the documented loop would retry."""
+
+    def attempt_ended(self, times: AttemptTimes) -> None:
+        """An attempt ended (committed, aborted or failed): where its time went."""
 
     def transaction_ended(self, summary: TransactionSummary) -> None: ...
 

@@ -68,7 +68,7 @@ def _build(
     resolved = Settings.resolve(**settings)
     tracer = trace.get_tracer("motor_otel", __version__, tracer_provider, schema_url=A.SCHEMA_URL)
     telemetry = Telemetry(tracer=tracer, settings=resolved, old_names=_old_names_opted_in())
-    recorder = MongoMetrics(meter_provider)
+    recorder = MongoMetrics(meter_provider, telemetry.open_transactions)
     if not recorder.noop:  # the API's no-op meter: noticed here once, so it costs nothing later
         telemetry.observers.append(recorder)
     if resolved.log_lifecycle:
@@ -338,6 +338,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         log_lifecycle: bool | None = None,
         command_detail: CommandDetail | None = None,
         keep: str | Iterable[str] | None = None,
+        long_transaction_ms: float | None = None,
         request_hook: RequestHook | None = None,
         response_hook: ResponseHook | None = None,
         failed_hook: FailedHook | None = None,
@@ -364,6 +365,7 @@ class MotorInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             log_lifecycle=log_lifecycle,
             command_detail=command_detail,
             keep=keep,
+            long_transaction_ms=long_transaction_ms,
             request_hook=request_hook,
             response_hook=response_hook,
             failed_hook=failed_hook,

@@ -59,9 +59,13 @@ class TracingCommandListener(monitoring.CommandListener):
                 self.suppressor.enforce()
             if scope is not None and scope.silent:  # nothing under it records: labels only
                 scope.address = event.connection_id  # the metric's server.*
-                if scope.attempt is not None:  # the session's: the one its commands carry
+                attempt = scope.attempt  # the session's: the one its commands carry
+                if attempt is not None:
+                    attempt.timer.command_started(
+                        t.clock(), event.command_name, event.command, event.database_name
+                    )
                     t.correlator.start_command(
-                        (event.connection_id, event.request_id), None, scope.attempt
+                        (event.connection_id, event.request_id), None, attempt
                     )
             elif scope.native if scope is not None else pymongo_traces_command(t.native):
                 if scope is not None:  # our metric's server.*, though PyMongo makes the span
@@ -117,6 +121,8 @@ class TracingCommandListener(monitoring.CommandListener):
             else:
                 parent = trace.get_current_span()
                 silent = t.decider.children_dropped(parent)
+        if attempt is not None:  # its in-flight time and first write (timing.py)
+            attempt.timer.command_started(t.clock(), name, command, event.database_name)
         if t.events:  # no span: an event on the operation (or attempt) span, at the reply,
             # stamped when sent. Never on a span that is not ours (a command outside any
             # operation or transaction of ours, e.g. PyMongo's own endSessions): none then.
@@ -165,9 +171,11 @@ class TracingCommandListener(monitoring.CommandListener):
         lsid = A.lsid_to_str(command.get("lsid"))
         attempt = self.telemetry.correlator.find_attempt(lsid, txn) if lsid is not None else None
         if attempt is not None:
-            self.telemetry.correlator.start_command(
-                (event.connection_id, event.request_id), None, attempt
+            t = self.telemetry
+            attempt.timer.command_started(
+                t.clock(), event.command_name, command, event.database_name
             )
+            t.correlator.start_command((event.connection_id, event.request_id), None, attempt)
 
     def _start_attributes(
         self,
@@ -201,6 +209,8 @@ class TracingCommandListener(monitoring.CommandListener):
             return
         span, attempt, event_at, sent_cursor = found
         try:
+            if attempt is not None:
+                attempt.timer.command_ended(self.telemetry.clock())
             reply = event.reply
             if span is None or not span.is_recording():
                 # Not ours to record (PyMongo's, or unsampled): its error labels only.
@@ -256,6 +266,8 @@ class TracingCommandListener(monitoring.CommandListener):
             return
         span, attempt, event_at, sent_cursor = found
         with guard("listener.failed"):
+            if attempt is not None:
+                attempt.timer.command_ended(self.telemetry.clock())
             failure = event.failure
             labels = A.error_labels_of(failure)
             if labels:

@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 from structlog.stdlib import render_to_log_kwargs
 
 from motor_otel import attributes as A
-from motor_otel.events import AttemptInfo, OperationSummary, TransactionSummary
+from motor_otel.events import AttemptInfo, AttemptTimes, OperationSummary, TransactionSummary
 
 EventDict = MutableMapping[str, Any]
 """structlog's event dictionary."""
@@ -52,7 +52,8 @@ class LifecycleLogger:
     """Emits ``transaction.*`` events, through structlog when it is configured, else stdlib.
 
     Levels: ``started`` debug; ``committed``/``aborted`` info; ``retry``/``commit_retry``/
-    ``commit_not_retried`` warning; ``failed`` error. ``retry`` names its cause (the operation
+    ``commit_not_retried``/``long`` warning; ``failed`` error. ``long``: an attempt whose write
+    window passed ``long_transaction_ms``, with its ``app_ms``, ``server_ms`` and window. ``retry`` names its cause (the operation
     whose ``TransientTransactionError`` ended the previous attempt) when there was one. Fields are the span attribute names (the failure's class is
     ``error.type``), plus the attributes the core hands over with each fact; the one extra field
     is ``duration_s``, since a log line has no span duration.
@@ -108,6 +109,13 @@ class LifecycleLogger:
 
     def commit_not_retried(self, info: AttemptInfo) -> None:
         self._emit("warning", "transaction.commit_not_retried", self._attempt_fields(info))
+
+    def attempt_ended(self, times: AttemptTimes) -> None:
+        if times.long:
+            fields: dict[str, Any] = {A.TXN_OUTCOME: times.outcome}
+            if times.write_collection is not None:
+                fields[A.DB_COLLECTION_NAME] = times.write_collection
+            self._emit("warning", "transaction.long", _add_attributes(fields, times.attributes))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         fields: dict[str, Any] = {

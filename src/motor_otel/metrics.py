@@ -9,15 +9,23 @@ one attribute read per fact. Attribute sets are built once per distinct value an
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TypeVar
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry import metrics
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.util.types import AttributeValue
 
 from motor_otel import attributes as A
-from motor_otel.events import AttemptInfo, OperationSummary, RetryCause, TransactionSummary
+from motor_otel.events import (
+    AttemptInfo,
+    AttemptTimes,
+    OperationSummary,
+    RetryCause,
+    TransactionSummary,
+)
+from motor_otel.timing import OpenTransactions
 from motor_otel.version import __version__
 
 OPERATION_DURATION = "db.client.operation.duration"
@@ -28,6 +36,10 @@ TRANSACTION_RETRIES = "db.client.mongodb.transaction.retries"
 COMMIT_RETRIES = "db.client.mongodb.transaction.commit_retries"
 WASTED_DURATION = "db.client.mongodb.transaction.wasted_duration"
 COMMIT_NOT_RETRIED = "db.client.mongodb.transaction.commit_not_retried"
+APP_DURATION = "db.client.mongodb.transaction.app_duration"
+WRITE_WINDOW = "db.client.mongodb.transaction.write_window"
+OPEN = "db.client.mongodb.transaction.open"
+OLDEST_AGE = "db.client.mongodb.transaction.oldest_age"
 
 ERROR_LABEL = "db.mongodb.error_label"
 """On retry counters: one data point per label of the error that caused the retry (``none``
@@ -77,6 +89,68 @@ _TRANSACTION_ATTRS: dict[
 ] = {}
 _WASTED_ATTRS: dict[tuple[str, RetryCause | None], Mapping[str, AttributeValue]] = {}
 _NOT_RETRIED_ATTRS: dict[tuple[tuple[str, ...], str | None], Mapping[str, AttributeValue]] = {}
+_OUTCOME_ATTRS: dict[str, Mapping[str, AttributeValue]] = {}
+_WINDOW_ATTRS: dict[tuple[str, str | None], Mapping[str, AttributeValue]] = {}
+_SYSTEM_ATTRS: Mapping[str, AttributeValue] = {A.DB_SYSTEM_NAME: A.MONGODB}
+
+
+def _outcome_attributes(outcome: str) -> Mapping[str, AttributeValue]:
+    attrs = _OUTCOME_ATTRS.get(outcome)
+    if attrs is None:
+        attrs = _remember(_OUTCOME_ATTRS, outcome, {**_SYSTEM_ATTRS, A.TXN_OUTCOME: outcome})
+    return attrs
+
+
+def _window_attributes(times: AttemptTimes) -> Mapping[str, AttributeValue]:
+    """The outcome and the collection of the attempt's first write (the app's, bounded)."""
+    key = (times.outcome, times.write_collection)
+    attrs = _WINDOW_ATTRS.get(key)
+    if attrs is None:
+        found: dict[str, AttributeValue] = {**_SYSTEM_ATTRS, A.TXN_OUTCOME: times.outcome}
+        if times.write_collection is not None:
+            found[A.DB_COLLECTION_NAME] = times.write_collection
+        attrs = _remember(_WINDOW_ATTRS, key, found)
+    return attrs
+
+
+# Open transactions are observed per meter: the SDK keeps the first callback registered under an
+# instrument's name and drops later ones, so every scope (instrument(), each instrument_client)
+# reporting to one meter adds its registry to that meter's set, and one callback reads them all.
+_OPEN_SOURCES: weakref.WeakKeyDictionary[Any, weakref.WeakSet[OpenTransactions]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _observe_open(meter: Meter, registry: OpenTransactions) -> None:
+    """Register ``registry`` with the ``open`` and ``oldest_age`` instruments of ``meter``."""
+    sources = _OPEN_SOURCES.get(meter)
+    if sources is not None:
+        sources.add(registry)
+        return
+    sources = _OPEN_SOURCES[meter] = weakref.WeakSet([registry])
+
+    def count(options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(sum(len(r) for r in list(sources)), _SYSTEM_ATTRS)
+
+    def oldest(options: CallbackOptions) -> Iterable[Observation]:
+        ages = [age for r in list(sources) if (age := r.oldest_age()) is not None]
+        if ages:  # nothing open: no point, so an alert on it sees the gap
+            yield Observation(max(ages), _SYSTEM_ATTRS)
+
+    meter.create_observable_up_down_counter(
+        OPEN,
+        callbacks=[count],
+        unit="{transaction}",
+        description="Transactions open now (started, not yet committed or aborted): mongod's "
+        "serverStatus transactions.currentOpen, seen from this client.",
+    )
+    meter.create_observable_gauge(
+        OLDEST_AGE,
+        callbacks=[oldest],
+        unit="s",
+        description="Age of the oldest open transaction: a leaked or abandoned one holds its "
+        "documents until mongod's transactionLifetimeLimitSeconds (60 s by default).",
+    )
 
 
 def _cause_attributes(cause: RetryCause | None, *, error_type: bool) -> dict[str, AttributeValue]:
@@ -161,6 +235,7 @@ class MongoMetrics:
     """Records operation and transaction metrics; see the README's metric table."""
 
     __slots__ = (
+        "_app_duration",
         "_attempts",
         "_commit_not_retried",
         "_commit_retries",
@@ -170,10 +245,15 @@ class MongoMetrics:
         "_transaction_duration",
         "_transactions",
         "_wasted_duration",
+        "_write_window",
         "noop",
     )
 
-    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None = None,
+        open_transactions: OpenTransactions | None = None,
+    ) -> None:
         meter = metrics.get_meter(
             "motor_otel", __version__, meter_provider, schema_url=A.SCHEMA_URL
         )
@@ -224,6 +304,22 @@ class MongoMetrics:
             description="Commit errors Motor's with_transaction let escape where the documented "
             "loop retries (driver mode).",
         )
+        self._app_duration = meter.create_histogram(
+            APP_DURATION,
+            unit="s",
+            description="Time a transaction attempt was open while none of its commands was in "
+            "flight: the application's share (mongod's timeInactiveMicros, from the client).",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._write_window = meter.create_histogram(
+            WRITE_WINDOW,
+            unit="s",
+            description="From a transaction attempt's first write command to the end of its "
+            "commit or abort: while other writers of its documents conflict with it.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        if open_transactions is not None and not self.noop:
+            _observe_open(meter, open_transactions)
 
     def transaction_started(self, info: AttemptInfo) -> None:
         pass
@@ -250,6 +346,13 @@ class MongoMetrics:
         if self.idle:
             return
         self._commit_not_retried.add(1, _not_retried_attributes(info))
+
+    def attempt_ended(self, times: AttemptTimes) -> None:
+        if self.idle:
+            return
+        self._app_duration.record(times.app_s, _outcome_attributes(times.outcome))
+        if times.write_window_s is not None:
+            self._write_window.record(times.write_window_s, _window_attributes(times))
 
     def transaction_ended(self, summary: TransactionSummary) -> None:
         if self.idle:

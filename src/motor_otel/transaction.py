@@ -10,8 +10,8 @@ three session classes of :mod:`motor_otel.session` only wire it around their dri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import Token
@@ -28,7 +28,7 @@ from motor_otel import errors as E
 from motor_otel._guard import call_hook, guard, report
 from motor_otel.coexistence import lend_transaction_span
 from motor_otel.correlation import Attempt, Telemetry
-from motor_otel.events import AttemptInfo, Outcome, RetryCause, TransactionSummary
+from motor_otel.events import AttemptInfo, AttemptTimes, Outcome, RetryCause, TransactionSummary
 from motor_otel.kept import BufferedSpan, KeptStory, buffered, buffered_root, promote, start_span
 from motor_otel.operations import (
     error_labels,
@@ -36,6 +36,7 @@ from motor_otel.operations import (
     operation_span,
     record_exception,
 )
+from motor_otel.timing import AttemptTimer, Totals, attempt_attributes
 
 T = TypeVar("T")
 
@@ -67,6 +68,7 @@ class _WithTransaction:
     backoff_ms: float = 0.0  # summed over retries
     lost_s: float = 0.0  # time in attempts that did not commit
     causes: list[RetryCause | None] = field(default_factory=list)  # one per such attempt
+    totals: Totals = field(default_factory=Totals)  # server, app and write-window time summed
     silent: bool = False  # nothing under its span records: its attempts are stand-ins too
     story: KeptStory | None = None  # its span is a buffered root, kept if a rule matches
 
@@ -85,6 +87,7 @@ class _SessionTrace:
     tx_commits: int = 0
     attempt_commits: int = 0
     story: KeptStory | None = None  # the buffer of a lone transaction (or, briefly, a call's)
+    untold: list[tuple[Span, AttemptTimes]] | None = None  # attempts that ended buffered
     owner: object = field(default_factory=object)  # marks this session's attempts
     finalizer: weakref.finalize[Any, Any] | None = None  # forgets them if never ended
 
@@ -158,7 +161,7 @@ class TransactionTracer:
             self._otel.lsid = A.lsid_to_str(self._otel.session.session_id)
             if self._otel.lsid is not None:  # must not reference self, or it never runs
                 self._otel.finalizer = weakref.finalize(
-                    self, t.correlator.forget_session, self._otel.lsid, self._otel.owner
+                    self, _forget_session, t, self._otel.lsid, self._otel.owner
                 )
         return self._otel.lsid or ""
 
@@ -183,7 +186,7 @@ class TransactionTracer:
     def _open_attempt(self, t: Telemetry, options: tuple[Any, ...]) -> None:
         if self._otel.attempt is not None:  # an unsettled commit: nobody retried it
             self._close_attempt("failed", None)
-        started = time.perf_counter()
+        started = t.clock()
         wt = self._otel.wt
         self._otel.attempt_commits = 0
         backoff: dict[str, Any] = {}
@@ -192,7 +195,7 @@ class TransactionTracer:
             number = wt.attempts
             parent_span = wt.span
             if wt.last_attempt_end is not None:  # the driver's backoff sleep, as it happened
-                waited = round((time.perf_counter() - wt.last_attempt_end) * 1000.0, 3)
+                waited = round((started - wt.last_attempt_end) * 1000.0, 3)
                 wt.backoff_ms += waited
                 backoff[A.TXN_BACKOFF_MS] = waited
             if number > 1:
@@ -202,7 +205,7 @@ class TransactionTracer:
         else:
             number = 1
             parent_span = trace.get_current_span()
-            self._otel.tx_start = time.perf_counter()
+            self._otel.tx_start = started
             self._otel.tx_labels = []
             self._otel.tx_commits = 0
         lsid = self._session_lsid()
@@ -248,8 +251,10 @@ class TransactionTracer:
             recording=recording,
             silent=silent or (not recording and t.decider.children_dropped(span)),
             started=started,
+            timer=AttemptTimer(started),
         )
         t.correlator.open_attempt(attempt)
+        t.open_transactions.opened(self._otel.owner, started)
         self._otel.attempt = attempt
         if t.native:  # PyMongo traces this client: our attempt is its transaction span too
             lend_transaction_span(self._otel.session, span)
@@ -268,7 +273,10 @@ class TransactionTracer:
         t = self._otel.telemetry
         if attempt is None or t is None:
             return
+        now = t.clock()
         t.correlator.close_attempt(attempt.lsid, attempt.txn_number)
+        t.open_transactions.closed(self._otel.owner)
+        times = attempt.timer.finish(now, outcome, t.settings.long_transaction_ms / 1000.0)
         span = attempt.span
         labels = list(attempt.error_labels)
         if exc is not None:
@@ -285,17 +293,30 @@ class TransactionTracer:
         attrs: dict[str, Any] = {A.TXN_OUTCOME: outcome, **failure}
         if attempt.recording or t.attribute_observers:
             attrs.update(_timestamp_attributes(self._otel.session))
+            attrs.update(attempt_attributes(times))
         if labels:
             attrs[A.ERROR_LABELS] = labels
         if outcome != "committed" and attempt.retry_cause is not None:
             attrs[A.TXN_RETRY_CAUSE] = attempt.retry_cause.summary
         if attempt.recording:
+            if times.long:  # the write window passed long_transaction_ms
+                span.add_event("transaction.long", attempt_attributes(times))
             span.set_attributes(attrs)
             span.end()
+        if t.observed():
+            if t.attribute_observers:
+                times = dataclasses.replace(times, attributes={**attempt.attributes, **attrs})
+            if buffered(span):  # told once kept (in the kept trace), or when its story ends
+                if self._otel.untold is None:
+                    self._otel.untold = []
+                self._otel.untold.append((span, times))
+            else:
+                _tell(t, span, "attempt_ended", times)
         wt = self._otel.wt
         if wt is not None:
             wt.last_outcome = outcome
-            wt.last_attempt_end = time.perf_counter()
+            wt.last_attempt_end = now
+            wt.totals.add(times)
             A.add_labels(wt.labels, labels)
             _count_lost_attempt(wt, attempt, outcome)
         else:
@@ -304,7 +325,7 @@ class TransactionTracer:
             if story is not None:  # a lone transaction's buffer: kept, or dropped now
                 self._otel.story = None
                 rules = t.settings.keep
-                duration = time.perf_counter() - self._otel.tx_start
+                duration = now - self._otel.tx_start
                 failed = outcome == "failed" or (
                     outcome == "aborted" and (attempt.failed_operations > 0 or story.errors > 0)
                 )
@@ -313,6 +334,7 @@ class TransactionTracer:
                 elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
                     self._keep(t, span, f"slow:{rules.slow_ms:g}")
                 story.close(span)
+                self._tell_untold(t)
             self._emit_summary(
                 t,
                 span,
@@ -320,7 +342,7 @@ class TransactionTracer:
                 1,
                 self._otel.tx_commits,
                 self._otel.tx_labels,
-                time.perf_counter() - self._otel.tx_start,
+                now - self._otel.tx_start,
                 exc,
                 {**attempt.attributes, **attrs},
             )
@@ -446,7 +468,7 @@ class TransactionTracer:
         story = None
         if t.decider.children_dropped(caller):
             if not t.keeping():
-                wt = _WithTransaction(caller, time.perf_counter(), silent=True)
+                wt = _WithTransaction(caller, t.clock(), silent=True)
                 self._otel.wt = wt
                 return wt, None
             span: Span = self._buffered_root(caller, "withTransaction", attrs)
@@ -457,7 +479,7 @@ class TransactionTracer:
         if buffered(span):
             story, self._otel.story = self._otel.story, None
         silent = story is None and t.decider.children_dropped(span)
-        wt = _WithTransaction(span, time.perf_counter(), silent=silent, story=story)
+        wt = _WithTransaction(span, t.clock(), silent=silent, story=story)
         self._otel.wt = wt
         if story is not None:  # not made current: the app keeps seeing its unsampled span
             return wt, None
@@ -468,11 +490,20 @@ class TransactionTracer:
         story = self._otel.story = KeptStory(stand_in.get_span_context())
         return buffered_root(story, name, attrs, stand_in.get_span_context())
 
+    def _tell_untold(self, t: Telemetry) -> None:
+        """Kept, or its story ended: the times of attempts that ended buffered go to the observers
+        now, under their spans, which are the kept trace's when a rule matched (so exemplars and
+        log lines point there)."""
+        untold, self._otel.untold = self._otel.untold, None
+        for span, times in untold or ():
+            _tell(t, span, "attempt_ended", times)
+
     def _keep(self, t: Telemetry, root: Span, rule: str) -> None:
         """A keep rule matched: the buffered transaction becomes a kept trace, live from now."""
         if isinstance(root, BufferedSpan):
             with guard("kept.promote"):
                 promote(t.tracer, root, rule)
+            self._tell_untold(t)  # the attempts that ended buffered, in the kept trace now
 
     def _with_transaction_ended(
         self, t: Telemetry, wt: _WithTransaction, token: _Token | None, exc: BaseException | None
@@ -515,7 +546,7 @@ class TransactionTracer:
         outcome: Outcome = "failed" if exc is not None else (wt.last_outcome or "committed")
         span = wt.span
         not_retried = exc is not None and self._commit_not_retried(t, wt, exc)
-        duration = time.perf_counter() - wt.started
+        duration = t.clock() - wt.started
         if wt.story is not None:  # kept now if a rule matches: the end and its points go there
             rules = t.settings.keep
             if rules.failed and exc is not None:
@@ -525,6 +556,7 @@ class TransactionTracer:
             elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
                 self._keep(t, span, f"slow:{rules.slow_ms:g}")
             wt.story.close(span)
+            self._tell_untold(t)
         recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
@@ -533,6 +565,8 @@ class TransactionTracer:
         }
         if recording or t.attribute_observers:
             attrs.update(_timestamp_attributes(self._otel.session))
+            if wt.attempts:
+                attrs.update(wt.totals.attributes())
         if wt.attempts > 1:
             attrs[A.TXN_BACKOFF_MS] = round(wt.backoff_ms, 3)
         if exc is not None:
@@ -567,6 +601,12 @@ class TransactionTracer:
             wasted_s,
             _one_cause(wt) if wasted_s > 0 else None,
         )
+
+
+def _forget_session(t: Telemetry, lsid: str, owner: object) -> None:
+    """A session object was collected without ending: drop its open attempt and transaction."""
+    t.correlator.forget_session(lsid, owner)
+    t.open_transactions.closed(owner)
 
 
 # -- time lost to retries, and what caused them ----------------------------------------------

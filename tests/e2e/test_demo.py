@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -102,9 +103,9 @@ def test_demo_contention_and_where_retries_came_from() -> None:
         assert "--- buyer " in out and "contention on stock 'fig'" in out
         table = out.split("--- where retries came from\n", 1)[1].split("\n\n", 1)[0]
         rows = {
-            line.rsplit(None, 3)[0]: line.split()[-3]
+            found[1]: found[2]
             for line in table.splitlines()[1:]
-            if line.endswith(" ms")
+            if (found := re.match(r"(.+?)\s+(\d+)\s+[\d.]+ ms\s+(?:[\d.]+ ms|-)$", line))
         }
         found = out.split("buyers' conflicts found at the write: ", 1)[1].split(";")[0]
         at_write, at_commit = (int(n) for n in found.replace(" at commit:", "").split(","))
@@ -113,6 +114,7 @@ def test_demo_contention_and_where_retries_came_from() -> None:
         if mode == "spec":  # every conflict retried, and the one injected on transaction 5
             assert int(rows["total"]) == 1 + at_write + at_commit
             assert "did not retry" not in table
+            _payment_raises_app_time_window_and_retries(out, buyers=3)
             assert not any("commit_not_retried" in line for line in lines)
         else:  # Motor retries conflicts at the write, never a failed commit
             assert int(rows["total"]) == 1 + at_write
@@ -127,6 +129,26 @@ def test_demo_contention_and_where_retries_came_from() -> None:
                     if line.startswith("db.client.mongodb.transaction.commit_not_retried {")
                 ]
                 assert counted.endswith(f"}} {at_commit}")
+
+
+def _payment_raises_app_time_window_and_retries(out: str, buyers: int) -> None:
+    """The checkouts that await the 50 ms payment service inside the transaction: their
+    committed attempts' app time and write window include it, and every other buyer of the
+    item conflicts with the one holding its stock document meanwhile."""
+    section = out.split("--- why transactions conflict: ", 1)[1].split("\n\n", 1)[0]
+    rows = {
+        found[1]: [float(found[i]) for i in range(2, 6)]
+        for line in section.splitlines()
+        if (
+            found := re.match(
+                r"(\w+): .+?\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+[\d.]+ ms$", line
+            )
+        )
+    }
+    assert set(rows) == {"pear", "plum"}, section
+    attempts, app_ms, window_ms, retries = rows["plum"]
+    assert app_ms >= 50.0 and window_ms >= 50.0  # the payment call is inside both
+    assert retries >= buyers - 1 and attempts == buyers + retries
 
 
 def test_demo_says_when_the_export_failed() -> None:
@@ -158,7 +180,7 @@ def test_demo_sends_to_an_otlp_endpoint(
     assert done.returncode == 0, done.stderr
     assert f"sent {len(names_of(bodies))} spans and the metrics to {endpoint}" in done.stdout
     names = names_of(bodies)
-    assert names.count("withTransaction") == 9  # 7 transactions, 2 buyers
+    assert names.count("withTransaction") == 13  # 7 transactions, 2 buyers in each of 3 groups
     metrics = {
         metric.name
         for body in bodies.get("/v1/metrics", [])
@@ -175,7 +197,10 @@ def test_demo_sends_to_an_otlp_endpoint(
         "db.client.mongodb.transaction.retries",
         "db.client.mongodb.transaction.commit_retries",
         "db.client.mongodb.transaction.wasted_duration",
-    }
+        "db.client.mongodb.transaction.app_duration",
+        "db.client.mongodb.transaction.write_window",
+        "db.client.mongodb.transaction.open",
+    }  # oldest_age has no point once every transaction has ended
     assert expected == metrics
 
 
@@ -208,3 +233,31 @@ def test_demo_sample_keeps_every_retried_transaction() -> None:
     assert "sampled by the ratio: " in line
     (retries,) = [x for x in _metric_lines(out) if "transaction.retries {" in x]
     assert retries.endswith(" 2")
+
+
+def test_demo_sample_keeps_the_retried_checkouts_and_times_every_attempt() -> None:
+    """--sample with buyers: every retried buyer's and checkout's transaction is kept, the "why
+    transactions conflict" table (which needs every trace) is left out, and the timing metrics
+    still count every committed attempt of every group."""
+    done = _demo("--sample", "0.05", "--buyers", "3", transactions="1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for item in ("fig", "pear", "plum"):
+        assert f"3 buyers of '{item}' at once: 3 committed" in out
+    assert "--- why transactions conflict" not in out
+    kept = out.count("\n--- kept (retried)\n")
+    sampled = out.count("\n--- sampled by the ratio, retried\n")
+    lines = _metric_lines(out)
+    (retried,) = [
+        x
+        for x in lines
+        if x.startswith("db.client.mongodb.transactions {error_labels=TransientTransactionError,")
+    ]
+    assert kept + sampled == int(retried.rsplit(" ", 1)[1]) >= 2  # plum's buyers conflict
+    for name in ("app_duration", "write_window"):
+        (committed,) = [
+            x
+            for x in lines
+            if x.startswith(f"db.client.mongodb.transaction.{name} {{") and "outcome=committed" in x
+        ]
+        assert " count=10 " in committed, committed  # 1 shop transaction, 3 groups of 3

@@ -373,6 +373,11 @@ async def test_every_dashboard_query_returns_data(
     )
     empty = queries
     deadline = time.monotonic() + DEADLINE_S
+    # A transaction left open while Prometheus scrapes, as a leaked one would be: the "Open
+    # transactions" panel's oldest age has a point only while one is open.
+    held = await client.start_session()
+    held.start_transaction()
+    await client.dash.held.insert_one({"n": "held"}, session=held)
     try:
         while empty and time.monotonic() < deadline:
             await _workload(client)  # the workload paces the polling
@@ -383,6 +388,8 @@ async def test_every_dashboard_query_returns_data(
                 if not await asyncio.to_thread(_query, prometheus, expr)
             ]
     finally:
+        await held.abort_transaction()
+        await held.end_session()
         await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
         client.close()
         driver.close()
@@ -417,3 +424,5 @@ async def test_every_dashboard_query_returns_data(
     assert ("orders", "insert", "112") in causes  # the injected insert conflict
     unretried = _series_labels(prometheus, "Commits Motor did not retry", "error_type")
     assert unretried == {("112",)}
+    windows = _series_labels(prometheus, "Write window p95 by collection", "db_collection_name")
+    assert ("orders",) in windows  # the first write of the workload's transactions

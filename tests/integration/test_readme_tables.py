@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import Metric, Sum
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
@@ -35,7 +35,7 @@ from motor_otel import (
 )
 from motor_otel.config import ENV_PREFIX, Settings
 from tests.conftest import CLIENT_OPTIONS
-from tests.signals import Signals, metrics
+from tests.signals import Signals
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 KINDS = ("withTransaction", "transaction", "operation", "command")
@@ -105,8 +105,9 @@ def dup_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 async def exported(
     dup_names: None, mongodb_uri: str, signals: Signals, monkeypatch: pytest.MonkeyPatch
-) -> tuple[InMemoryMetricReader, AsyncIOMotorClient]:
-    """Run the workload; the spans land in the ``exporter`` fixture, the points in the reader."""
+) -> tuple[list[Metric], AsyncIOMotorClient]:
+    """Run the workload; the spans land in the ``exporter`` fixture; the metrics are collected
+    while one transaction is still open (``oldest_age`` has a point only then)."""
     client: AsyncIOMotorClient = AsyncIOMotorClient(mongodb_uri, **CLIENT_OPTIONS)
     signals.instrument(
         client,
@@ -129,6 +130,11 @@ async def exported(
         await _workload(client)
         await _unretried_commit(driver)
         await _kept(kept)
+        async with await client.start_session() as session:
+            session.start_transaction()
+            await client.readme_tables.items.insert_one({"n": "open"}, session=session)
+            collected = signals.metrics()
+            await session.abort_transaction()
     finally:
         await client.admin.command(FAIL_POINT_OFF)
         uninstrument_client(client)
@@ -137,7 +143,7 @@ async def exported(
         client.close()
         driver.close()
         kept.close()
-    return signals.reader, client
+    return collected, client
 
 
 async def _unretried_commit(client: AsyncIOMotorClient) -> None:
@@ -256,16 +262,18 @@ async def test_every_emitted_span_attribute_is_documented(
 
 
 async def test_the_metric_table_is_what_is_recorded(
-    exported: tuple[InMemoryMetricReader, Any],
+    exported: tuple[list[Metric], Any],
 ) -> None:
     """Metric names, kinds, units and attribute keys are the table's, both ways."""
-    reader, _ = exported
+    collected, _ = exported
     recorded: dict[str, tuple[str, str, set[str]]] = {}
-    for metric in metrics(reader):
+    for metric in collected:
         keys: set[str] = set()
         for point in metric.data.data_points:
             keys.update(point.attributes or {})
-        kind = {"Histogram": "histogram", "Sum": "counter"}[type(metric.data).__name__]
+        kind = type(metric.data).__name__.lower()
+        if isinstance(metric.data, Sum):
+            kind = "counter" if metric.data.is_monotonic else "updowncounter"
         recorded[metric.name] = (kind, metric.unit or "", keys)
     documented: dict[str, tuple[str, str, set[str]]] = {}
     for name_cell, kind_cell, attribute_cell, _ in _table("## Metrics"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from motor_otel._demo_report import metrics_summary, retry_table
+from motor_otel._demo_report import conflict_table, metrics_summary, retry_table
 from tests.signals import Signals
 
 
@@ -32,7 +32,11 @@ def test_retry_table_counts_retried_attempts_by_cause(signals: Signals) -> None:
     with tracer.start_as_current_span("withTransaction"):
         tracer.start_span(
             "transaction",
-            attributes={"db.mongodb.transaction.outcome": "aborted", cause: "update shop.stock"},
+            attributes={
+                "db.mongodb.transaction.outcome": "aborted",
+                cause: "update shop.stock",
+                "db.mongodb.transaction.write_window_ms": 1.5,
+            },
             start_time=0,
         ).end(end_time=2_000_000)
         tracer.start_span(
@@ -55,9 +59,37 @@ def test_retry_table_counts_retried_attempts_by_cause(signals: Signals) -> None:
             },
         ).end()
     expected = [
-        "cause              retries  time lost",
-        "update shop.stock        1     2.5 ms",
-        "total                    1     2.5 ms",
+        "cause              retries  time lost  median write window",
+        "update shop.stock        1     2.5 ms            1.5 ms",
+        "total                    1     2.5 ms            1.5 ms",
         "commits Motor did not retry (with_transaction raised): 1 (TransientTransactionError 1)",
     ]
     assert expected == retry_table(signals.spans())
+
+
+def test_conflict_table_reads_app_time_window_and_retries_per_group(signals: Signals) -> None:
+    """Per group: attempts, the committed attempts' median app time and write window, retries
+    (attempts beyond one per call) and the time they lost."""
+    tracer = signals.tracer_provider.get_tracer("t")
+    outcome = "db.mongodb.transaction.outcome"
+    app, window = "db.mongodb.transaction.app_ms", "db.mongodb.transaction.write_window_ms"
+    with tracer.start_as_current_span(
+        "withTransaction", attributes={"db.mongodb.transaction.wasted_ms": 3.0}
+    ):
+        tracer.start_span(
+            "transaction", attributes={outcome: "aborted", app: 0.1, window: 0.2}
+        ).end()
+        tracer.start_span(
+            "transaction", attributes={outcome: "committed", app: 50.0, window: 52.0}
+        ).end()
+    with tracer.start_as_current_span("withTransaction"):
+        tracer.start_span(
+            "transaction", attributes={outcome: "committed", app: 60.0, window: 62.0}
+        ).end()
+    spans = signals.spans()
+    expected = [
+        "buyers  attempts  app ms  write window ms  retries  time lost",
+        "slow           3    55.0             57.0        1     3.0 ms",
+        "none           0       -                -        0     0.0 ms",
+    ]
+    assert expected == conflict_table([("slow", spans), ("none", [])])
