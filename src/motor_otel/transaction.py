@@ -324,17 +324,10 @@ class TransactionTracer:
             story = self._otel.story
             if story is not None:  # a lone transaction's buffer: kept, or dropped now
                 self._otel.story = None
-                rules = t.settings.keep
-                duration = now - self._otel.tx_start
                 failed = outcome == "failed" or (
                     outcome == "aborted" and (attempt.failed_operations > 0 or story.errors > 0)
                 )
-                if rules.failed and failed:
-                    self._keep(t, span, "failed")
-                elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
-                    self._keep(t, span, f"slow:{rules.slow_ms:g}")
-                story.close(span)
-                self._tell_untold(t)
+                self._settle(t, span, story, failed, False, now - self._otel.tx_start)
             self._emit_summary(
                 t,
                 span,
@@ -346,6 +339,27 @@ class TransactionTracer:
                 exc,
                 {**attempt.attributes, **attrs},
             )
+
+    def _settle(
+        self,
+        t: Telemetry,
+        span: Span,
+        story: KeptStory,
+        failed: bool,
+        not_retried: bool,
+        duration: float,
+    ) -> None:
+        """A buffered transaction ended: kept by the first rule that matches, else dropped; either
+        way its buffer is emptied and the points it held are told."""
+        rules = t.settings.keep
+        if rules.failed and failed:
+            self._keep(t, span, "failed")
+        elif rules.commit_not_retried and not_retried:
+            self._keep(t, span, "commit_not_retried")
+        elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
+            self._keep(t, span, f"slow:{rules.slow_ms:g}")
+        story.close(span)
+        self._tell_untold(t)
 
     def _emit_summary(
         self,
@@ -548,15 +562,7 @@ class TransactionTracer:
         not_retried = exc is not None and self._commit_not_retried(t, wt, exc)
         duration = t.clock() - wt.started
         if wt.story is not None:  # kept now if a rule matches: the end and its points go there
-            rules = t.settings.keep
-            if rules.failed and exc is not None:
-                self._keep(t, span, "failed")
-            elif rules.commit_not_retried and not_retried:
-                self._keep(t, span, "commit_not_retried")
-            elif rules.slow_ms is not None and duration * 1000.0 > rules.slow_ms:
-                self._keep(t, span, f"slow:{rules.slow_ms:g}")
-            wt.story.close(span)
-            self._tell_untold(t)
+            self._settle(t, span, wt.story, exc is not None, not_retried, duration)
         recording = span.is_recording()
         attrs: dict[str, Any] = {
             A.TXN_ATTEMPTS: wt.attempts,
