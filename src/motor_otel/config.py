@@ -142,25 +142,25 @@ def forget_warnings() -> None:
         _warned.clear()
 
 
+def _non_negative(name: str, value: Any, kind: type[int] | type[float], noun: str) -> Any:
+    """``value`` as a finite ``kind`` >= 0 (never a bool), or ``ValueError`` naming ``name``."""
+    error = ValueError(f"{name} must be a non-negative {noun}, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
+        raise error from None
+    if isinstance(value, bool) or not 0 <= number < float("inf"):  # NaN fails too
+        raise error
+    return number
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name in _HOOKS:
         return value
     if name == "query_text_max_length":
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
-        if number < 0 or isinstance(value, bool):
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        return number
+        return _non_negative(name, value, int, "integer")
     if name == "long_transaction_ms":
-        try:
-            threshold = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a non-negative number, got {value!r}") from None
-        if not threshold >= 0 or threshold == float("inf") or isinstance(value, bool):
-            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        return threshold
+        return _non_negative(name, value, float, "number")
     if name == "with_transaction":
         if value not in ("driver", "spec"):
             raise ValueError(f"with_transaction must be 'driver' or 'spec', got {value!r}")
