@@ -211,3 +211,20 @@ def test_error_messages_lose_the_key_values_mongod_quotes() -> None:
         "E11000 duplicate key error collection: shop.users index: email_1 dup key: { ? }"
     )
     assert A.error_message("WriteConflict error") == "WriteConflict error"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "noun"),
+    [
+        ("query_text_max_length", -1, "integer"),
+        ("query_text_max_length", float("inf"), "integer"),
+        ("query_text_max_length", True, "integer"),
+        ("long_transaction_ms", float("nan"), "number"),
+        ("long_transaction_ms", "soon", "number"),
+        ("long_transaction_ms", float("inf"), "number"),
+    ],
+)
+def test_a_bad_number_keyword_is_a_value_error_naming_it(name: str, value: Any, noun: str) -> None:
+    """A negative, infinite, NaN, boolean or unreadable number keyword raises ValueError."""
+    with pytest.raises(ValueError, match=f"{name} must be a non-negative {noun}"):
+        Settings.resolve(environ={}, **{name: value})
